@@ -1,0 +1,1 @@
+"""What ties search spaces, devices and predictors together: profiling, search, the CLI."""

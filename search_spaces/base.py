@@ -1,0 +1,170 @@
+"""The protocol every search space follows, with the gene machinery most spaces share."""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Gene:
+    """One independent decision of an architecture: its name and the values it may take."""
+
+    name: str
+    options: tuple[Any, ...]
+
+
+class SearchSpace:
+    """Base class: a space describes its architectures as a tuple of gene values.
+
+    A subclass provides `genes`, `to_str`, `from_str`, `build`, `input_shape`, `flops`, `params`,
+    and may override `active` (which genes matter for a given arch) and `canonical`.
+    """
+
+    name: str = ""
+    genes: tuple[Gene, ...] = ()
+
+    # ---- strings ---------------------------------------------------------------------------
+    def to_str(self, arch: tuple) -> str:
+        raise NotImplementedError
+
+    def from_str(self, s: str) -> tuple:
+        raise NotImplementedError
+
+    # ---- gene helpers ----------------------------------------------------------------------
+    def active(self, arch: tuple) -> list[bool]:
+        """Which genes influence the network built from `arch` (all, unless overridden)."""
+        return [True] * len(self.genes)
+
+    def canonical(self, arch: tuple) -> tuple:
+        """The one representative of `arch` among genes-equivalent tuples."""
+        return tuple(arch)
+
+    def validate(self, arch: Sequence) -> tuple:
+        if len(arch) != len(self.genes):
+            raise ValueError(
+                f"{self.name}: an architecture has {len(self.genes)} genes, but got {len(arch)}"
+            )
+        for gene, value in zip(self.genes, arch):
+            if value not in gene.options:
+                raise ValueError(
+                    f"{self.name}: gene {gene.name!r} must be one of {list(gene.options)}, but got {value!r}"
+                )
+        return self.canonical(tuple(arch))
+
+    # ---- sampling and variation ------------------------------------------------------------
+    def sample(self, rng: np.random.Generator) -> tuple:
+        return self.canonical(tuple(g.options[rng.integers(len(g.options))] for g in self.genes))
+
+    def mutate(self, arch: tuple, rng: np.random.Generator, rate: float | None = None) -> tuple:
+        """Re-draw each active gene with probability `rate` (default 1/#active); never returns `arch`."""
+        mask = self.active(arch)
+        positions = [i for i, m in enumerate(mask) if m and len(self.genes[i].options) > 1]
+        rate = 1.0 / len(positions) if rate is None else rate
+        while True:
+            genes = list(arch)
+            chosen = [i for i in positions if rng.random() < rate] or [positions[rng.integers(len(positions))]]
+            for i in chosen:
+                others = [o for o in self.genes[i].options if o != genes[i]]
+                genes[i] = others[rng.integers(len(others))]
+            child = self.canonical(tuple(genes))
+            if child != arch:
+                return child
+
+    def crossover(self, a: tuple, b: tuple, rng: np.random.Generator) -> tuple:
+        """Uniform crossover: each gene from either parent."""
+        pick = rng.random(len(self.genes)) < 0.5
+        return self.canonical(tuple(x if p else y for x, y, p in zip(a, b, pick)))
+
+    def suggest(self, trial: Any) -> tuple:
+        """Optuna define-by-run: ask `trial` for every gene that matters."""
+        genes: list[Any] = []
+        for gene in self.genes:
+            genes.append(gene.options[0])
+        for i, gene in enumerate(self.genes):
+            if self.active(tuple(genes))[i]:
+                genes[i] = trial.suggest_categorical(gene.name, list(gene.options))
+        return self.canonical(tuple(genes))
+
+    def size(self) -> int:
+        return int(np.prod([len(g.options) for g in self.genes], dtype=object))
+
+    def enumerate(self) -> Iterator[tuple]:
+        """Every architecture once (only sensible for finite, small spaces)."""
+        seen: set[tuple] = set()
+        for genes in itertools.product(*(g.options for g in self.genes)):
+            arch = self.canonical(genes)
+            if arch not in seen:
+                seen.add(arch)
+                yield arch
+
+    # ---- encodings -------------------------------------------------------------------------
+    @property
+    def encoding_size(self) -> int:
+        return sum(len(g.options) for g in self.genes)
+
+    def encode(self, arch: tuple) -> np.ndarray:
+        """One-hot per gene, zeros for genes that do not matter: distinct archs differ."""
+        out = np.zeros(self.encoding_size, dtype=np.float32)
+        offset = 0
+        for gene, value, on in zip(self.genes, arch, self.active(arch)):
+            if on:
+                out[offset + gene.options.index(value)] = 1.0
+            offset += len(gene.options)
+        return out
+
+    # ---- models ----------------------------------------------------------------------------
+    def build(self, arch: tuple, **options: Any) -> nn.Module:
+        raise NotImplementedError
+
+    def input_shape(self, arch: tuple) -> tuple[int, int, int, int]:
+        raise NotImplementedError
+
+    def flops(self, arch: tuple) -> int:
+        """Multiply-accumulates of one forward pass at batch 1 (what NAS papers call FLOPs)."""
+        raise NotImplementedError
+
+    def params(self, arch: tuple) -> int:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """Multiply-accumulates of convolutions and linear layers, counted by running the model."""
+    total = 0
+
+    def conv_hook(m: nn.Conv2d, inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        kh, kw = m.kernel_size
+        total += out.numel() // out.shape[0] * (m.in_channels // m.groups) * kh * kw
+
+    def linear_hook(m: nn.Linear, inp: Any, out: torch.Tensor) -> None:
+        nonlocal total
+        total += out.numel() // out.shape[0] * m.in_features
+
+    handles = []
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            handles.append(m.register_forward_hook(conv_hook))
+        elif isinstance(m, nn.Linear):
+            handles.append(m.register_forward_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape[1:]))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return int(total)

@@ -1,0 +1,163 @@
+"""NAS-Bench-201: a cell of 4 nodes, 6 edges, 5 operations; 15,625 architectures."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from search_spaces.base import Gene, SearchSpace
+from search_spaces.registry import register
+
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+# Edge i -> (target node, source node), in the order of the canonical string.
+EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+
+
+class ReLUConvBN(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
+
+
+class Zero(nn.Module):
+    def forward(self, x):
+        return x.mul(0.0)
+
+
+def _op(name: str, c: int) -> nn.Module:
+    if name == "none":
+        return Zero()
+    if name == "skip_connect":
+        return nn.Identity()
+    if name == "nor_conv_1x1":
+        return ReLUConvBN(c, c, 1, 1)
+    if name == "nor_conv_3x3":
+        return ReLUConvBN(c, c, 3, 1)
+    return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+
+
+class Cell(nn.Module):
+    def __init__(self, ops: tuple[str, ...], c: int) -> None:
+        super().__init__()
+        self.edges = nn.ModuleList(_op(op, c) for op in ops)
+
+    def forward(self, x):
+        nodes = [x]
+        for target in (1, 2, 3):
+            nodes.append(sum(self.edges[i](nodes[src]) for i, (t, src) in enumerate(EDGES) if t == target))
+        return nodes[3]
+
+
+class ResidualReduction(nn.Module):
+    """NAS-Bench-201's reduction block: a stride-2 ResNet basic block."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.conv_a = ReLUConvBN(c_in, c_out, 3, 2)
+        self.conv_b = ReLUConvBN(c_out, c_out, 3, 1)
+        self.downsample = nn.Sequential(
+            nn.AvgPool2d(2, stride=2, padding=0), nn.Conv2d(c_in, c_out, 1, bias=False)
+        )
+
+    def forward(self, x):
+        return self.downsample(x) + self.conv_b(self.conv_a(x))
+
+
+class NASBench201Net(nn.Module):
+    def __init__(self, ops: tuple[str, ...], channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = channels
+        for stage in range(3):
+            if stage > 0:
+                layers.append(ResidualReduction(c, c * 2))
+                c *= 2
+            layers.extend(Cell(ops, c) for _ in range(cells_per_stage))
+        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels))
+        self.cells = nn.Sequential(*layers)
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(inplace=False))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c, num_classes)
+
+    def forward(self, x):
+        x = self.lastact(self.cells(self.stem(x)))
+        return self.classifier(self.pool(x).flatten(1))
+
+
+@register("nasbench201")
+class NASBench201(SearchSpace):
+    """Architectures are 6-tuples of op names, one per edge in string order."""
+
+    def __init__(self, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, resolution: int = 32):
+        self.channels = channels
+        self.cells_per_stage = cells_per_stage
+        self.num_classes = num_classes
+        self.resolution = resolution
+        self.genes = tuple(Gene(f"edge{t}{s}", OPS) for t, s in EDGES)
+
+    def to_str(self, arch: tuple) -> str:
+        arch = self.validate(arch)
+        nodes = []
+        for target in (1, 2, 3):
+            nodes.append("|".join(f"{arch[i]}~{s}" for i, (t, s) in enumerate(EDGES) if t == target))
+        return "|" + "|+|".join(nodes) + "|"
+
+    def from_str(self, s: str) -> tuple:
+        text = s.strip()
+        if not (text.startswith("|") and text.endswith("|")):
+            raise ValueError(f"nasbench201: {s!r} is not of the form |op~0|+|op~0|op~1|+|op~0|op~1|op~2|")
+        nodes = text[1:-1].split("|+|")
+        if len(nodes) != 3:
+            raise ValueError(f"nasbench201: {s!r} must have 3 nodes separated by '+', got {len(nodes)}")
+        ops: list[str] = []
+        for target, node in enumerate(nodes, start=1):
+            edges = node.split("|")
+            if len(edges) != target:
+                raise ValueError(f"nasbench201: node {target} of {s!r} must have {target} inputs, got {len(edges)}")
+            for source, edge in enumerate(edges):
+                op, _, src = edge.partition("~")
+                if src != str(source):
+                    raise ValueError(f"nasbench201: edge {edge!r} of {s!r} must come from node {source}")
+                if op not in OPS:
+                    raise ValueError(f"nasbench201: unknown op {op!r} in {s!r}; known: {', '.join(OPS)}")
+                ops.append(op)
+        return tuple(ops)
+
+    def build(self, arch: tuple, num_classes: int | None = None, **_: Any) -> nn.Module:
+        arch = self.validate(arch)
+        return NASBench201Net(arch, self.channels, self.cells_per_stage, num_classes or self.num_classes)
+
+    def input_shape(self, arch: tuple) -> tuple[int, int, int, int]:
+        return (1, 3, self.resolution, self.resolution)
+
+    def _stages(self) -> list[tuple[int, int]]:
+        """(channels, spatial size) of each stage."""
+        return [(self.channels * 2**i, self.resolution // 2**i) for i in range(3)]
+
+    def flops(self, arch: tuple) -> int:
+        arch = self.validate(arch)
+        r, c = self.resolution, self.channels
+        total = 3 * c * 9 * r * r
+        for i, (ch, hw) in enumerate(self._stages()):
+            if i > 0:
+                c_in = ch // 2
+                total += hw * hw * (ch * c_in * 9 + ch * ch * 9 + ch * c_in)
+            per_cell = sum(ch * ch * (1 if op == "nor_conv_1x1" else 9) for op in arch if op.startswith("nor_conv"))
+            total += self.cells_per_stage * per_cell * hw * hw
+        return total + self._stages()[-1][0] * self.num_classes
+
+    def params(self, arch: tuple) -> int:
+        arch = self.validate(arch)
+        c = self.channels
+        total = 3 * c * 9 + 2 * c
+        for i, (ch, _) in enumerate(self._stages()):
+            if i > 0:
+                c_in = ch // 2
+                total += ch * c_in * 9 + 2 * ch + ch * ch * 9 + 2 * ch + ch * c_in
+            per_cell = sum(ch * ch * (1 if op == "nor_conv_1x1" else 9) + 2 * ch for op in arch if op.startswith("nor_conv"))
+            total += self.cells_per_stage * per_cell
+        last = self._stages()[-1][0]
+        return total + 2 * last + last * self.num_classes + self.num_classes

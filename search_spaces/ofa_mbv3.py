@@ -1,0 +1,198 @@
+"""Once-for-All MobileNetV3 space: per-layer kernel and expand ratio, per-stage depth, resolution.
+
+Models are timm MobileNetV3 networks built from one block string per layer.
+"""
+from __future__ import annotations
+
+import json
+from functools import partial
+from typing import Any, Sequence
+
+from torch import nn
+
+from search_spaces.base import Gene, SearchSpace
+from search_spaces.registry import register
+
+KERNELS = (3, 5, 7)
+EXPANDS = (3, 4, 6)
+DEPTHS = (2, 3, 4)
+MAX_DEPTH = 4
+NUM_STAGES = 5
+NUM_LAYERS = NUM_STAGES * MAX_DEPTH
+STAGE_WIDTHS = (24, 40, 80, 112, 160)
+STAGE_STRIDES = (2, 2, 2, 1, 2)
+STAGE_RELU = (True, True, False, False, False)
+STAGE_SE = (False, True, False, True, True)
+STEM_WIDTH, FINAL_WIDTH, HEAD_WIDTH = 16, 960, 1280
+DEFAULT_RESOLUTIONS = tuple(range(128, 225, 4))
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """Round a channel count to a multiple of `divisor`, never below 90% of `v` (timm and OFA agree)."""
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+def _out(hw: int, stride: int) -> int:
+    return (hw + stride - 1) // stride
+
+
+@register("ofa_mbv3")
+class OFAMobileNetV3(SearchSpace):
+    """An arch is (d[5], ks[20], e[20], r) flattened into one tuple, depths first."""
+
+    def __init__(
+        self,
+        resolutions: Sequence[int] = DEFAULT_RESOLUTIONS,
+        width_mult: float = 1.0,
+        num_classes: int = 1000,
+    ) -> None:
+        resolutions = tuple(int(r) for r in resolutions)
+        if not resolutions or min(resolutions) < 32:
+            raise ValueError(f"ofa_mbv3: resolutions must be >= 32, but got {list(resolutions)}")
+        if width_mult <= 0:
+            raise ValueError(f"ofa_mbv3: width_mult must be > 0, but got {width_mult}")
+        self.resolutions = resolutions
+        self.width_mult = width_mult
+        self.num_classes = num_classes
+        self.genes = (
+            tuple(Gene(f"d{s}", DEPTHS) for s in range(NUM_STAGES))
+            + tuple(Gene(f"ks{i}", KERNELS) for i in range(NUM_LAYERS))
+            + tuple(Gene(f"e{i}", EXPANDS) for i in range(NUM_LAYERS))
+            + (Gene("r", resolutions),)
+        )
+
+    # ---- views of the flat tuple -----------------------------------------------------------
+    @staticmethod
+    def depths(arch: tuple) -> tuple[int, ...]:
+        return tuple(arch[:NUM_STAGES])
+
+    @staticmethod
+    def kernels(arch: tuple) -> tuple[int, ...]:
+        return tuple(arch[NUM_STAGES : NUM_STAGES + NUM_LAYERS])
+
+    @staticmethod
+    def expands(arch: tuple) -> tuple[int, ...]:
+        return tuple(arch[NUM_STAGES + NUM_LAYERS : NUM_STAGES + 2 * NUM_LAYERS])
+
+    @staticmethod
+    def resolution(arch: tuple) -> int:
+        return int(arch[-1])
+
+    def make(self, ks: Sequence[int], e: Sequence[int], d: Sequence[int], r: int) -> tuple:
+        return self.validate(tuple(d) + tuple(ks) + tuple(e) + (r,))
+
+    def active(self, arch: tuple) -> list[bool]:
+        layer_on = [i % MAX_DEPTH < arch[i // MAX_DEPTH] for i in range(NUM_LAYERS)]
+        return [True] * NUM_STAGES + layer_on + layer_on + [True]
+
+    def canonical(self, arch: tuple) -> tuple:
+        mask = self.active(arch)
+        return tuple(v if on else gene.options[0] for v, on, gene in zip(arch, mask, self.genes))
+
+    def layers(self, arch: tuple) -> list[tuple[int, int, int, int, int]]:
+        """(stage, kernel, expand, out channels, stride) of each active layer."""
+        ks, es, out = self.kernels(arch), self.expands(arch), []
+        for s, depth in enumerate(self.depths(arch)):
+            for j in range(depth):
+                i = s * MAX_DEPTH + j
+                c = make_divisible(STAGE_WIDTHS[s] * self.width_mult)
+                out.append((s, ks[i], es[i], c, STAGE_STRIDES[s] if j == 0 else 1))
+        return out
+
+    # ---- strings ---------------------------------------------------------------------------
+    def to_str(self, arch: tuple) -> str:
+        arch = self.validate(arch)
+        d = {"ks": list(self.kernels(arch)), "e": list(self.expands(arch)), "d": list(self.depths(arch)), "r": self.resolution(arch)}
+        return json.dumps(d, separators=(",", ":"))
+
+    def from_str(self, s: str) -> tuple:
+        try:
+            d = json.loads(s)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"ofa_mbv3: {s!r} is not JSON like {{\"ks\":[...],\"e\":[...],\"d\":[...],\"r\":160}} ({err.msg})") from None
+        if not isinstance(d, dict) or set(d) != {"ks", "e", "d", "r"}:
+            raise ValueError(f"ofa_mbv3: {s!r} must be an object with exactly the keys ks, e, d, r")
+        for key, n in (("ks", NUM_LAYERS), ("e", NUM_LAYERS), ("d", NUM_STAGES)):
+            if not isinstance(d[key], list) or len(d[key]) != n:
+                raise ValueError(f"ofa_mbv3: {key!r} must be a list of {n} integers in {s!r}")
+        return self.make(d["ks"], d["e"], d["d"], d["r"])
+
+    # ---- models ----------------------------------------------------------------------------
+    def block_strings(self, arch: tuple) -> list[list[str]]:
+        """timm arch_def for `arch`: one list of block strings per stage."""
+        stem = make_divisible(STEM_WIDTH * self.width_mult)
+        stages = [[f"ds_r1_k3_s1_e1_c{stem}_nre"]]
+        for s in range(NUM_STAGES):
+            stages.append([])
+        for s, k, e, c, stride in self.layers(arch):
+            suffix = ("_se0.25" if STAGE_SE[s] else "") + ("_nre" if STAGE_RELU[s] else "")
+            stages[s + 1].append(f"ir_r1_k{k}_s{stride}_e{e}_c{c}{suffix}")
+        stages.append([f"cn_r1_k1_s1_c{make_divisible(FINAL_WIDTH * self.width_mult)}"])
+        return stages
+
+    def build(self, arch: tuple, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
+        from timm.layers import get_act_layer
+        from timm.models._efficientnet_blocks import SqueezeExcite
+        from timm.models._efficientnet_builder import decode_arch_def, round_channels
+        from timm.models.mobilenetv3 import MobileNetV3
+
+        arch = self.validate(arch)
+        model = MobileNetV3(
+            block_args=decode_arch_def(self.block_strings(arch)),
+            num_classes=self.num_classes if num_classes is None else num_classes,
+            stem_size=make_divisible(STEM_WIDTH * self.width_mult),
+            fix_stem=True,
+            num_features=self._head_width(),
+            head_bias=False,
+            act_layer=get_act_layer("hard_swish"),
+            se_layer=partial(SqueezeExcite, gate_layer="hard_sigmoid", force_act_layer=nn.ReLU, rd_round_fn=round_channels),
+            **kwargs,
+        )
+        return model
+
+    def _head_width(self) -> int:
+        return make_divisible(HEAD_WIDTH * max(1.0, self.width_mult))
+
+    def input_shape(self, arch: tuple) -> tuple[int, int, int, int]:
+        r = self.resolution(self.validate(arch))
+        return (1, 3, r, r)
+
+    def _walk(self, arch: tuple) -> tuple[int, int]:
+        """(MACs, params), following the layers timm builds."""
+        arch = self.validate(arch)
+        macs = params = 0
+
+        def conv(c_in: int, c_out: int, k: int, hw: int, groups: int = 1, bn: bool = True, bias: bool = False) -> None:
+            nonlocal macs, params
+            macs += hw * hw * c_out * (c_in // groups) * k * k
+            params += c_out * (c_in // groups) * k * k + (2 * c_out if bn else 0) + (c_out if bias else 0)
+
+        hw = _out(self.resolution(arch), 2)
+        c = make_divisible(STEM_WIDTH * self.width_mult)
+        conv(3, c, 3, hw)
+        conv(c, c, 3, hw, groups=c)
+        conv(c, c, 1, hw)
+        for s, k, e, c_out, stride in self.layers(arch):
+            mid = make_divisible(c * e)
+            conv(c, mid, 1, hw)
+            hw = _out(hw, stride)
+            conv(mid, mid, k, hw, groups=mid)
+            if STAGE_SE[s]:
+                rd = make_divisible(mid * 0.25)
+                conv(mid, rd, 1, 1, bn=False, bias=True)
+                conv(rd, mid, 1, 1, bn=False, bias=True)
+            conv(mid, c_out, 1, hw)
+            c = c_out
+        final = make_divisible(FINAL_WIDTH * self.width_mult)
+        conv(c, final, 1, hw)
+        conv(final, self._head_width(), 1, 1, bn=False)
+        macs += self._head_width() * self.num_classes
+        params += self._head_width() * self.num_classes + self.num_classes
+        return macs, params
+
+    def flops(self, arch: tuple) -> int:
+        return self._walk(arch)[0]
+
+    def params(self, arch: tuple) -> int:
+        return self._walk(arch)[1]
