@@ -1,0 +1,85 @@
+"""The measuring agent behind `hwnas device serve`: HTTP + JSON, token required, one job at a time."""
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import secrets
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from devices.base import Device
+from devices.timing import TimingPolicy
+
+MAX_BODY = 1 << 30
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def make_server(device: Device, token: str, host: str = "127.0.0.1", port: int = 8600) -> ThreadingHTTPServer:
+    """An HTTP server measuring on `device`; requests must carry `Authorization: Bearer <token>`."""
+    if not token:
+        raise ValueError("the device agent requires a token")
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, fmt: str, *args: Any) -> None:  # quiet by default
+            pass
+
+        def _reply(self, code: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _authorised(self) -> bool:
+            given = self.headers.get("Authorization", "")
+            if hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                return True
+            self._reply(401, {"error": "missing or wrong token"})
+            return False
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if not self._authorised():
+                return
+            if self.path == "/fingerprint":
+                self._reply(200, device.fingerprint())
+            elif self.path == "/health":
+                self._reply(200, {"ok": True, "spec": device.spec})
+            else:
+                self._reply(404, {"error": f"no such path {self.path!r}; try /measure, /fingerprint, /health"})
+
+        def do_POST(self) -> None:  # noqa: N802
+            if not self._authorised():
+                return
+            if self.path != "/measure":
+                self._reply(404, {"error": f"no such path {self.path!r}"})
+                return
+            length = int(self.headers.get("Content-Length", "0"))
+            if not 0 < length <= MAX_BODY:
+                self._reply(413, {"error": f"request body must be 1..{MAX_BODY} bytes, got {length}"})
+                return
+            try:
+                req = json.loads(self.rfile.read(length))
+                models = [base64.b64decode(m) for m in req["models"]]
+                shapes = [tuple(int(v) for v in s) for s in req["input_shapes"]]
+                if len(shapes) != len(models):
+                    raise ValueError("models and input_shapes differ in length")
+                policy = TimingPolicy(**req["policy"]) if req.get("policy") else None
+                archs = req.get("archs") or [None] * len(models)
+                with lock:
+                    results = device.measure_many(models, shapes, archs, policy=policy, anchor=req.get("anchor"))
+            except (KeyError, TypeError, ValueError) as err:
+                self._reply(400, {"error": f"bad request: {err}"})
+                return
+            except Exception as err:  # noqa: BLE001 - the client gets the reason, the agent lives on
+                self._reply(500, {"error": f"{type(err).__name__}: {err}"})
+                return
+            self._reply(200, {"measurements": [m.to_dict() for m in results]})
+
+    return ThreadingHTTPServer((host, port), Handler)

@@ -1,0 +1,82 @@
+"""onnxruntime backends: ort-cpu and ort-cuda."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from devices.base import CallableRunner, Device, ModelLike, Option, sample_input
+from devices.onnx_io import to_onnx
+from devices.registry import register
+
+_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def _opt_level(text: str) -> str:
+    if text not in _OPT_LEVELS:
+        raise ValueError(f"must be one of {', '.join(_OPT_LEVELS)}")
+    return text
+
+
+class _OrtDevice(Device):
+    provider = "CPUExecutionProvider"
+    options = {
+        "threads": Option(int, 1, "intra-op threads (0: onnxruntime's default)"),
+        "batch": Option(int, None, "batch size of the input"),
+        "opt": Option(_opt_level, "all", "graph optimisation level"),
+    }
+
+    def _session(self, data: bytes) -> Any:
+        import onnxruntime as ort
+
+        if self.provider not in ort.get_available_providers():
+            raise RuntimeError(
+                f"device {self.spec!r} needs onnxruntime's {self.provider}, but this onnxruntime offers "
+                f"{', '.join(ort.get_available_providers())} (install onnxruntime-gpu on a CUDA machine)"
+            )
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.config["threads"]
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[self.config["opt"]])
+        so.log_severity_level = 3
+        return ort.InferenceSession(data, so, providers=[self.provider])
+
+    def prepare(self, model: ModelLike, input_shape: Sequence[int], arch: str | None = None) -> CallableRunner:
+        shape = self.batch_shape(input_shape)
+        sess = self._session(to_onnx(model, shape, arch))
+        name = sess.get_inputs()[0].name
+        x = sample_input(shape)
+        return self._runner(sess, name, x)
+
+    def _runner(self, sess: Any, name: str, x: np.ndarray) -> CallableRunner:
+        return CallableRunner(lambda: sess.run(None, {name: x}))
+
+    def describe(self) -> dict[str, Any]:
+        return {"threads": self.config["threads"], "gpu": ""}
+
+
+@register("ort-cpu")
+class OrtCPU(_OrtDevice):
+    """onnxruntime on the CPU, one thread by default."""
+
+
+@register("ort-cuda")
+class OrtCUDA(_OrtDevice):
+    """onnxruntime's CUDA execution provider; input and output stay on the GPU (I/O binding)."""
+
+    provider = "CUDAExecutionProvider"
+
+    def _runner(self, sess: Any, name: str, x: np.ndarray) -> CallableRunner:
+        import onnxruntime as ort
+
+        binding = sess.io_binding()
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
+        for out in sess.get_outputs():
+            binding.bind_output(out.name, "cuda")
+        return CallableRunner(lambda: sess.run_with_iobinding(binding), sync=binding.synchronize_outputs)
+
+    def describe(self) -> dict[str, Any]:
+        from devices.torch_backend import gpu_name
+
+        return {"threads": self.config["threads"], "gpu": gpu_name()}

@@ -1,0 +1,51 @@
+"""Device backends by name; `get(spec)` parses 'name:key=value,...' (or a table/remote spec)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+_BACKENDS: dict[str, Any] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    def wrap(cls: type) -> type:
+        if name in _BACKENDS:
+            raise ValueError(f"device backend {name!r} is registered twice")
+        cls.name = name
+        _BACKENDS[name] = cls
+        return cls
+
+    return wrap
+
+
+def names() -> list[str]:
+    return sorted(_BACKENDS)
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """'ort-cpu:threads=1' -> ('ort-cpu', 'threads=1')."""
+    name, _, rest = spec.strip().partition(":")
+    return name, rest
+
+
+def parse_options(spec: str, text: str) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, eq, value = part.partition("=")
+        if not eq:
+            if key.isidentifier():  # a bare flag: 'tensorrt:fp16'
+                key, value = key, "true"
+            else:
+                raise ValueError(f"device {spec!r}: option {part!r} must be key=value")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def get(spec: str) -> Any:
+    """The device a spec string names, e.g. 'ort-cpu:threads=1,batch=1' or 'table:lat.csv:pixel3'."""
+    name, rest = parse_spec(spec)
+    if name not in _BACKENDS:
+        raise KeyError(f"Unknown device {name!r} in {spec!r}; known: {', '.join(names())}")
+    cls = _BACKENDS[name]
+    if hasattr(cls, "from_spec"):
+        return cls.from_spec(spec, rest)
+    return cls(spec, **parse_options(spec, rest))

@@ -1,0 +1,118 @@
+"""PyTorch eager backends: torch-cpu and torch-cuda (CUDA events, synchronised)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from devices.base import CallableRunner, Device, ModelLike, Option, parse_bool
+from devices.registry import register
+from devices.timing import Runner
+
+
+def gpu_name() -> str:
+    try:
+        import torch
+
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+    except Exception:  # noqa: BLE001 - a broken CUDA install is "no GPU" for a fingerprint
+        return ""
+
+
+def _module(model: ModelLike, device: Any) -> Any:
+    from torch import nn
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"torch devices measure an nn.Module, but got {type(model).__name__}; use an ort-* device for ONNX files"
+        )
+    return model.eval().to(device)
+
+
+@register("torch-cpu")
+class TorchCPU(Device):
+    """PyTorch eager on the CPU under `torch.inference_mode`."""
+
+    options = {
+        "threads": Option(int, 1, "torch.set_num_threads"),
+        "batch": Option(int, None, "batch size of the input"),
+        "channels_last": Option(parse_bool, False, "NHWC memory format"),
+    }
+
+    def prepare(self, model: ModelLike, input_shape: Sequence[int], arch: str | None = None) -> Runner:
+        import torch
+
+        torch.set_num_threads(self.config["threads"] or torch.get_num_threads())
+        module = _module(model, "cpu")
+        x = torch.randn(self.batch_shape(input_shape))
+        if self.config["channels_last"]:
+            module, x = module.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+
+        def once() -> None:
+            with torch.inference_mode():
+                module(x)
+
+        return CallableRunner(once)
+
+    def describe(self) -> dict[str, Any]:
+        return {"threads": self.config["threads"], "gpu": ""}
+
+
+class CudaEventRunner(Runner):
+    """Times a CUDA callable with events on its stream; one synchronisation per run."""
+
+    def __init__(self, fn: Any) -> None:
+        import torch
+
+        self.fn, self.torch = fn, torch
+        self.start = torch.cuda.Event(enable_timing=True)
+        self.end = torch.cuda.Event(enable_timing=True)
+
+    def run(self, n: int) -> np.ndarray:
+        out = np.empty(n)
+        for i in range(n):
+            self.start.record()
+            self.fn()
+            self.end.record()
+            self.end.synchronize()
+            out[i] = self.start.elapsed_time(self.end)
+        return out
+
+
+def require_cuda(spec: str) -> Any:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError(f"device {spec!r} needs a CUDA GPU, but torch sees none (torch {torch.__version__})")
+    return torch
+
+
+@register("torch-cuda")
+class TorchCUDA(Device):
+    """PyTorch eager on GPU 0, optionally in fp16; timed with CUDA events."""
+
+    options = {
+        "batch": Option(int, None, "batch size of the input"),
+        "fp16": Option(parse_bool, False, "run in half precision"),
+        "channels_last": Option(parse_bool, False, "NHWC memory format"),
+    }
+
+    def prepare(self, model: ModelLike, input_shape: Sequence[int], arch: str | None = None) -> Runner:
+        torch = require_cuda(self.spec)
+        module = _module(model, "cuda")
+        dtype = torch.float16 if self.config["fp16"] else torch.float32
+        module = module.to(dtype)
+        x = torch.randn(self.batch_shape(input_shape), device="cuda", dtype=dtype)
+        if self.config["channels_last"]:
+            module, x = module.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+
+        def once() -> None:
+            with torch.inference_mode():
+                module(x)
+
+        return CudaEventRunner(once)
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+
+        return {"gpu": gpu_name(), "cuda": torch.version.cuda or ""}
