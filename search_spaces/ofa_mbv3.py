@@ -90,6 +90,10 @@ class OFAMobileNetV3(SearchSpace):
         mask = self.active(arch)
         return tuple(v if on else gene.options[0] for v, on, gene in zip(arch, mask, self.genes))
 
+    def size(self) -> int:
+        per_stage = sum((len(KERNELS) * len(EXPANDS)) ** d for d in DEPTHS)
+        return per_stage**NUM_STAGES * len(self.resolutions)
+
     def layers(self, arch: tuple) -> list[tuple[int, int, int, int, int]]:
         """(stage, kernel, expand, out channels, stride) of each active layer."""
         ks, es, out = self.kernels(arch), self.expands(arch), []
