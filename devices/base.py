@@ -55,6 +55,7 @@ class Device:
 
     name: ClassVar[str] = ""
     options: ClassVar[dict[str, Option]] = {}
+    drifts: ClassVar[bool] = True  # False where timings cannot drift (replayed tables)
 
     def __init__(self, spec: str = "", **options: Any) -> None:
         self.spec = spec or self.name

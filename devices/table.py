@@ -25,6 +25,7 @@ class TableDevice(Device):
     """A wide table (arch + one column per device) or a long one (arch, device, latency_ms)."""
 
     options = {}
+    drifts = False
 
     def __init__(self, spec: str, path: str, column: str) -> None:
         super().__init__(spec)

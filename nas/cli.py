@@ -48,7 +48,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> None:
-    from nas.profile import profile
+    from nas.profile import check_output, profile
     from nas.progress import console, progress_bar
 
     space = _space(args)
@@ -56,6 +56,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
         raise UserError("profile needs exactly one of --archs FILE or -n N")
     archs = read_archs(space, args.archs) if args.archs else sample_archs(space, args.n, args.seed)
     device = devices.get(args.device)
+    check_output(args.out)
     with progress_bar(f"profiling on {device.spec}") as update:
         rows = profile(space, device, archs, args.out, group_size=args.group, policy=_policy(args), progress=update)
     console.print(f"{len(rows)} new rows in {args.out} ({len(archs) - len(rows)} already there)")

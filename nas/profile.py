@@ -67,6 +67,18 @@ def read_state(path: Path, space_spec: str, device_spec: str) -> ProfileState:
     return state
 
 
+def check_output(path: str | os.PathLike) -> None:
+    """Fail now, with the file's name, if `path` cannot hold a profile."""
+    path = Path(path)
+    read_state(path, "", "")
+    f, _ = _open_for_append(path)
+    f.close()
+
+
+def _round(value: float | None) -> float | str:
+    return "" if value is None else round(value, 5)
+
+
 def _open_for_append(path: Path) -> Any:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,29 +130,30 @@ def profile(
         return []
     fingerprint = device.fingerprint()
     fp = {k: fingerprint.get(k, "") for k in FINGERPRINT_COLUMNS}
-    anchor = anchor_arch(space)
+    anchor = [anchor_arch(space)] if device.drifts else []
     written: list[dict[str, Any]] = []
     f, writer = _open_for_append(path)
     try:
         for g, start in enumerate(range(0, len(todo), group_size)):
-            group = [anchor] + todo[start : start + group_size]
+            group = anchor + todo[start : start + group_size]
             names = [space.to_str(a) for a in group]
             models = [space.build(a) for a in group]
             shapes = [space.input_shape(a) for a in group]
-            results = device.measure_many(models, shapes, names, policy=policy, anchor=0)
-            anchor_ms = results[0].latency_ms
+            results = device.measure_many(models, shapes, names, policy=policy, anchor=0 if anchor else None)
+            anchor_ms = results[0].latency_ms if anchor else None
             if anchor_ref_ms is None:
                 anchor_ref_ms = anchor_ms
-            scale = anchor_ref_ms / anchor_ms
+            scale = anchor_ref_ms / anchor_ms if anchor else 1.0
+            names, results = names[len(anchor):], results[len(anchor):]
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            for name, m in zip(names[1:], results[1:]):
+            for name, m in zip(names, results):
                 row = {
                     "space": space_spec, "arch": name, "device": device.spec,
                     "latency_ms": round(m.latency_ms * scale, 5), "raw_ms": round(m.latency_ms, 5),
                     "spread_ms": round(m.p90_ms - m.p10_ms, 5), "median_ms": round(m.median_ms, 5),
                     "p10_ms": round(m.p10_ms, 5), "p90_ms": round(m.p90_ms, 5), "cv": round(m.cv, 5),
                     "repeats": m.repeats, "rounds": m.rounds, "outliers": m.outliers,
-                    "anchor_ms": round(anchor_ms, 5), "anchor_ref_ms": round(anchor_ref_ms, 5),
+                    "anchor_ms": _round(anchor_ms), "anchor_ref_ms": _round(anchor_ref_ms),
                     "group": state.groups + g, "timestamp": stamp, **fp,
                 }
                 writer.writerow(row)

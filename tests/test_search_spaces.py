@@ -1,0 +1,143 @@
+"""Conformance suite: every search space passes these."""
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pandas as pd
+import pytest
+import torch
+
+import search_spaces
+from search_spaces import count_flops, count_params
+
+SPACES = {
+    "nasbench201": {},
+    "fbnet": {},
+    "ofa_mbv3": {"resolutions": [128, 160]},
+}
+TABLES = {"nasbench201": "nasbench201.csv.gz", "fbnet": "fbnet.csv.gz", "ofa_mbv3": "ofa.csv.gz"}
+
+
+@pytest.fixture(params=sorted(SPACES))
+def space(request):
+    return search_spaces.create(request.param, **SPACES[request.param])
+
+
+def test_registry_lists_every_space_and_rejects_unknown_names():
+    assert set(SPACES) <= set(search_spaces.names())
+    with pytest.raises(KeyError, match="Unknown search space 'nope'.*nasbench201"):
+        search_spaces.create("nope")
+
+
+def test_string_round_trip_and_validity(space):
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        arch = space.sample(rng)
+        s = space.to_str(arch)
+        assert space.from_str(s) == arch
+        assert space.to_str(space.from_str(s)) == s
+        assert space.validate(arch) == arch
+
+
+def test_mutate_changes_the_arch_and_crossover_mixes_parents(space):
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        a, b = space.sample(rng), space.sample(rng)
+        m = space.mutate(a, rng)
+        assert m != a and space.validate(m) == m
+        child = space.crossover(a, b, rng)
+        assert space.validate(child) == child
+        active = space.active(child)
+        for i, value in enumerate(child):
+            if active[i]:
+                assert value in (a[i], b[i])
+
+
+def test_suggest_builds_valid_archs_from_optuna_trials(space):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(10):
+        trial = study.ask()
+        arch = space.suggest(trial)
+        assert space.validate(arch) == arch
+        seen.add(arch)
+        study.tell(trial, 0.0)
+    assert len(seen) > 1
+
+
+def test_encoding_is_fixed_length_and_distinguishes_archs(space):
+    rng = np.random.default_rng(2)
+    archs = {space.sample(rng) for _ in range(300)}
+    codes = {space.encode(a).tobytes() for a in archs}
+    assert len(codes) == len(archs)
+    assert all(space.encode(a).shape == (space.encoding_size,) for a in list(archs)[:10])
+
+
+def test_flops_and_params_match_a_count_on_the_built_module(space):
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        arch = space.sample(rng)
+        model = space.build(arch)
+        shape = space.input_shape(arch)
+        assert space.flops(arch) == count_flops(model, shape)
+        assert space.params(arch) == count_params(model)
+        with torch.no_grad():
+            out = model.eval()(torch.randn(*shape))
+        assert out.shape == (1, space.num_classes)
+
+
+def test_bad_strings_get_errors_that_quote_them(space):
+    for bad in ["", "garbage|x", '{"ks": 1}', "k3_e1-" * 3]:
+        with pytest.raises(ValueError, match=space.name):
+            space.from_str(bad)
+
+
+@pytest.mark.parametrize("name", sorted(TABLES))
+def test_every_string_of_the_shared_tables_parses(name, help_dir):
+    space = search_spaces.create(name)
+    strings = pd.read_csv(help_dir / TABLES[name], usecols=["arch"])["arch"]
+    archs = [space.from_str(s) for s in strings]
+    canon = [space.to_str(a) for a in archs]
+    if name == "ofa_mbv3":
+        assert [space.to_str(space.from_str(c)) for c in canon] == canon
+    else:
+        assert canon == list(strings)
+    unique = set(archs)
+    assert len({space.encode(a).tobytes() for a in unique}) == len(unique)
+
+
+def test_nasbench201_enumerates_all_15625_cells():
+    space = search_spaces.create("nasbench201")
+    archs = list(space.enumerate())
+    assert len(archs) == 15625 == len(set(archs)) == space.size()
+
+
+def test_ofa_normalises_unused_layers_and_keeps_used_ones(help_dir):
+    import json
+
+    space = search_spaces.create("ofa_mbv3")
+    raw = pd.read_csv(help_dir / "ofa.csv.gz", usecols=["arch"], nrows=200)["arch"]
+    for s in raw:
+        d, c = json.loads(s), json.loads(space.to_str(space.from_str(s)))
+        assert c["d"] == d["d"] and c["r"] == d["r"]
+        for i in range(20):
+            if i % 4 < d["d"][i // 4]:
+                assert (c["ks"][i], c["e"][i]) == (d["ks"][i], d["e"][i])
+            else:
+                assert (c["ks"][i], c["e"][i]) == (3, 3)
+
+
+def test_ofa_serves_32px_data_with_a_width_multiplier():
+    space = search_spaces.create("ofa_mbv3", resolutions=[32], width_mult=0.5, num_classes=10)
+    arch = space.sample(np.random.default_rng(0))
+    assert space.input_shape(arch) == (1, 3, 32, 32)
+    model = space.build(arch).eval()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert space.params(arch) == count_params(model)
+    with pytest.raises(ValueError, match="gene 'r' must be one of \\[32\\]"):
+        space.from_str(space.to_str(arch).replace('"r":32', '"r":160'))
+
+
+def test_ofa_space_size_counts_distinct_architectures():
+    space = search_spaces.create("ofa_mbv3", resolutions=[160])
+    assert space.size() == (81 + 729 + 6561) ** 5
