@@ -38,7 +38,7 @@ def cmd_spaces(args: argparse.Namespace) -> None:
         module_doc = (sys.modules[type(space).__module__].__doc__ or "").strip().splitlines()[0]
         table.add_row(name, f"{space.size():.3g}" if space.size() > 1e6 else str(space.size()),
                       str(space.encoding_size), "x".join(map(str, space.input_shape(arch)[1:])), module_doc or doc)
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -100,7 +100,7 @@ def cmd_bench_device(args: argparse.Namespace) -> None:
                   title=f"Repeatability on {device.spec} ({len(archs)} {space.spec} archs)")
     for r in rows:
         table.add_row(r["method"], f"{r['spearman']:.3f}", f"{r['mdape_pct']:.2f}", f"{r['seconds_per_pass']:.0f}", f"{r['mean_ms']:.2f}")
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 def build_parser() -> argparse.ArgumentParser:
