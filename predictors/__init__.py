@@ -1,1 +1,10 @@
-"""Latency (and accuracy) predictors: encodings in, milliseconds out. Imports nothing else of hwnas."""
+"""Latency predictors: features in, milliseconds out; few-shot adaptation. Imports nothing else of hwnas."""
+from __future__ import annotations
+
+from predictors.base import Predictor, load, read_meta
+from predictors.reference import select_references
+from predictors.registry import create, get, names, register
+
+from predictors import linear, neural  # noqa: E402,F401  (registers the predictors)
+
+__all__ = ["Predictor", "create", "get", "load", "names", "read_meta", "register", "select_references"]

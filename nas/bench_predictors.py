@@ -1,0 +1,90 @@
+"""`hwnas bench predictors`: HELP's few-shot protocol on held-out devices, for every predictor."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from scipy.stats import kendalltau, spearmanr
+
+import predictors
+from nas.features import features
+from nas.latency_data import LatencyTable
+
+QUERY_RANGE = {"nasbench201": (900, 1900), "fbnet": (4000, 5000), "ofa_mbv3": (4000, 5000)}
+SPLIT_KEY = {"nasbench201": "nasbench201", "fbnet": "fbnet", "ofa_mbv3": "ofa"}
+PUBLISHED = {"nasbench201": "HELP 0.932, BRP-NAS (3,200 samples) 0.805, FLOPs 0.787",
+             "fbnet": "HELP 0.910, Meta-SGD 0.806, MAML 0.736", "ofa_mbv3": "n/a"}
+PREDICTORS = ("flops", "opcount", "lut", "mlp", "hwnas")
+
+
+def hardware(device: str) -> str:
+    """'1080ti_32' -> '1080ti': devices that share hardware are held out together."""
+    head, _, tail = device.rpartition("_")
+    return head if head and tail.isdigit() else device
+
+
+def score(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """HELP's scoring: the query archs between the 10th and 90th percentile of the true latency."""
+    lo, hi = np.percentile(true, [10, 90])
+    keep = (true >= lo) & (true <= hi)
+    p, t = pred[keep], true[keep]
+    return {"spearman": float(spearmanr(p, t).statistic), "kendall": float(kendalltau(p, t).statistic),
+            "mape": float(np.mean(np.abs(p - t) / t) * 100)}
+
+
+def splits(table: LatencyTable, space_name: str, which: str, splits_file: Path | None) -> list[tuple[str, list[str]]]:
+    """(target, sources) pairs."""
+    devs = table.devices
+    if which == "help":
+        if splits_file is None or not splits_file.exists():
+            raise ValueError("the 'help' split needs splits.json next to the tables (--splits)")
+        s = json.loads(splits_file.read_text())[SPLIT_KEY[space_name]]
+        return [(t, [d for d in s["meta_train"] if d in devs]) for t in s["meta_valid"] if t in devs]
+    if which == "loho":
+        return [(t, [d for d in devs if hardware(d) != hardware(t)]) for t in devs]
+    if which == "dissimilar":
+        corr = np.array([[spearmanr(*_pair(table, a, b)).statistic for b in devs] for a in devs])
+        mean = {d: np.mean([corr[i, j] for j in range(len(devs)) if hardware(devs[j]) != hardware(d)]) for i, d in enumerate(devs)}
+        targets = sorted(devs, key=mean.get)[: max(2, len(devs) // 4)]
+        held = {hardware(t) for t in targets}
+        return [(t, [d for d in devs if hardware(d) not in held]) for t in targets]
+    raise ValueError(f"split must be one of help, loho, dissimilar, but got {which!r}")
+
+
+def _pair(table: LatencyTable, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = table.column(a), table.column(b)
+    ok = ~np.isnan(x) & ~np.isnan(y)
+    return x[ok], y[ok]
+
+
+def run(space: Any, table: LatencyTable, which: str, names: Sequence[str] = PREDICTORS, n_ref: int = 10,
+        splits_file: Path | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    q0, q1 = QUERY_RANGE[space.name]
+    archs = [space.from_str(a) for a in table.archs]
+    X, layout = features(space, archs)
+    train_rows = table.index < q0  # HELP: meta-training only below the query range (-1: our own rows)
+    pool = np.where((table.index >= 0) & (table.index < q0))[0]
+    query = np.where((table.index >= q0) & (table.index < q1))[0]
+    rows = []
+    for target, sources in splits(table, space.name, which, splits_file):
+        y = table.column(target)
+        q = query[~np.isnan(y[query])]
+        p = pool[~np.isnan(y[pool])]
+        Ys = table.Y[train_rows][:, [table.devices.index(s) for s in sources]]
+        experts: dict[str, np.ndarray] = {}
+        for name in names:
+            pred = predictors.create(name, layout=layout)
+            if experts and hasattr(pred, "sources") and name in ("mlp", "hwnas"):
+                for k, v in experts.items():
+                    setattr(pred, k, v)
+            else:
+                pred.fit(X[train_rows], Ys)
+                if name in ("mlp", "hwnas"):
+                    experts = {k: v for k, v in vars(pred).items() if k.endswith("_")}
+            refs = p[predictors.select_references(pred.reference_features(X[p]), n_ref)]
+            pred.adapt(X[refs], y[refs])
+            rows.append({"device": target, "predictor": name, **score(pred.predict(X[q]), y[q])})
+        log(f"{target}: " + ", ".join(f"{r['predictor']} {r['spearman']:.3f}" for r in rows[-len(names):]))
+    return rows

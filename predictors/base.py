@@ -1,0 +1,132 @@
+"""The predictor contract: fit on many devices, adapt to a new one from a few samples, predict ms.
+
+Scikit-learn's habits: constructors only store parameters; fitted state ends in `_`.
+Files are safetensors (arrays) + JSON (everything else); nothing is ever pickled.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+Layout = dict[str, list[int]]  # block name -> [start, stop) columns of the feature matrix
+
+FORMAT = "hwnas-predictor/1"
+
+
+class NotFittedError(RuntimeError):
+    pass
+
+
+class Predictor:
+    """Base class. X is (n, d) features laid out by `layout`; latencies are milliseconds."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, layout: Layout | None = None, seed: int = 0) -> None:
+        self.layout = layout
+        self.seed = seed
+
+    # ---- parameters ------------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        import inspect
+
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {n: getattr(self, n) for n in names}
+
+    def block(self, X: np.ndarray, name: str) -> np.ndarray:
+        if not self.layout or name not in self.layout:
+            raise ValueError(f"predictor {self.name!r} needs the feature block {name!r}; layout has {sorted(self.layout or {})}")
+        start, stop = self.layout[name]
+        return np.asarray(X[:, start:stop], dtype=np.float64)
+
+    # ---- to implement ----------------------------------------------------------------------
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> "Predictor":
+        """Meta-train on source devices: Y is (n, devices) in ms, NaN where not measured."""
+        return self
+
+    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> "Predictor":
+        """Calibrate to a new device from a few (arch features, ms) pairs."""
+        raise NotImplementedError
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def reference_features(self, X: np.ndarray) -> np.ndarray:
+        """The features whose span the references should cover (the calibration's regressors)."""
+        return self.block(X, "agnostic")
+
+    # ---- state -----------------------------------------------------------------------------
+    def _arrays(self) -> dict[str, np.ndarray]:
+        """Fitted arrays (attributes ending in `_` that are arrays)."""
+        return {k: v for k, v in vars(self).items() if k.endswith("_") and isinstance(v, np.ndarray)}
+
+    def _scalars(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k.endswith("_") and not isinstance(v, np.ndarray)}
+
+    def check_fitted(self, attr: str) -> None:
+        if getattr(self, attr, None) is None:
+            raise NotFittedError(f"predictor {self.name!r} is not {'adapted' if 'adapt' in attr or attr.startswith('w') else 'fitted'} yet")
+
+    def save(self, path: str | Path, meta: dict[str, Any] | None = None) -> None:
+        """Write `path`.safetensors and `path`.json."""
+        from safetensors.numpy import save_file
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {k: np.ascontiguousarray(v) for k, v in self._arrays().items()}
+        save_file(arrays, str(with_suffix(path, ".safetensors")))
+        doc = {"format": FORMAT, "predictor": self.name, "params": self.get_params(),
+               "fitted": self._scalars(), "meta": meta or {}}
+        with_suffix(path, ".json").write_text(json.dumps(doc, indent=1, default=_json_default))
+
+
+def with_suffix(path: Path, suffix: str) -> Path:
+    base = str(path)
+    for s in (".json", ".safetensors"):
+        if base.endswith(s):
+            base = base[: -len(s)]
+    return Path(base + suffix)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    raise TypeError(f"cannot store {type(o).__name__} in a predictor file")
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    p = with_suffix(Path(path), ".json")
+    try:
+        doc = json.loads(p.read_text())
+    except OSError as err:
+        raise ValueError(f"cannot read predictor {str(p)!r}: {err.strerror}") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"predictor file {str(p)!r} is not JSON: {err.msg}") from None
+    if doc.get("format") != FORMAT:
+        raise ValueError(f"{str(p)!r} is not an hwnas predictor (format {doc.get('format')!r}, expected {FORMAT!r})")
+    return doc
+
+
+def load(path: str | Path) -> tuple[Predictor, dict[str, Any]]:
+    """A saved predictor and its metadata (safetensors + JSON; never unpickles)."""
+    from safetensors.numpy import load_file
+
+    from predictors.registry import create
+
+    doc = read_meta(path)
+    pred = create(doc["predictor"], **doc["params"])
+    for k, v in doc["fitted"].items():
+        setattr(pred, k, v)
+    st = with_suffix(Path(path), ".safetensors")
+    try:
+        arrays = load_file(str(st))
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"cannot read predictor weights {str(st)!r}: {err}") from None
+    for k, v in arrays.items():
+        setattr(pred, k, v)
+    return pred, doc["meta"]

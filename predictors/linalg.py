@@ -1,0 +1,40 @@
+"""Small least-squares fits shared by the predictors (all with an intercept)."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import nnls
+
+
+def nnls_fit(F: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative weights w (last one the intercept) with [F, 1] @ w ~ y."""
+    A = np.column_stack([F, np.ones(len(F))])
+    scale = np.abs(A).max(0) + 1e-12
+    w, _ = nnls(A / scale, y)
+    return w / scale
+
+
+def nnls_predict(F: np.ndarray, w: np.ndarray) -> np.ndarray:
+    return np.column_stack([F, np.ones(len(F))]) @ w
+
+
+def ridge_fit(F: np.ndarray, y: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Ridge on standardized columns: returns (mu, sd, w, intercept)."""
+    mu, sd = F.mean(0), F.std(0) + 1e-9
+    Z = (F - mu) / sd
+    ym = float(y.mean())
+    w = np.linalg.solve(Z.T @ Z + lam * np.eye(Z.shape[1]), Z.T @ (y - ym))
+    return mu, sd, w, ym
+
+
+def ridge_predict(F: np.ndarray, mu: np.ndarray, sd: np.ndarray, w: np.ndarray, b: float) -> np.ndarray:
+    return ((F - mu) / sd) @ w + b
+
+
+def loo_log_error(fit_predict, F: np.ndarray, y: np.ndarray) -> float:
+    """Mean |log error| of leave-one-out predictions; fit_predict(F_train, y_train, F_test)."""
+    errs = []
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        p = fit_predict(F[keep], y[keep], F[i : i + 1])[0]
+        errs.append(abs(np.log(max(p, 1e-9)) - np.log(y[i])))
+    return float(np.mean(errs))
