@@ -7,6 +7,8 @@ import os
 import sys
 from typing import Any, Sequence
 
+import numpy as np
+
 import devices
 import search_spaces
 from nas.spaces import load_space, read_archs, sample_archs
@@ -103,6 +105,71 @@ def cmd_bench_device(args: argparse.Namespace) -> None:
     Console(width=120).print(table)
 
 
+def cmd_meta_train(args: argparse.Namespace) -> None:
+    from nas.calibration import meta_train
+
+    meta = meta_train(args.space, args.data, args.out, args.predictor, args.all_rows)
+    print(f"meta-trained {args.predictor} on {len(meta['devices'])} devices x {meta['rows']} architectures -> {args.out}")
+
+
+def cmd_reference(args: argparse.Namespace) -> None:
+    from nas.calibration import reference
+
+    space = _space(args)
+    pool = read_archs(space, args.pool) if args.pool else None
+    for arch in reference(args.space, args.n, pool, args.base):
+        print(space.to_str(arch))
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    from nas.calibration import calibrate
+
+    meta = calibrate(args.space, args.measurements, args.out, args.base, args.device)
+    print(f"calibrated on {meta['samples']} measurements -> {args.out}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    import csv
+
+    from nas.calibration import predict
+
+    names, ms = predict(args.predictor, args.archs)
+    f = open(args.out, "w", newline="", encoding="utf-8") if args.out else sys.stdout
+    try:
+        w = csv.writer(f)
+        w.writerow(["arch", "latency_ms"])
+        w.writerows(zip(names, np.round(ms, 5)))
+    finally:
+        if args.out:
+            f.close()
+
+
+def cmd_bench_predictors(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import pandas as pd
+    from rich.table import Table
+
+    from nas import bench_predictors as bp
+    from nas.latency_data import read_tables
+    from nas.progress import Console, console
+
+    space = _space(args)
+    table = read_tables(space, args.data)
+    splits_file = Path(args.splits) if args.splits else Path(args.data[0]).parent / "splits.json"
+    names = args.predictors.split(",") if args.predictors else list(bp.PREDICTORS)
+    for which in args.split.split(","):
+        rows = pd.DataFrame(bp.run(space, table, which, names, args.refs, splits_file, log=console.print))
+        out = Table("device", *names, title=f"{space.spec}, split {which}: Spearman rho / Kendall tau / MAPE % with {args.refs} samples")
+        for device, g in rows.groupby("device", sort=False):
+            g = g.set_index("predictor")
+            out.add_row(device, *(f"{g.loc[n, 'spearman']:.3f} / {g.loc[n, 'kendall']:.3f} / {g.loc[n, 'mape']:.1f}" for n in names))
+        mean = rows.groupby("predictor")[["spearman", "kendall", "mape"]].mean()
+        out.add_row("[b]mean[/b]", *(f"[b]{mean.loc[n, 'spearman']:.3f} / {mean.loc[n, 'kendall']:.3f} / {mean.loc[n, 'mape']:.1f}[/b]" for n in names))
+        Console(width=160).print(out)
+        print(f"published, on HELP's own test devices (not these): {bp.PUBLISHED.get(space.name, 'n/a')}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hwnas", description="Hardware-aware neural architecture search.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -144,6 +211,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", required=True)
     s.set_defaults(func=cmd_device_info)
 
+    s = sub.add_parser("meta-train", help="meta-train a latency predictor base on every device of the tables")
+    space_arg(s)
+    s.add_argument("--data", nargs="+", required=True, help="latency tables: HELP's wide CSVs and/or hwnas profile CSVs")
+    s.add_argument("--out", required=True)
+    s.add_argument("--predictor", default="hwnas")
+    s.add_argument("--all-rows", action="store_true", help="also train on HELP's query range (default: rows below it)")
+    s.set_defaults(func=cmd_meta_train)
+
+    s = sub.add_parser("reference", help="the architectures worth measuring on a new device")
+    space_arg(s)
+    s.add_argument("-n", type=int, default=10)
+    s.add_argument("--pool", help="choose only among these architectures (one per line)")
+    s.add_argument("--base", help="base predictor (default: the one hwnas ships for the space)")
+    s.set_defaults(func=cmd_reference)
+
+    s = sub.add_parser("calibrate", help="adapt a base predictor to a device from measured rows")
+    space_arg(s)
+    s.add_argument("--measurements", required=True, help="CSV with columns arch, latency_ms (hwnas profile output works)")
+    s.add_argument("--base")
+    s.add_argument("--device", help="the device whose rows to use, when the file holds several")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_calibrate)
+
+    s = sub.add_parser("predict", help="predicted latency of architectures with a calibrated predictor")
+    s.add_argument("--predictor", required=True)
+    s.add_argument("--archs", required=True)
+    s.add_argument("--out")
+    s.set_defaults(func=cmd_predict)
+
     b = sub.add_parser("bench", help="benchmarks, printed as tables").add_subparsers(dest="bench_command", required=True)
     s = b.add_parser("device", help="repeatability of profiling: naive vs interleaved, two passes")
     s.add_argument("--device", default="ort-cpu:threads=1")
@@ -152,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--group", type=int, default=10)
     s.set_defaults(func=cmd_bench_device)
+    s = b.add_parser("predictors", help="HELP's 10-sample protocol on held-out devices, every predictor")
+    space_arg(s)
+    s.add_argument("--data", nargs="+", required=True)
+    s.add_argument("--split", default="loho,dissimilar", help="comma list of: help, loho (leave one hardware out), dissimilar")
+    s.add_argument("--splits", help="HELP's splits.json (default: beside the first table)")
+    s.add_argument("--predictors", help=f"comma list (default: all)")
+    s.add_argument("--refs", type=int, default=10)
+    s.set_defaults(func=cmd_bench_predictors)
     return p
 
 

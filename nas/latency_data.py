@@ -57,7 +57,7 @@ def read_tables(space: Any, paths: Sequence[str | Path]) -> LatencyTable:
     merged = pd.concat(frames, axis=1)
     index = merged["index"].max(axis=1) if isinstance(merged["index"], pd.DataFrame) else merged["index"]
     merged = merged.drop(columns="index")
-    merged = merged.T.groupby(level=0).mean().T  # the same device in two tables: one column
+    merged = merged.T.groupby(level=0, sort=False).mean().T  # the same device in two tables: one column
     Y = merged.to_numpy(np.float64)
     if np.any(Y[~np.isnan(Y)] <= 0):
         raise ValueError(f"latency tables {', '.join(map(str, paths))} hold non-positive latencies")
