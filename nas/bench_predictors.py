@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -11,6 +12,7 @@ from scipy.stats import kendalltau, spearmanr
 import predictors
 from nas.features import features
 from nas.latency_data import LatencyTable
+from predictors.linear import LookupTableMixture
 
 QUERY_RANGE = {"nasbench201": (900, 1900), "fbnet": (4000, 5000), "ofa_mbv3": (4000, 5000)}
 SPLIT_KEY = {"nasbench201": "nasbench201", "fbnet": "fbnet", "ofa_mbv3": "ofa"}
@@ -76,13 +78,15 @@ def run(space: Any, table: LatencyTable, which: str, names: Sequence[str] = PRED
         experts: dict[str, np.ndarray] = {}
         for name in names:
             pred = predictors.create(name, layout=layout)
-            if experts and hasattr(pred, "sources") and name in ("mlp", "hwnas"):
+            if experts and name in ("mlp", "hwnas"):  # one trunk per split serves both
                 for k, v in experts.items():
                     setattr(pred, k, v)
+                if name == "hwnas":
+                    pred.tables_ = LookupTableMixture(layout).fit(X[train_rows], Ys).tables_
             else:
                 pred.fit(X[train_rows], Ys)
                 if name in ("mlp", "hwnas"):
-                    experts = {k: v for k, v in vars(pred).items() if k.endswith("_")}
+                    experts = {k: v for k, v in vars(pred).items() if re.fullmatch(r"[Wb]\d+_|mu_|sd_", k)}
             refs = p[predictors.select_references(pred.reference_features(X[p]), n_ref)]
             pred.adapt(X[refs], y[refs])
             rows.append({"device": target, "predictor": name, **score(pred.predict(X[q]), y[q])})

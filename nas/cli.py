@@ -170,6 +170,21 @@ def cmd_bench_predictors(args: argparse.Namespace) -> None:
         print(f"published, on HELP's own test devices (not these): {bp.PUBLISHED.get(space.name, 'n/a')}")
 
 
+def cmd_bench_calibrate(args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from nas.bench_calibrate import bench_calibrate
+    from nas.progress import Console, console
+
+    device = devices.get(args.device)
+    rows = bench_calibrate(args.space, device, args.n, args.refs, args.base, args.seed, log=console.print)
+    out = Table("predictor", "Spearman", "Kendall", "MAPE %", "fresh archs", "mean ms",
+                title=f"Calibrated from {args.refs} measurements on {device.spec}, scored on fresh {args.space} archs")
+    for r in rows:
+        out.add_row(r["predictor"], f"{r['spearman']:.3f}", f"{r['kendall']:.3f}", f"{r['mape']:.1f}", str(r["test_archs"]), f"{r['mean_ms']:.2f}")
+    Console(width=120).print(out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hwnas", description="Hardware-aware neural architecture search.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -256,6 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--predictors", help=f"comma list (default: all)")
     s.add_argument("--refs", type=int, default=10)
     s.set_defaults(func=cmd_bench_predictors)
+    s = b.add_parser("calibrate", help="the few-shot loop on a real device: 10 references, then fresh archs measured")
+    s.add_argument("--device", default="ort-cpu:threads=1")
+    space_arg(s, default="ofa_mbv3")
+    s.add_argument("-n", type=int, default=60)
+    s.add_argument("--refs", type=int, default=10)
+    s.add_argument("--base")
+    s.add_argument("--seed", type=int, default=1)
+    s.set_defaults(func=cmd_bench_calibrate)
     return p
 
 

@@ -5,6 +5,7 @@ import numpy as np
 
 from predictors.base import Layout, Predictor
 from predictors.linalg import loo_log_error, nnls_fit, nnls_predict, ridge_fit, ridge_predict
+from predictors.linear import LookupTableMixture
 from predictors.registry import register
 
 
@@ -78,30 +79,54 @@ class MLPRegressor(_Experts):
 
 @register("hwnas")
 class ExpertMixture(_Experts):
-    """hwnas: a non-negative mixture of source-device experts plus FLOPs/params, blended with a
-    per-operation-count model; the blend weight comes from leave-one-out error on the references."""
+    """hwnas: three few-shot models blended by their leave-one-out error on the references:
+    a non-negative mixture of MLP source experts plus FLOPs/params, a non-negative mixture of
+    per-device lookup tables, and ridge least squares on per-operation counts."""
 
-    def _mix_features(self, X: np.ndarray) -> np.ndarray:
-        return np.column_stack([self.sources(X), self.block(X, "agnostic")])
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> "ExpertMixture":
+        super().fit(X, Y)
+        self.tables_ = LookupTableMixture(self.layout).fit(X, Y).tables_
+        return self
 
-    def _count_features(self, X: np.ndarray) -> np.ndarray:
-        return np.column_stack([self.block(X, "counts"), self.block(X, "agnostic")])
+    def _candidates(self, X: np.ndarray) -> list[tuple[np.ndarray, str]]:
+        H = self.block(X, "onehot")
+        lut = np.column_stack([H, np.ones(len(H))]) @ self.tables_
+        agnostic = self.block(X, "agnostic")
+        return [(np.column_stack([self.sources(X), agnostic]), "nnls"), (np.column_stack([lut, agnostic]), "nnls"),
+                (np.column_stack([self.block(X, "counts"), agnostic]), "ridge")]
+
+    @staticmethod
+    def _fit(kind: str, F: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
+        if kind == "nnls":
+            return [nnls_fit(F, y)]
+        mu, sd, w, b = ridge_fit(F, y, 1.0)
+        return [mu, sd, w, np.array([b])]
+
+    @staticmethod
+    def _predict(kind: str, F: np.ndarray, params: list[np.ndarray]) -> np.ndarray:
+        if kind == "nnls":
+            return nnls_predict(F, params[0])
+        mu, sd, w, b = params
+        return ridge_predict(F, mu, sd, w, float(b[0]))
 
     def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> "ExpertMixture":
         y = np.asarray(y_ref, float)
-        Fm, Fc = self._mix_features(X_ref), self._count_features(X_ref)
-        self.wm_ = nnls_fit(Fm, y)
-        self.cmu_, self.csd_, self.cw_, self.cb_ = ridge_fit(Fc, y, 1.0)
-        lm = loo_log_error(lambda a, b, c: nnls_predict(c, nnls_fit(a, b)), Fm, y)
-        lc = loo_log_error(lambda a, b, c: ridge_predict(c, *ridge_fit(a, b, 1.0)), Fc, y)
-        self.blend_ = float((1 / lm**2) / (1 / lm**2 + 1 / lc**2)) if lm > 0 and lc > 0 else 1.0
+        errors = []
+        for i, (F, kind) in enumerate(self._candidates(X_ref)):
+            for j, p in enumerate(self._fit(kind, F, y)):
+                setattr(self, f"c{i}_{j}_", p)
+            errors.append(loo_log_error(lambda a, b, c, k=kind: self._predict(k, c, self._fit(k, a, b)), F, y))
+        inv = 1.0 / np.maximum(np.array(errors), 1e-6) ** 2
+        self.blend_ = inv / inv.sum()
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        self.check_fitted("wm_")
-        pm = nnls_predict(self._mix_features(X), self.wm_)
-        pc = ridge_predict(self._count_features(X), self.cmu_, self.csd_, self.cw_, self.cb_)
-        return np.maximum(self.blend_ * pm + (1 - self.blend_) * pc, 1e-6)
+        self.check_fitted("blend_")
+        out = np.zeros(len(X))
+        for i, (F, kind) in enumerate(self._candidates(X)):
+            params = [getattr(self, f"c{i}_{j}_") for j in range(1 if kind == "nnls" else 4)]
+            out += self.blend_[i] * self._predict(kind, F, params)
+        return np.maximum(out, 1e-6)
 
     def reference_features(self, X: np.ndarray) -> np.ndarray:
-        return np.column_stack([self._mix_features(X), self.block(X, "counts")])
+        return np.column_stack([self._candidates(X)[0][0], self.block(X, "counts")])

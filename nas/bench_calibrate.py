@@ -1,0 +1,51 @@
+"""`hwnas bench calibrate`: the whole few-shot loop on a real device, scored on fresh architectures."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from scipy.stats import kendalltau, spearmanr
+
+import predictors
+from devices import Device
+from nas.calibration import load_base, read_measurements
+from nas.features import features
+from nas.profile import profile
+from nas.spaces import load_space, sample_archs
+
+
+def bench_calibrate(space_spec: str, device: Device, n_test: int = 60, n_ref: int = 10, base: str | None = None,
+                    seed: int = 1, names: tuple[str, ...] = ("hwnas", "flops"),
+                    log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    space = load_space(space_spec)
+    pool = sample_archs(space, 3000, seed=seed)
+    test = [a for a in sample_archs(space, n_test + n_ref + 50, seed=seed + 1000) if a not in set(pool)][:n_test]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / "lat.csv"
+        Xp, _ = features(space, pool)
+        chosen: dict[str, list[tuple]] = {}
+        for name in names:
+            pred, _, _ = load_base(base, space.name) if name == "hwnas" else (None, None, None)
+            if pred is None:
+                _, layout = features(space, pool[:1])
+                pred = predictors.create(name, layout=layout)
+            chosen[name] = [pool[i] for i in predictors.select_references(pred.reference_features(Xp), n_ref)]
+        everything = [a for refs in chosen.values() for a in refs] + test
+        log(f"measuring {len(set(everything))} architectures on {device.spec}")
+        profile(space, device, everything, csv)
+        archs, y, _ = read_measurements(space, str(csv))
+        truth = {space.to_str(a): v for a, v in zip(archs, y)}
+        Xt, layout = features(space, test)
+        yt = np.array([truth[space.to_str(a)] for a in test])
+        for name, refs in chosen.items():
+            pred = load_base(base, space.name)[0] if name == "hwnas" else predictors.create(name, layout=layout)
+            Xr, _ = features(space, refs)
+            pred.adapt(Xr, np.array([truth[space.to_str(a)] for a in refs]))
+            p = pred.predict(Xt)
+            rows.append({"predictor": name, "spearman": float(spearmanr(p, yt).statistic),
+                         "kendall": float(kendalltau(p, yt).statistic), "mape": float(np.mean(np.abs(p - yt) / yt) * 100),
+                         "test_archs": len(test), "mean_ms": float(yt.mean())})
+    return rows
