@@ -32,7 +32,7 @@ def bench_calibrate(space_spec: str, device: Device, n_test: int = 60, n_ref: in
             if pred is None:
                 _, layout = features(space, pool[:1])
                 pred = predictors.create(name, layout=layout)
-            chosen[name] = [pool[i] for i in predictors.select_references(pred.reference_features(Xp), n_ref)]
+            chosen[name] = [pool[i] for i in pred.choose_references(Xp, n_ref)]
         everything = [a for refs in chosen.values() for a in refs] + test
         log(f"measuring {len(set(everything))} architectures on {device.spec}")
         profile(space, device, everything, csv)

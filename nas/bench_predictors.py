@@ -18,7 +18,7 @@ QUERY_RANGE = {"nasbench201": (900, 1900), "fbnet": (4000, 5000), "ofa_mbv3": (4
 SPLIT_KEY = {"nasbench201": "nasbench201", "fbnet": "fbnet", "ofa_mbv3": "ofa"}
 PUBLISHED = {"nasbench201": "HELP 0.932, BRP-NAS (3,200 samples) 0.805, FLOPs 0.787",
              "fbnet": "HELP 0.910, Meta-SGD 0.806, MAML 0.736", "ofa_mbv3": "n/a"}
-PREDICTORS = ("flops", "opcount", "lut", "mlp", "hwnas")
+PREDICTORS = ("flops", "opcount", "lut", "mlp", "help", "hwnas")
 
 
 def hardware(device: str) -> str:
@@ -87,7 +87,7 @@ def run(space: Any, table: LatencyTable, which: str, names: Sequence[str] = PRED
                 pred.fit(X[train_rows], Ys)
                 if name in ("mlp", "hwnas"):
                     experts = {k: v for k, v in vars(pred).items() if re.fullmatch(r"[Wb]\d+_|mu_|sd_", k)}
-            refs = p[predictors.select_references(pred.reference_features(X[p]), n_ref)]
+            refs = p[pred.choose_references(X[p], n_ref)]
             pred.adapt(X[refs], y[refs])
             rows.append({"device": target, "predictor": name, **score(pred.predict(X[q]), y[q])})
         log(f"{target}: " + ", ".join(f"{r['predictor']} {r['spearman']:.3f}" for r in rows[-len(names):]))

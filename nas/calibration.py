@@ -34,10 +34,17 @@ def meta_train(space_spec: str, tables: Sequence[str], out: str, predictor: str 
         rows = table.index < QUERY_RANGE[space.name][0]
     X, layout = features(space, [space.from_str(a) for a in np.array(table.archs)[rows]])
     pred = predictors.create(predictor, layout=layout).fit(X, table.Y[rows])
-    meta = {"space": space.spec, "kind": "base", "devices": table.devices, "tables": [str(t) for t in tables],
+    meta = {"reference_archs": _fixed_references(pred, X, np.array(table.archs)[rows]), "space": space.spec, "kind": "base", "devices": table.devices, "tables": [str(t) for t in tables],
             "rows": int(rows.sum())}
     pred.save(out, meta)
     return meta
+
+
+def _fixed_references(pred: Any, X: np.ndarray, archs: np.ndarray) -> list[str]:
+    """The architectures of a predictor whose references are fixed at meta-training (HELP)."""
+    if getattr(pred, "ref_X_", None) is None:
+        return []
+    return [str(archs[i]) for i in pred.choose_references(X, len(pred.ref_X_))]
 
 
 def load_base(base: str | None, space_name: str) -> tuple[Any, dict[str, Any], str]:
@@ -54,7 +61,9 @@ def reference(space_spec: str, n: int, pool: Sequence[tuple] | None = None, base
     pred, meta, _ = load_base(base, space.name)
     candidates = list(pool) if pool is not None else sample_archs(space, pool_size, seed)
     X, _ = features(space, candidates)
-    return [candidates[i] for i in predictors.select_references(pred.reference_features(X), n)]
+    if meta.get("reference_archs"):
+        return [space.from_str(a) for a in meta["reference_archs"]]
+    return [candidates[i] for i in pred.choose_references(X, n)]
 
 
 def read_measurements(space: Any, path: str, device: str | None = None) -> tuple[list[tuple], np.ndarray, dict[str, Any]]:

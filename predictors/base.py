@@ -58,6 +58,12 @@ class Predictor:
         """The features whose span the references should cover (the calibration's regressors)."""
         return self.block(X, "agnostic")
 
+    def choose_references(self, X_pool: np.ndarray, n: int) -> list[int]:
+        """Rows of X_pool worth measuring on a new device (a D-optimal design on `reference_features`)."""
+        from predictors.reference import select_references
+
+        return select_references(self.reference_features(X_pool), n)
+
     # ---- state -----------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:
         """Fitted arrays (attributes ending in `_` that are arrays)."""
