@@ -56,7 +56,9 @@ def test_fit_adapt_predict_ranks_an_unseen_device(name, world):
 def test_save_and_load_give_identical_predictions(name, world, tmp_path):
     space, X, layout, sources, _ = world
     pred = predictors.create(name, layout=layout, **FAST.get(name, {}))
-    pred.fit(X[:300], sources[:300]).adapt(X[300:310], sources[300:310, 1])
+    pred.fit(X[:300], sources[:300])
+    refs = pred.choose_references(X[:300], 10)
+    pred.adapt(X[refs], sources[refs, 1])
     pred.save(tmp_path / "p", meta={"space": SPACE})
     again, meta = predictors.load(tmp_path / "p")
     assert meta == {"space": SPACE} and type(again) is type(pred)
@@ -67,6 +69,13 @@ def test_predicting_before_adapting_is_a_clear_error(name, world):
     _, X, layout, _, _ = world
     with pytest.raises(predictors.base.NotFittedError, match=name):
         predictors.create(name, layout=layout).predict(X[:3])
+
+
+def test_help_adapts_only_on_its_own_references(world):
+    _, X, layout, sources, _ = world
+    pred = predictors.create("help", layout=layout, meta_steps=20).fit(X[:300], sources[:300])
+    with pytest.raises(ValueError, match="only on its own reference"):
+        pred.adapt(X[300:310], sources[300:310, 0])
 
 
 def test_unknown_predictor_lists_the_known_ones():
