@@ -79,9 +79,10 @@ class MLPRegressor(_Experts):
 
 @register("hwnas")
 class ExpertMixture(_Experts):
-    """hwnas: three few-shot models blended by their leave-one-out error on the references:
-    a non-negative mixture of MLP source experts plus FLOPs/params, a non-negative mixture of
-    per-device lookup tables, and ridge least squares on per-operation counts."""
+    """hwnas: three few-shot models, of which the one with the lowest leave-one-out error on the
+    references is used: a non-negative mixture of MLP source experts plus FLOPs/params, a
+    non-negative mixture of per-device lookup tables, and ridge least squares on per-operation
+    counts. (Selecting beat blending by inverse-square LOO error on both HELP spaces.)"""
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "ExpertMixture":
         super().fit(X, Y)
@@ -116,8 +117,8 @@ class ExpertMixture(_Experts):
             for j, p in enumerate(self._fit(kind, F, y)):
                 setattr(self, f"c{i}_{j}_", p)
             errors.append(loo_log_error(lambda a, b, c, k=kind: self._predict(k, c, self._fit(k, a, b)), F, y))
-        inv = 1.0 / np.maximum(np.array(errors), 1e-6) ** 2
-        self.blend_ = inv / inv.sum()
+        self.loo_errors_ = np.array(errors)
+        self.blend_ = np.eye(len(errors))[int(np.argmin(errors))]
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
