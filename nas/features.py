@@ -23,7 +23,7 @@ def features(space: Any, archs: Sequence[tuple]) -> tuple[np.ndarray, dict[str, 
     """(X, layout): X rows are [onehot | counts | MFLOPs, M params]."""
     onehot = np.stack([space.encode(a) for a in archs]).astype(np.float64)
     counts = np.column_stack([onehot[:, c].sum(1) for c in _count_groups(space)])
-    agnostic = np.array([[space.flops(a) / 1e6, space.params(a) / 1e6] for a in archs])
+    agnostic = np.array([space.flops_params(a) for a in archs], dtype=np.float64) / 1e6
     a, b = onehot.shape[1], onehot.shape[1] + counts.shape[1]
     layout = {"onehot": [0, a], "counts": [a, b], "agnostic": [b, b + 2]}
     return np.column_stack([onehot, counts, agnostic]), layout

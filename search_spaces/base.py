@@ -131,6 +131,10 @@ class SearchSpace:
     def params(self, arch: tuple) -> int:
         raise NotImplementedError
 
+    def flops_params(self, arch: tuple) -> tuple[int, int]:
+        """Both counts at once (spaces that walk their network override this to walk it once)."""
+        return self.flops(arch), self.params(arch)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 

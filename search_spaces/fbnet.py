@@ -150,6 +150,9 @@ class FBNet(SearchSpace):
         params += HEAD[self.dataset] * self.num_classes + self.num_classes
         return macs, params
 
+    def flops_params(self, arch: tuple) -> tuple[int, int]:
+        return self._walk(arch)
+
     def flops(self, arch: tuple) -> int:
         return self._walk(arch)[0]
 

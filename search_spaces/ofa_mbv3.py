@@ -195,6 +195,9 @@ class OFAMobileNetV3(SearchSpace):
         params += self._head_width() * self.num_classes + self.num_classes
         return macs, params
 
+    def flops_params(self, arch: tuple) -> tuple[int, int]:
+        return self._walk(arch)
+
     def flops(self, arch: tuple) -> int:
         return self._walk(arch)[0]
 
