@@ -25,23 +25,21 @@ def bench_calibrate(space_spec: str, device: Device, n_test: int = 60, n_ref: in
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "lat.csv"
-        Xp, _ = features(space, pool)
-        chosen: dict[str, list[tuple]] = {}
-        for name in names:
-            pred, _, _ = load_base(base, space.name) if name == "hwnas" else (None, None, None)
-            if pred is None:
-                _, layout = features(space, pool[:1])
-                pred = predictors.create(name, layout=layout)
-            chosen[name] = [pool[i] for i in pred.choose_references(Xp, n_ref)]
+        Xp, layout = features(space, pool)
+
+        def fresh(name: str) -> Any:
+            return load_base(base, space.name)[0] if name == "hwnas" else predictors.create(name, layout=layout)
+
+        chosen = {name: [pool[i] for i in fresh(name).choose_references(Xp, n_ref)] for name in names}
         everything = [a for refs in chosen.values() for a in refs] + test
         log(f"measuring {len(set(everything))} architectures on {device.spec}")
         profile(space, device, everything, csv)
         archs, y, _ = read_measurements(space, str(csv))
         truth = {space.to_str(a): v for a, v in zip(archs, y)}
-        Xt, layout = features(space, test)
+        Xt, _ = features(space, test)
         yt = np.array([truth[space.to_str(a)] for a in test])
         for name, refs in chosen.items():
-            pred = load_base(base, space.name)[0] if name == "hwnas" else predictors.create(name, layout=layout)
+            pred = fresh(name)
             Xr, _ = features(space, refs)
             pred.adapt(Xr, np.array([truth[space.to_str(a)] for a in refs]))
             p = pred.predict(Xt)

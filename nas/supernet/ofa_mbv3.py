@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from search_spaces.ofa_mbv3 import (
-    EXPANDS, KERNELS, MAX_DEPTH, NUM_STAGES, STAGE_RELU, STAGE_SE, STAGE_STRIDES, STAGE_WIDTHS, OFAMobileNetV3,
+    DEPTHS, EXPANDS, KERNELS, MAX_DEPTH, NUM_STAGES, STAGE_RELU, STAGE_SE, STAGE_STRIDES, STAGE_WIDTHS, OFAMobileNetV3,
     make_divisible,
 )
 
@@ -21,13 +21,11 @@ MAX_EXPAND = max(EXPANDS)
 
 def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, n: int) -> torch.Tensor:
     """BatchNorm over the first n channels of `bn` (running statistics update in place)."""
-    training = bn.training or not bn.track_running_stats
-    if bn.training and bn.track_running_stats:
+    momentum = 0.0
+    if bn.training:
         bn.num_batches_tracked += 1
-    momentum = 0.0 if bn.momentum is None and not bn.training else bn.momentum
-    if bn.momentum is None and bn.training:
-        momentum = 1.0 / float(bn.num_batches_tracked)
-    return F.batch_norm(x, bn.running_mean[:n], bn.running_var[:n], bn.weight[:n], bn.bias[:n], training, momentum, bn.eps)
+        momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    return F.batch_norm(x, bn.running_mean[:n], bn.running_var[:n], bn.weight[:n], bn.bias[:n], bn.training, momentum, bn.eps)
 
 
 def _bn_state(bn: nn.BatchNorm2d, n: int, prefix: str) -> dict[str, torch.Tensor]:
@@ -130,8 +128,7 @@ class OFASupernet(nn.Module):
         super().__init__()
         self.space = space
         self.num_classes = num_classes or space.num_classes
-        largest = space.make([MAX_KERNEL] * 20, [MAX_EXPAND] * 20, [MAX_DEPTH] * NUM_STAGES, max(space.resolutions))
-        big = space.build(largest, num_classes=self.num_classes)
+        big = space.build(self.largest(), num_classes=self.num_classes)
         self.conv_stem, self.bn1, self.first = big.conv_stem, big.bn1, big.blocks[0][0]
         self.final, self.conv_head, self.act2, self.classifier = big.blocks[-1][0], big.conv_head, big.act2, big.classifier
         stages, c = [], make_divisible(16 * space.width_mult)
@@ -143,7 +140,7 @@ class OFASupernet(nn.Module):
                 c = c_out
             stages.append(nn.ModuleList(blocks))
         self.stages = nn.ModuleList(stages)
-        self.active: tuple = largest
+        self.active: tuple = self.largest()
 
     def set_active(self, arch: tuple) -> None:
         self.active = self.space.validate(arch)
@@ -190,7 +187,7 @@ class OFASupernet(nn.Module):
 
     def smallest(self) -> tuple:
         sp = self.space
-        return sp.make([min(KERNELS)] * 20, [min(EXPANDS)] * 20, [min(d for d in (2, 3, 4))] * NUM_STAGES, min(sp.resolutions))
+        return sp.make([min(KERNELS)] * 20, [min(EXPANDS)] * 20, [min(DEPTHS)] * NUM_STAGES, min(sp.resolutions))
 
     def largest(self) -> tuple:
         sp = self.space
