@@ -185,6 +185,80 @@ def cmd_bench_calibrate(args: argparse.Namespace) -> None:
     Console(width=120).print(out)
 
 
+def cmd_train_supernet(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from nas.progress import console, progress_bar
+    from nas.recipes import load_data, load_recipe, to_dict
+    from nas.supernet import OFASupernet
+    from nas.supernet.train import train
+
+    recipe = load_recipe(args.recipe)
+    run = Path(args.out or Path("runs") / Path(args.recipe).stem)
+    run.mkdir(parents=True, exist_ok=True)
+    data = load_data(recipe.data)
+    (run / "recipe.yaml").write_text(yaml.safe_dump({**to_dict(recipe), "resolved_data": data.describe()}, sort_keys=False))
+    space = load_space(recipe.space)
+    net = OFASupernet(space, num_classes=data.num_classes)
+    with progress_bar("training supernet") as update:
+        metrics = train(net, data, recipe.train, run, progress=update)
+    _plot_metrics(run)
+    for m in metrics:
+        console.print(f"epoch {m['epoch']}: loss {m['loss']:.3f}, largest {m['acc_largest']:.3f}, smallest {m['acc_smallest']:.3f}")
+    console.print(f"run directory: {run}")
+
+
+def _plot_metrics(run: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(run / "metrics.csv")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(df["epoch"], df["acc_largest"], marker="o", label="largest subnet")
+    ax.plot(df["epoch"], df["acc_smallest"], marker="o", label="smallest subnet")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation top-1")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(run / "metrics.png", dpi=120)
+    plt.close(fig)
+
+
+def _load_run(run_dir: str) -> tuple[Any, Any]:
+    from pathlib import Path
+
+    import torch
+    import yaml
+
+    from nas.recipes import load_data, recipe_from_dict
+    from nas.supernet import OFASupernet
+
+    run = Path(run_dir)
+    if not (run / "checkpoint.pt").exists():
+        raise ValueError(f"{run} holds no checkpoint.pt; train it with hwnas train-supernet")
+    raw = yaml.safe_load((run / "recipe.yaml").read_text())
+    raw.pop("resolved_data", None)
+    recipe = recipe_from_dict(raw, str(run / "recipe.yaml"))
+    data = load_data(recipe.data)
+    net = OFASupernet(load_space(recipe.space), num_classes=data.num_classes)
+    net.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["model"])
+    return net, data
+
+
+def cmd_eval_subnet(args: argparse.Namespace) -> None:
+    from nas.supernet.train import evaluate
+
+    net, data = _load_run(args.run)
+    arch = net.space.from_str(args.arch)
+    print(f"{args.split} top-1 of {args.arch}: {evaluate(net, arch, data, args.split):.4f}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hwnas", description="Hardware-aware neural architecture search.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -254,6 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--archs", required=True)
     s.add_argument("--out")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("train-supernet", help="train a weight-sharing supernet from a recipe")
+    s.add_argument("recipe")
+    s.add_argument("--out", help="run directory (default runs/<recipe name>); an existing one resumes")
+    s.set_defaults(func=cmd_train_supernet)
+
+    s = sub.add_parser("eval-subnet", help="a subnet's accuracy from a trained run (BN recalibrated)")
+    s.add_argument("run")
+    s.add_argument("--arch", required=True)
+    s.add_argument("--split", choices=("val", "test"), default="val")
+    s.set_defaults(func=cmd_eval_subnet)
 
     b = sub.add_parser("bench", help="benchmarks, printed as tables").add_subparsers(dest="bench_command", required=True)
     s = b.add_parser("device", help="repeatability of profiling: naive vs interleaved, two passes")

@@ -1,0 +1,80 @@
+"""Recipes: YAML (safe_load) validated into typed config; a wrong field gets an error naming it."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nas.supernet.train import TrainConfig
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    path: str | None = None
+    resolution: int = 32
+
+
+@dataclass
+class Recipe:
+    space: str = "ofa_mbv3:resolutions=[32],num_classes=10"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+DATASETS = ("digits", "cifar10", "cifar100")
+
+
+def _fill(cls: type, values: Any, where: str, source: str) -> Any:
+    if not isinstance(values, dict):
+        raise ValueError(f"{source}: {where or 'the recipe'} must be a mapping, but got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ValueError(f"{source}: unknown field {where + '.' if where else ''}{key}; allowed: {', '.join(fields)}")
+        sub = {"data": DataConfig, "train": TrainConfig}.get(key) if cls is Recipe else None
+        if sub is not None:
+            kwargs[key] = _fill(sub, value, key, source)
+            continue
+        default = fields[key].default
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(value, (int, float)):
+            raise ValueError(f"{source}: {where}.{key} must be a number, but got {value!r}")
+        kwargs[key] = type(default)(value) if isinstance(default, float) else value
+    return cls(**kwargs)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    source = str(path)
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise ValueError(f"cannot read recipe {source!r}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"recipe {source!r} is not valid YAML: {str(err).splitlines()[0]}") from None
+    return recipe_from_dict(raw or {}, source)
+
+
+def recipe_from_dict(raw: Any, source: str) -> Recipe:
+    """Validate a parsed recipe; `source` names it in errors."""
+    recipe = _fill(Recipe, raw, "", source)
+    if recipe.data.name not in DATASETS:
+        raise ValueError(f"{source}: data.name must be one of {', '.join(DATASETS)}, but got {recipe.data.name!r}")
+    if recipe.data.name != "digits" and not recipe.data.path:
+        raise ValueError(f"{source}: data.path is required for {recipe.data.name} (hwnas never downloads)")
+    return recipe
+
+
+def to_dict(recipe: Recipe) -> dict[str, Any]:
+    return dataclasses.asdict(recipe)
+
+
+def load_data(cfg: DataConfig) -> Any:
+    from nas.data import cifar, digits
+
+    if cfg.name == "digits":
+        return digits(cfg.resolution)
+    return cifar(cfg.path, 10 if cfg.name == "cifar10" else 100)

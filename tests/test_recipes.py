@@ -1,0 +1,47 @@
+"""Recipes and the train-supernet / eval-subnet commands."""
+from __future__ import annotations
+
+import pytest
+
+from nas.cli import main
+from nas.recipes import load_recipe
+
+
+def test_quickstart_recipe_validates():
+    r = load_recipe("recipes/quickstart.yaml")
+    assert r.data.name == "digits" and r.train.epochs > 0
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("train:\n  epoch: 3\n", "unknown field train.epoch; allowed: epochs,"),
+        ("data:\n  name: mnist\n", "data.name must be one of digits, cifar10, cifar100, but got 'mnist'"),
+        ("data:\n  name: cifar10\n", "data.path is required for cifar10"),
+        ("train:\n  lr: fast\n", "train.lr must be a number, but got 'fast'"),
+        ("colour: red\n", "unknown field colour"),
+    ],
+)
+def test_bad_recipes_name_the_field(text, message, tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        load_recipe(path)
+
+
+def test_train_then_eval_a_subnet_from_the_command_line(tmp_path, capsys):
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(
+        'space: "ofa_mbv3:resolutions=[32],width_mult=0.5,num_classes=10"\n'
+        "train:\n  epochs: 1\n  batch_size: 64\n  random_subnets: 1\n"
+    )
+    run = tmp_path / "run"
+    assert main(["train-supernet", str(recipe), "--out", str(run)]) == 0
+    for name in ("recipe.yaml", "checkpoint.pt", "metrics.csv", "metrics.png"):
+        assert (run / name).exists(), name
+    arch = '{"ks":[3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3],"e":[3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3],"d":[2,2,2,2,2],"r":32}'
+    capsys.readouterr()
+    assert main(["eval-subnet", str(run), "--arch", arch, "--split", "test"]) == 0
+    acc = float(capsys.readouterr().out.strip().split()[-1])
+    assert 0.0 <= acc <= 1.0
+    assert main(["eval-subnet", str(tmp_path), "--arch", arch]) == 2
