@@ -72,12 +72,9 @@ class EngineRunner(CudaEventRunner):
             self.context.execute_async_v3(self.stream.cuda_stream)
 
         super().__init__(once)
-        self.start = torch.cuda.Event(enable_timing=True)
-        self.end = torch.cuda.Event(enable_timing=True)
-        self._torch_stream = self.stream
 
     def run(self, n: int):  # type: ignore[override]
-        with self.torch.cuda.stream(self._torch_stream):
+        with self.torch.cuda.stream(self.stream):
             return super().run(n)
 
     def close(self) -> None:

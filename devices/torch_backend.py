@@ -1,7 +1,7 @@
 """PyTorch eager backends: torch-cpu and torch-cuda (CUDA events, synchronised)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -19,14 +19,27 @@ def gpu_name() -> str:
         return ""
 
 
-def _module(model: ModelLike, device: Any) -> Any:
+def _inference(model: ModelLike, shape: Sequence[int], device: str, dtype: Any = None,
+               channels_last: bool = False) -> Callable[[], None]:
+    """A function running `model` once on a random input of `shape`, under inference mode."""
+    import torch
     from torch import nn
 
     if not isinstance(model, nn.Module):
         raise TypeError(
             f"torch devices measure an nn.Module, but got {type(model).__name__}; use an ort-* device for ONNX files"
         )
-    return model.eval().to(device)
+    dtype = dtype or torch.float32
+    module = model.eval().to(device=device, dtype=dtype)
+    x = torch.randn(tuple(shape), device=device, dtype=dtype)
+    if channels_last:
+        module, x = module.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
+
+    def once() -> None:
+        with torch.inference_mode():
+            module(x)
+
+    return once
 
 
 @register("torch-cpu")
@@ -43,16 +56,7 @@ class TorchCPU(Device):
         import torch
 
         torch.set_num_threads(self.config["threads"] or torch.get_num_threads())
-        module = _module(model, "cpu")
-        x = torch.randn(self.batch_shape(input_shape))
-        if self.config["channels_last"]:
-            module, x = module.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
-
-        def once() -> None:
-            with torch.inference_mode():
-                module(x)
-
-        return CallableRunner(once)
+        return CallableRunner(_inference(model, self.batch_shape(input_shape), "cpu", channels_last=self.config["channels_last"]))
 
     def describe(self) -> dict[str, Any]:
         return {"threads": self.config["threads"], "gpu": ""}
@@ -99,18 +103,8 @@ class TorchCUDA(Device):
 
     def prepare(self, model: ModelLike, input_shape: Sequence[int], arch: str | None = None) -> Runner:
         torch = require_cuda(self.spec)
-        module = _module(model, "cuda")
         dtype = torch.float16 if self.config["fp16"] else torch.float32
-        module = module.to(dtype)
-        x = torch.randn(self.batch_shape(input_shape), device="cuda", dtype=dtype)
-        if self.config["channels_last"]:
-            module, x = module.to(memory_format=torch.channels_last), x.to(memory_format=torch.channels_last)
-
-        def once() -> None:
-            with torch.inference_mode():
-                module(x)
-
-        return CudaEventRunner(once)
+        return CudaEventRunner(_inference(model, self.batch_shape(input_shape), "cuda", dtype, self.config["channels_last"]))
 
     def describe(self) -> dict[str, Any]:
         import torch

@@ -32,10 +32,11 @@ def meta_train(space_spec: str, tables: Sequence[str], out: str, predictor: str 
     rows = np.ones(len(table.archs), bool)
     if not all_rows and space.name in QUERY_RANGE:
         rows = table.index < QUERY_RANGE[space.name][0]
-    X, layout = features(space, [space.from_str(a) for a in np.array(table.archs)[rows]])
+    archs = np.array(table.archs)[rows]
+    X, layout = features(space, [space.from_str(a) for a in archs])
     pred = predictors.create(predictor, layout=layout).fit(X, table.Y[rows])
-    meta = {"reference_archs": _fixed_references(pred, X, np.array(table.archs)[rows]), "space": space.spec, "kind": "base", "devices": table.devices, "tables": [str(t) for t in tables],
-            "rows": int(rows.sum())}
+    meta = {"reference_archs": _fixed_references(pred, X, archs), "space": space.spec, "kind": "base",
+            "devices": table.devices, "tables": [str(t) for t in tables], "rows": int(rows.sum())}
     pred.save(out, meta)
     return meta
 
@@ -59,10 +60,10 @@ def reference(space_spec: str, n: int, pool: Sequence[tuple] | None = None, base
               pool_size: int = 3000, seed: int = 0) -> list[tuple]:
     space = load_space(space_spec)
     pred, meta, _ = load_base(base, space.name)
-    candidates = list(pool) if pool is not None else sample_archs(space, pool_size, seed)
-    X, _ = features(space, candidates)
     if meta.get("reference_archs"):
         return [space.from_str(a) for a in meta["reference_archs"]]
+    candidates = list(pool) if pool is not None else sample_archs(space, pool_size, seed)
+    X, _ = features(space, candidates)
     return [candidates[i] for i in pred.choose_references(X, n)]
 
 

@@ -35,11 +35,11 @@ def cmd_spaces(args: argparse.Namespace) -> None:
     table = Table("space", "architectures", "encoding", "input", "about")
     for name in search_spaces.names():
         space = search_spaces.create(name)
-        arch = space.sample(__import__("numpy").random.default_rng(0))
-        doc = (type(space).__doc__ or "").strip().splitlines()[0]
-        module_doc = (sys.modules[type(space).__module__].__doc__ or "").strip().splitlines()[0]
-        table.add_row(name, f"{space.size():.3g}" if space.size() > 1e6 else str(space.size()),
-                      str(space.encoding_size), "x".join(map(str, space.input_shape(arch)[1:])), module_doc or doc)
+        arch = space.sample(np.random.default_rng(0))
+        size = space.size()
+        about = (sys.modules[type(space).__module__].__doc__ or "").strip().splitlines()[0]
+        table.add_row(name, f"{size:.3g}" if size > 1e6 else str(size), str(space.encoding_size),
+                      "x".join(map(str, space.input_shape(arch)[1:])), about)
     Console(width=120).print(table)
 
 

@@ -12,6 +12,8 @@ from predictors.base import Layout, Predictor
 from predictors.reference import select_references
 from predictors.registry import register
 
+PARAMS = ("W0", "b0", "W1", "b1", "W2", "b2", "Wm", "bm")
+
 
 @register("help")
 class HELP(Predictor):
@@ -92,7 +94,7 @@ class HELP(Predictor):
         import torch
 
         self.check_fitted("W0_")
-        return {k: torch.tensor(getattr(self, f"{k}_"), requires_grad=True) for k in ("W0", "b0", "W1", "b1", "W2", "b2", "Wm", "bm")}
+        return {k: torch.tensor(getattr(self, f"{k}_"), requires_grad=True) for k in PARAMS}
 
     def choose_references(self, X_pool: np.ndarray, n: int) -> list[int]:
         """HELP's references are fixed at meta-training; they must be in the pool."""
@@ -126,7 +128,7 @@ class HELP(Predictor):
         import torch
 
         self.check_fitted("h_")
-        fast = {k: torch.tensor(getattr(self, f"fast_{k}_")) for k in ("W0", "b0", "W1", "b1", "W2", "b2", "Wm", "bm")}
+        fast = {k: torch.tensor(getattr(self, f"fast_{k}_")) for k in PARAMS}
         with torch.no_grad():
             t = self._forward(fast, torch.tensor(self.block(X, "onehot").astype(np.float32)), torch.tensor(self.h_)).numpy()
         return np.exp(t * self.sd_ + self.mu_)
