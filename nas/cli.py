@@ -188,75 +188,49 @@ def cmd_bench_calibrate(args: argparse.Namespace) -> None:
 def cmd_train_supernet(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    import yaml
-
     from nas.progress import console, progress_bar
-    from nas.recipes import load_data, load_recipe, to_dict
-    from nas.supernet import OFASupernet
-    from nas.supernet.train import train
+    from nas.recipes import load_recipe
+    from nas.runs import train_supernet
 
     recipe = load_recipe(args.recipe)
     run = Path(args.out or Path("runs") / Path(args.recipe).stem)
-    run.mkdir(parents=True, exist_ok=True)
-    data = load_data(recipe.data)
-    (run / "recipe.yaml").write_text(yaml.safe_dump({**to_dict(recipe), "resolved_data": data.describe()}, sort_keys=False))
-    space = load_space(recipe.space)
-    net = OFASupernet(space, num_classes=data.num_classes)
-    with progress_bar("training supernet") as update:
-        metrics = train(net, data, recipe.train, run, progress=update)
-    _plot_metrics(run)
-    for m in metrics:
-        console.print(f"epoch {m['epoch']}: loss {m['loss']:.3f}, largest {m['acc_largest']:.3f}, smallest {m['acc_smallest']:.3f}")
-    console.print(f"run directory: {run}")
-
-
-def _plot_metrics(run: Any) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    df = pd.read_csv(run / "metrics.csv")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(df["epoch"], df["acc_largest"], marker="o", label="largest subnet")
-    ax.plot(df["epoch"], df["acc_smallest"], marker="o", label="smallest subnet")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation top-1")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(run / "metrics.png", dpi=120)
-    plt.close(fig)
-
-
-def _load_run(run_dir: str) -> tuple[Any, Any]:
-    from pathlib import Path
-
-    import torch
-    import yaml
-
-    from nas.recipes import load_data, recipe_from_dict
-    from nas.supernet import OFASupernet
-
-    run = Path(run_dir)
-    if not (run / "checkpoint.pt").exists():
-        raise ValueError(f"{run} holds no checkpoint.pt; train it with hwnas train-supernet")
-    raw = yaml.safe_load((run / "recipe.yaml").read_text())
-    raw.pop("resolved_data", None)
-    recipe = recipe_from_dict(raw, str(run / "recipe.yaml"))
-    data = load_data(recipe.data)
-    net = OFASupernet(load_space(recipe.space), num_classes=data.num_classes)
-    net.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["model"])
-    return net, data
+    if int(os.environ.get("RANK", "0")) == 0:
+        with progress_bar("training supernet") as update:
+            metrics = train_supernet(recipe, run, update)
+        for m in metrics:
+            console.print(f"epoch {m['epoch']}: loss {m['loss']:.3f}, largest {m['acc_largest']:.3f}, smallest {m['acc_smallest']:.3f}")
+        console.print(f"run directory: {run}")
+    else:
+        train_supernet(recipe, run)
 
 
 def cmd_eval_subnet(args: argparse.Namespace) -> None:
-    from nas.supernet.train import evaluate
+    from nas.runs import load_supernet_run
 
-    net, data = _load_run(args.run)
-    arch = net.space.from_str(args.arch)
-    print(f"{args.split} top-1 of {args.arch}: {evaluate(net, arch, data, args.split):.4f}")
+    run = load_supernet_run(args.run)
+    arch = run.net.space.from_str(args.arch)
+    acc = run.accuracy(args.split)
+    print(f"{args.split} top-1 of {args.arch}: {acc(arch):.4f}{' (cached)' if acc.hits else ''}")
+
+
+def cmd_bench_supernet(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from nas.bench_supernet import bench_accuracy, bench_throughput
+
+    rows = bench_throughput(args.space, args.batch_size, args.rounds, device=args.device)
+    out = Table("training step", "ms", "images/s", "subnet passes", "ms per pass", "per pass vs standalone",
+                title=f"Training step, {args.space}, batch {args.batch_size}, {args.device}, median of {args.rounds} interleaved rounds")
+    for r in rows:
+        out.add_row(r["step"], f"{r['ms']:.1f}", f"{r['images_per_s']:.0f}", str(r["passes"]), f"{r['ms_per_pass']:.1f}",
+                    f"{r['vs_standalone']:.2f}x")
+    Console(width=140).print(out)
+    if args.run:
+        acc = Table("subnet", "test top-1", "arch", title=f"Accuracy after training: {args.run}")
+        for r in bench_accuracy(args.run):
+            acc.add_row(r["subnet"], f"{r['test_top1']:.4f}", r["arch"])
+        Console(width=200).print(acc)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -356,6 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--predictors", help=f"comma list (default: all)")
     s.add_argument("--refs", type=int, default=10)
     s.set_defaults(func=cmd_bench_predictors)
+    s = b.add_parser("supernet", help="supernet training step vs the standalone largest subnet; a run's accuracy")
+    space_arg(s, default="ofa_mbv3:resolutions=[32],num_classes=10")
+    s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument("--rounds", type=int, default=10)
+    s.add_argument("--device", default="cpu", help="cpu or cuda")
+    s.add_argument("--run", help="a trained run directory: print its largest and smallest subnets' test top-1")
+    s.set_defaults(func=cmd_bench_supernet)
     s = b.add_parser("calibrate", help="the few-shot loop on a real device: 10 references, then fresh archs measured")
     s.add_argument("--device", default="ort-cpu:threads=1")
     space_arg(s, default="ofa_mbv3")

@@ -4,8 +4,10 @@ Nothing is downloaded and no user file is unpickled: CIFAR is read from the fixe
 of the binary archives with numpy."""
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -26,20 +28,116 @@ class Split:
 
 
 @dataclass
+class FileSplit:
+    """Image files decoded on demand (ImageFolder); `transform` maps a PIL image to a (3, H, W) tensor in [0, 1]."""
+
+    paths: list[str]
+    labels: torch.Tensor
+    train_transform: Callable[[Any], torch.Tensor]
+    eval_transform: Callable[[Any], torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load(self, i: int, train: bool) -> torch.Tensor:
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as im:
+            return (self.train_transform if train else self.eval_transform)(im.convert("RGB"))
+
+
+AUGMENTS = ("none", "crop_flip", "timm")
+
+
+@dataclass
 class TaskData:
-    """train / val (from the training part) / test, with what a deployed model must know."""
+    """train / val (from the training part) / test, with what a deployed model must know.
+
+    `augment` applies to training batches: crop_flip is the CIFAR recipe (pad 4, random crop,
+    horizontal flip) on tensors; timm is timm's training transform for image files. `re_prob` adds
+    timm's random erasing to either."""
 
     name: str
-    train: Split
-    val: Split
-    test: Split
+    train: Split | FileSplit
+    val: Split | FileSplit
+    test: Split | FileSplit
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    resolution: int = 32
+    augment: str = "none"
+    re_prob: float = 0.0
+    workers: int = 0
 
     def describe(self) -> dict:
         return {"dataset": self.name, "num_classes": self.num_classes, "mean": list(self.mean), "std": list(self.std),
-                "train": len(self.train), "val": len(self.val), "test": len(self.test)}
+                "resolution": self.resolution, "train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+    def normalisation(self) -> dict:
+        """What a deployed model needs to prepare its input: RGB in [0, 1], then (x - mean) / std."""
+        return {"mean": list(self.mean), "std": list(self.std), "resolution": self.resolution, "num_classes": self.num_classes,
+                "input": "RGB, NCHW, float32 in [0, 1], then (x - mean) / std"}
+
+
+def _normalise(x: torch.Tensor, data: TaskData) -> torch.Tensor:
+    mean = torch.tensor(data.mean, dtype=x.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(data.std, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+def _crop_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    n, _, h, w = x.shape
+    padded = F.pad(x, (4, 4, 4, 4), mode="reflect")
+    dy, dx = torch.randint(0, 9, (n,), generator=g), torch.randint(0, 9, (n,), generator=g)
+    flip = torch.rand(n, generator=g) < 0.5
+    out = torch.stack([padded[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+class _Files(torch.utils.data.Dataset):
+    def __init__(self, split: FileSplit, train: bool) -> None:
+        self.split, self.train = split, train
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.split.load(i, self.train)
+
+
+def batches(split: Split | FileSplit, batch_size: int, seed: int | None, data: TaskData, rank: int = 0, world: int = 1,
+            augment: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Normalised (images, labels) batches. Shuffled with `seed` and augmented (training), or in order
+    (evaluation) when seed is None. With `world` > 1 each rank takes its own share of every global batch."""
+    n = len(split)
+    train = seed is not None if augment is None else augment
+    if seed is not None:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        step = batch_size * world
+        groups = [order[i + rank : i + step : world] for i in range(0, n - step + 1, step)]
+    else:
+        order = torch.arange(n)
+        groups = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if isinstance(split, FileSplit):
+        loader = torch.utils.data.DataLoader(_Files(split, train), batch_sampler=[g.tolist() for g in groups],
+                                             num_workers=data.workers)
+        images = iter(loader)
+    for k, idx in enumerate(groups):
+        x = next(images) if isinstance(split, FileSplit) else split.images[idx]
+        if train:
+            g = torch.Generator().manual_seed((seed or 0) * 7919 + k)
+            if data.augment == "crop_flip":
+                x = _crop_flip(x, g)
+        x = _normalise(x, data)
+        if train and data.re_prob > 0:
+            from timm.data.random_erasing import RandomErasing
+
+            with torch.random.fork_rng(devices=[]):
+                random.seed((seed or 0) * 7919 + k)
+                torch.manual_seed((seed or 0) * 7919 + k)
+                x = RandomErasing(data.re_prob, mode="pixel", device="cpu")(x)
+        yield x, split.labels[idx]
 
 
 def _stratified(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +164,7 @@ def digits(resolution: int = 32, val_fraction: float = 0.2) -> TaskData:
     mean = tuple(float(X[fit].mean()) for _ in range(3))
     std = tuple(float(X[fit].std()) for _ in range(3))
     pick = lambda i: Split(X[i], y[i])  # noqa: E731
-    return TaskData("digits", pick(fit), pick(val), pick(test_idx), 10, mean, std)
+    return TaskData("digits", pick(fit), pick(val), pick(test_idx), 10, mean, std, resolution)
 
 
 def _read_records(path: Path, label_bytes: int, label_index: int) -> tuple[np.ndarray, np.ndarray]:
@@ -104,4 +202,55 @@ def cifar(root: str | Path, classes: int = 10, val_fraction: float = 0.1) -> Tas
     X, y = load(train_files)
     Xt, yt = load(test_files)
     fit, val = _stratified(y.numpy(), val_fraction) if len(y) >= 10 * classes else (np.arange(len(y)), np.arange(0))
-    return TaskData(f"cifar{classes}", Split(X[fit], y[fit]), Split(X[val], y[val]), Split(Xt, yt), classes, CIFAR_MEAN, CIFAR_STD)
+    return TaskData(f"cifar{classes}", Split(X[fit], y[fit]), Split(X[val], y[val]), Split(Xt, yt), classes, CIFAR_MEAN, CIFAR_STD, 32)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _scan(folder: Path, classes: list[str] | None = None) -> tuple[list[str], list[int], list[str]]:
+    found = sorted(d.name for d in folder.iterdir() if d.is_dir()) if classes is None else classes
+    if not found:
+        raise ValueError(f"ImageFolder {str(folder)!r} has no class subfolders (expected {folder}/<class>/<image>)")
+    paths, labels = [], []
+    for k, c in enumerate(found):
+        sub = folder / c
+        if not sub.is_dir():
+            continue
+        for f in sorted(sub.rglob("*")):
+            if f.suffix.lower() in IMAGE_SUFFIXES:
+                paths.append(str(f))
+                labels.append(k)
+    if not paths:
+        raise ValueError(f"ImageFolder {str(folder)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return paths, labels, found
+
+
+def imagefolder(root: str | Path, resolution: int = 224, val_fraction: float = 0.1, auto_augment: str | None = None,
+                mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> TaskData:
+    """Images in root/train/<class>/ (and root/val/<class>/ as the test split, when present; otherwise
+    a stratified fifth of train is held out as test). Training images get timm's training transform."""
+    from timm.data import create_transform
+
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"ImageFolder root {str(root)!r} is not a directory (hwnas never downloads; give the local path)")
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    paths, labels, classes = _scan(train_dir)
+    y = np.array(labels)
+    if (root / "val").is_dir():
+        test_paths, test_labels, _ = _scan(root / "val", classes)
+        keep = np.arange(len(y))
+    else:
+        keep, held = _stratified(y, 0.2)
+        test_paths, test_labels = [paths[i] for i in held], y[held].tolist()
+    fit, val = _stratified(y[keep], val_fraction)
+    fit, val = keep[fit], keep[val]
+    unit = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    train_tf = create_transform(resolution, is_training=True, auto_augment=auto_augment, **unit)
+    eval_tf = create_transform(resolution, is_training=False, crop_pct=0.875 if resolution >= 128 else 1.0, **unit)
+    pick = lambda ps, ls: FileSplit(list(ps), torch.tensor(ls, dtype=torch.int64), train_tf, eval_tf)  # noqa: E731
+    return TaskData(f"imagefolder:{root.name}", pick([paths[i] for i in fit], y[fit].tolist()),
+                    pick([paths[i] for i in val], y[val].tolist()), pick(test_paths, list(test_labels)),
+                    len(classes), tuple(mean), tuple(std), resolution, "timm")

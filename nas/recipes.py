@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from nas.data import AUGMENTS
 from nas.supernet.train import TrainConfig
 
 
@@ -16,6 +17,10 @@ class DataConfig:
     name: str = "digits"
     path: str | None = None
     resolution: int = 32
+    augment: str | None = None
+    auto_augment: str | None = None
+    re_prob: float = 0.0
+    workers: int = 0
 
 
 @dataclass
@@ -25,7 +30,8 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-DATASETS = ("digits", "cifar10", "cifar100")
+DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def _fill(cls: type, values: Any, where: str, source: str) -> Any:
@@ -41,6 +47,8 @@ def _fill(cls: type, values: Any, where: str, source: str) -> Any:
             kwargs[key] = _fill(sub, value, key, source)
             continue
         default = fields[key].default
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ValueError(f"{source}: {where}.{key} must be true or false, but got {value!r}")
         if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(value, (int, float)):
             raise ValueError(f"{source}: {where}.{key} must be a number, but got {value!r}")
         kwargs[key] = type(default)(value) if isinstance(default, float) else value
@@ -65,6 +73,10 @@ def recipe_from_dict(raw: Any, source: str) -> Recipe:
         raise ValueError(f"{source}: data.name must be one of {', '.join(DATASETS)}, but got {recipe.data.name!r}")
     if recipe.data.name != "digits" and not recipe.data.path:
         raise ValueError(f"{source}: data.path is required for {recipe.data.name} (hwnas never downloads)")
+    if recipe.data.augment is not None and recipe.data.augment not in AUGMENTS:
+        raise ValueError(f"{source}: data.augment must be one of {', '.join(AUGMENTS)}, but got {recipe.data.augment!r}")
+    if recipe.train.device not in DEVICES:
+        raise ValueError(f"{source}: train.device must be one of {', '.join(DEVICES)}, but got {recipe.train.device!r}")
     return recipe
 
 
@@ -73,8 +85,18 @@ def to_dict(recipe: Recipe) -> dict[str, Any]:
 
 
 def load_data(cfg: DataConfig) -> Any:
-    from nas.data import cifar, digits
+    """The recipe's dataset, with its augmentation settings (default: crop_flip for CIFAR, timm for
+    image folders, none for digits, whose digits must not be mirrored)."""
+    from nas.data import cifar, digits, imagefolder
 
     if cfg.name == "digits":
-        return digits(cfg.resolution)
-    return cifar(cfg.path, 10 if cfg.name == "cifar10" else 100)
+        data = digits(cfg.resolution)
+    elif cfg.name == "imagefolder":
+        data = imagefolder(cfg.path, cfg.resolution, auto_augment=cfg.auto_augment)
+    else:
+        data = cifar(cfg.path, 10 if cfg.name == "cifar10" else 100)
+        data.augment = "crop_flip"
+    if cfg.augment is not None:
+        data.augment = cfg.augment
+    data.re_prob, data.workers = cfg.re_prob, cfg.workers
+    return data

@@ -53,3 +53,58 @@ def test_cifar_errors_name_the_file(tmp_path):
     (folder / "test.bin").write_bytes(b"x" * 3074)
     with pytest.raises(ValueError, match="train.bin' is not a CIFAR binary file"):
         cifar(tmp_path, 100)
+
+
+def _write_folder(root, classes=("cat", "dog"), per_class=10, size=20):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for k, c in enumerate(classes):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.full((size, size + 4, 3), 40 + 150 * k, np.uint8) + rng.integers(0, 20, (size, size + 4, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / c / f"{i}.png")
+
+
+def test_imagefolder_reads_classes_splits_and_transforms(tmp_path):
+    from nas.data import batches, imagefolder
+
+    _write_folder(tmp_path / "train")
+    _write_folder(tmp_path / "val", per_class=3)
+    data = imagefolder(tmp_path, resolution=16)
+    assert data.num_classes == 2 and len(data.test) == 6
+    assert len(data.train) + len(data.val) == 20 and len(data.val) == 2
+    assert set(data.train.paths).isdisjoint(data.val.paths)
+    x, y = next(batches(data.test, 6, None, data))
+    assert x.shape == (6, 3, 16, 16) and y.tolist() == [0, 0, 0, 1, 1, 1]
+    raw = x * torch.tensor(data.std).view(1, 3, 1, 1) + torch.tensor(data.mean).view(1, 3, 1, 1)
+    assert raw[:3].mean() < 0.35 < raw[3:].mean()  # class 1 is the bright one, in [0, 1] before normalisation
+    xt, _ = next(batches(data.train, 4, 0, data))
+    assert xt.shape == (4, 3, 16, 16)
+
+
+def test_imagefolder_errors_name_the_folder(tmp_path):
+    from nas.data import imagefolder
+
+    with pytest.raises(ValueError, match="not a directory"):
+        imagefolder(tmp_path / "missing")
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    with pytest.raises(ValueError, match="holds no images"):
+        imagefolder(tmp_path / "empty")
+
+
+def test_training_batches_are_augmented_reproducibly_and_sharded():
+    from nas.data import batches
+
+    data = digits()
+    data.augment, data.re_prob = "crop_flip", 0.5
+    a = list(batches(data.train, 32, 7, data))
+    b = list(batches(data.train, 32, 7, data))
+    plain = list(batches(data.train, 32, 7, data, augment=False))
+    assert all(torch.equal(x, y) for (x, _), (y, _) in zip(a, b))
+    assert not torch.equal(a[0][0], plain[0][0])
+    assert torch.equal(a[0][1], plain[0][1])
+    r0 = list(batches(data.train, 16, 7, data, rank=0, world=2, augment=False))
+    r1 = list(batches(data.train, 16, 7, data, rank=1, world=2, augment=False))
+    joined = torch.cat([torch.stack([r0[0][1], r1[0][1]], 1).reshape(-1)])
+    assert torch.equal(joined, plain[0][1])  # the two ranks share the single-process batch between them

@@ -1,9 +1,11 @@
 """Supernet training: the sandwich rule with in-place distillation, checkpoints that resume exactly.
 
 Every random choice is seeded by (seed, step) or (seed, epoch), so a run stopped after a
-checkpoint and resumed from it takes the same steps as one that never stopped."""
+checkpoint and resumed from it takes the same steps as one that never stopped. Under `torchrun`
+each rank takes its share of every batch and gradients are averaged (nas.supernet.distributed)."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 from dataclasses import asdict, dataclass
@@ -14,9 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nas.data import Split, TaskData
+from nas.data import TaskData, batches
+from nas.supernet import distributed
 from nas.supernet.bn import recalibrate_bn
 from nas.supernet.ofa_mbv3 import OFASupernet
+
+CHECKPOINT_FORMAT = "hwnas-supernet/1"
 
 
 @dataclass
@@ -30,38 +35,30 @@ class TrainConfig:
     distill_temperature: float = 1.0
     checkpoint_every: int = 200
     seed: int = 0
+    device: str = "auto"
+    amp: bool = True
 
 
 def _resize(x: torch.Tensor, r: int) -> torch.Tensor:
     return x if x.shape[-1] == r else F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
 
 
-def _normalise(x: torch.Tensor, data: TaskData) -> torch.Tensor:
-    mean = torch.tensor(data.mean).view(1, -1, 1, 1)
-    std = torch.tensor(data.std).view(1, -1, 1, 1)
-    return (x - mean) / std
-
-
-def batches(split: Split, batch_size: int, seed: int | None, data: TaskData):
-    """Normalised batches; shuffled with `seed`, in order when seed is None."""
-    n = len(split)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if seed is not None else torch.arange(n)
-    for i in range(0, n - (batch_size - 1 if seed is not None else 0), batch_size):
-        idx = order[i : i + batch_size]
-        yield _normalise(split.images[idx], data), split.labels[idx]
+def _device(net: torch.nn.Module) -> torch.device:
+    return next(net.parameters()).device
 
 
 @torch.no_grad()
 def evaluate(net: OFASupernet, arch: tuple, data: TaskData, split: str = "val", calib_batches: int = 10,
              batch_size: int = 128) -> float:
     """Top-1 of a subnet: BN statistics recalibrated on training batches first."""
+    dev = _device(net)
     net.set_active(arch)
     r = net.space.resolution(arch)
-    recalibrate_bn(net, (_resize(x, r) for x, _ in batches(data.train, batch_size, 12345, data)), calib_batches)
+    recalibrate_bn(net, (_resize(x.to(dev), r) for x, _ in batches(data.train, batch_size, 12345, data)), calib_batches)
     net.eval()
     correct = total = 0
     for x, y in batches(getattr(data, split), batch_size, None, data):
-        correct += int((net(_resize(x, r)).argmax(1) == y).sum())
+        correct += int((net(_resize(x.to(dev), r)).argmax(1).cpu() == y).sum())
         total += len(y)
     return correct / max(total, 1)
 
@@ -70,60 +67,85 @@ def _lr(step: int, total: int, base: float) -> float:
     return 0.5 * base * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
 
 
+def checkpoint_meta(net: OFASupernet, data: TaskData) -> dict:
+    """What a reader needs to use the weights without our code: space, classes, input normalisation."""
+    return {"format": CHECKPOINT_FORMAT, **net.config(), "resolutions": list(net.space.resolutions),
+            "dataset": data.name, **data.normalisation()}
+
+
+def sandwich_step(net: OFASupernet, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, config: TrainConfig,
+                  autocast: contextlib.AbstractContextManager | None = None) -> float:
+    """One sandwich step's gradients (largest with labels; smallest and random subnets distilled from it)."""
+    autocast = autocast or contextlib.nullcontext()
+    largest = net.largest()
+    net.set_active(largest)
+    with autocast:
+        logits = net(_resize(x, net.space.resolution(largest)))
+        loss = F.cross_entropy(logits.float(), y)
+    loss.backward()
+    soft = F.softmax(logits.detach().float() / config.distill_temperature, dim=1)
+    for arch in [net.smallest()] + [net.space.sample(rng) for _ in range(config.random_subnets)]:
+        net.set_active(arch)
+        with autocast:
+            out = net(_resize(x, net.space.resolution(arch)))
+        kd = F.kl_div(F.log_softmax(out.float() / config.distill_temperature, 1), soft, reduction="batchmean")
+        kd.backward()
+    return float(loss.detach())
+
+
 def train(net: OFASupernet, data: TaskData, config: TrainConfig, run_dir: str | Path,
           progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Train (or resume) in `run_dir`; writes checkpoint.pt and metrics.csv, returns the metrics."""
+    ctx = distributed.setup(config.device)
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
     ckpt = run / "checkpoint.pt"
+    net.to(ctx.device)
     opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, len(data.train) // config.batch_size)
+    steps_per_epoch = max(1, len(data.train) // (config.batch_size * ctx.world))
     total = steps_per_epoch * config.epochs
     step = 0
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)
+        state = torch.load(ckpt, weights_only=True, map_location=ctx.device)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
+    distributed.broadcast_state(net, ctx)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" and config.amp
+                else contextlib.nullcontext())
+    params = list(net.parameters())
     metrics: list[dict] = []
     losses: list[float] = []
     net.train()
     while step < total:
         epoch = step // steps_per_epoch
-        for i, (x, y) in enumerate(batches(data.train, config.batch_size, config.seed * 100003 + epoch, data)):
+        for i, (x, y) in enumerate(batches(data.train, config.batch_size, config.seed * 100003 + epoch, data,
+                                           ctx.rank, ctx.world)):
             if i < step - epoch * steps_per_epoch:
                 continue  # resumed mid-epoch: these batches were already taken
             for g in opt.param_groups:
                 g["lr"] = _lr(step, total, config.lr)
-            rng = np.random.default_rng([config.seed, step])
             opt.zero_grad()
-            largest = net.largest()
-            net.set_active(largest)
-            logits = net(_resize(x, net.space.resolution(largest)))
-            loss = F.cross_entropy(logits, y)
-            loss.backward()
-            soft = F.softmax(logits.detach() / config.distill_temperature, dim=1)
-            for arch in [net.smallest()] + [net.space.sample(rng) for _ in range(config.random_subnets)]:
-                net.set_active(arch)
-                out = net(_resize(x, net.space.resolution(arch)))
-                kd = F.kl_div(F.log_softmax(out / config.distill_temperature, 1), soft, reduction="batchmean")
-                kd.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+            x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
+            losses.append(sandwich_step(net, x, y, np.random.default_rng([config.seed, step]), config, autocast))
+            distributed.average_gradients(params, ctx)
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             opt.step()
-            losses.append(float(loss.detach()))
             step += 1
-            if progress:
+            if progress and ctx.main:
                 progress(step, total)
-            if step % config.checkpoint_every == 0 or step == total:
+            if ctx.main and (step % config.checkpoint_every == 0 or step == total):
                 torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                            "config": asdict(config)}, ckpt)
+                            "config": asdict(config), "meta": checkpoint_meta(net, data)}, ckpt)
             if step % steps_per_epoch == 0:
-                metrics.append({"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)),
-                                "acc_largest": evaluate(net, net.largest(), data),
-                                "acc_smallest": evaluate(net, net.smallest(), data)})
+                if ctx.main:
+                    metrics.append({"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)),
+                                    "acc_largest": evaluate(net, net.largest(), data),
+                                    "acc_smallest": evaluate(net, net.smallest(), data)})
+                    _append_metrics(run / "metrics.csv", metrics[-1])
+                distributed.barrier(ctx)
                 net.train()
                 losses = []
-                _append_metrics(run / "metrics.csv", metrics[-1])
                 break
     return metrics
 

@@ -1,0 +1,160 @@
+"""Search strategies as Optuna samplers, so every strategy runs in an Optuna study: one storage
+(SQLite, PostgreSQL) holds the progress, resumes a stopped search, and lets many workers share it.
+
+`evolution` (regularized evolution, Real et al. 2019) and `nsga2` (Deb et al. 2002) are our own and
+vary architectures with the space's `mutate` and `crossover`, which know which genes matter;
+`optuna-tpe` and `optuna-nsga2` are Optuna's samplers over the genes; `random` is the baseline."""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+import numpy as np
+import optuna
+from optuna.distributions import BaseDistribution, CategoricalDistribution
+from optuna.samplers import BaseSampler, RandomSampler
+from optuna.study import Study, StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+ARCH_ATTR = "arch"
+
+
+def _signed(study: Study, trial: FrozenTrial) -> np.ndarray:
+    """Trial values turned so that larger is better in every objective."""
+    return np.array([v if d == StudyDirection.MAXIMIZE else -v for v, d in zip(trial.values, study.directions)])
+
+
+def _dominates(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.all(a >= b) and np.any(a > b))
+
+
+def nondominated_sort(points: np.ndarray) -> list[list[int]]:
+    """Fronts of indices, best first (points: larger is better in every column)."""
+    n = len(points)
+    dominated_by = [[j for j in range(n) if _dominates(points[j], points[i])] for i in range(n)]
+    count = [len(d) for d in dominated_by]
+    dominates = [[j for j in range(n) if i in dominated_by[j]] for i in range(n)]
+    fronts, current = [], [i for i in range(n) if count[i] == 0]
+    while current:
+        fronts.append(current)
+        nxt = []
+        for i in current:
+            for j in dominates[i]:
+                count[j] -= 1
+                if count[j] == 0:
+                    nxt.append(j)
+        current = nxt
+    return fronts
+
+
+def crowding(points: np.ndarray) -> np.ndarray:
+    n, m = points.shape
+    dist = np.zeros(n)
+    for k in range(m):
+        order = np.argsort(points[:, k])
+        span = points[order[-1], k] - points[order[0], k] or 1.0
+        dist[order[0]] = dist[order[-1]] = np.inf
+        for a in range(1, n - 1):
+            dist[order[a]] += (points[order[a + 1], k] - points[order[a - 1], k]) / span
+    return dist
+
+
+class _SpaceSampler(BaseSampler):
+    """Proposes whole architectures; the trial's define-by-run `space.suggest` takes them gene by gene."""
+
+    def __init__(self, space: Any, population: int = 50, seed: int | None = None) -> None:
+        self.space, self.population, self.seed = space, population, seed
+        self._random = RandomSampler(seed=seed)
+
+    def reseed_rng(self) -> None:
+        self._random.reseed_rng()
+
+    def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return {g.name: CategoricalDistribution(list(g.options)) for g in self.space.genes}
+
+    def sample_independent(self, study: Study, trial: FrozenTrial, name: str, dist: BaseDistribution) -> Any:
+        return self._random.sample_independent(study, trial, name, dist)
+
+    def _history(self, study: Study) -> list[FrozenTrial]:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return [t for t in sorted(done, key=lambda t: t.number) if ARCH_ATTR in t.user_attrs]
+
+    def _rng(self, trial: FrozenTrial) -> np.random.Generator:
+        return np.random.default_rng([self.seed or 0, trial.number])
+
+    def sample_relative(self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        history = self._history(study)
+        rng = self._rng(trial)
+        arch = self.propose(study, history, rng) if len(history) >= self.population else self.space.sample(rng)
+        return {g.name: v for g, v in zip(self.space.genes, arch)}
+
+    def arch(self, trial: FrozenTrial) -> tuple:
+        return self.space.from_str(trial.user_attrs[ARCH_ATTR])
+
+    def propose(self, study: Study, history: list[FrozenTrial], rng: np.random.Generator) -> tuple:
+        raise NotImplementedError
+
+
+class EvolutionSampler(_SpaceSampler):
+    """Regularized evolution: the population is the newest `population` trials (the oldest dies);
+    a parent is the best of `tournament` drawn from it (on several objectives: one of the sample's
+    non-dominated members), and the child is the parent mutated."""
+
+    def __init__(self, space: Any, population: int = 50, tournament: int = 10, seed: int | None = None) -> None:
+        super().__init__(space, population, seed)
+        self.tournament = tournament
+
+    def propose(self, study: Study, history: list[FrozenTrial], rng: np.random.Generator) -> tuple:
+        alive = history[-self.population :]
+        pick = rng.choice(len(alive), size=min(self.tournament, len(alive)), replace=False)
+        points = np.array([_signed(study, alive[i]) for i in pick])
+        best = nondominated_sort(points)[0]
+        parent = alive[pick[best[rng.integers(len(best))]]]
+        return self.space.mutate(self.arch(parent), rng)
+
+
+class NSGA2Sampler(_SpaceSampler):
+    """NSGA-II: parents are the best `population` of all trials by (front, crowding distance),
+    chosen by binary tournament; the child is their crossover, then mutated."""
+
+    def __init__(self, space: Any, population: int = 50, crossover_prob: float = 0.9, seed: int | None = None) -> None:
+        super().__init__(space, population, seed)
+        self.crossover_prob = crossover_prob
+
+    def propose(self, study: Study, history: list[FrozenTrial], rng: np.random.Generator) -> tuple:
+        points = np.array([_signed(study, t) for t in history])
+        rank = np.empty(len(history), int)
+        crowd = np.empty(len(history))
+        for r, front in enumerate(nondominated_sort(points)):
+            rank[front] = r
+            crowd[front] = crowding(points[front])
+        elite = sorted(range(len(history)), key=lambda i: (rank[i], -crowd[i]))[: self.population]
+
+        def tournament() -> tuple:
+            a, b = rng.choice(elite, 2, replace=False)
+            better = a if (rank[a], -crowd[a]) <= (rank[b], -crowd[b]) else b
+            return self.arch(history[better])
+
+        child = tournament()
+        if rng.random() < self.crossover_prob:
+            child = self.space.crossover(child, tournament(), rng)
+        return self.space.mutate(child, rng)
+
+
+STRATEGIES: dict[str, Callable[..., BaseSampler]] = {
+    "evolution": lambda space, population, seed: EvolutionSampler(space, population, max(2, population // 5), seed=seed),
+    "nsga2": lambda space, population, seed: NSGA2Sampler(space, population, seed=seed),
+    "random": lambda space, population, seed: RandomSampler(seed=seed),
+    "optuna-tpe": lambda space, population, seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(population, 20), multivariate=True, group=True),
+    "optuna-nsga2": lambda space, population, seed: optuna.samplers.NSGAIISampler(population_size=population, seed=seed),
+}
+
+
+def make_sampler(strategy: str, space: Any, population: int = 50, seed: int | None = None) -> BaseSampler:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown search strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+    if population < 2:
+        raise ValueError(f"`population >= 2` must hold, but got population={population}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return STRATEGIES[strategy](space, population, seed)

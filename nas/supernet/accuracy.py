@@ -1,0 +1,50 @@
+"""Subnet accuracy from a trained supernet, cached by architecture string.
+
+The cache is a JSON-lines file in the run directory, one line per evaluation, appended as each is
+made, keyed by (checkpoint step, split, arch string), so a search that is stopped and resumed, or
+a second search on the same run, evaluates no architecture twice."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from nas.data import TaskData
+from nas.supernet.ofa_mbv3 import OFASupernet
+from nas.supernet.train import evaluate
+
+
+class SubnetAccuracy:
+    """`acc(arch) -> top-1` with BN recalibration; results cached in `cache_path` when given."""
+
+    def __init__(self, net: OFASupernet, data: TaskData, split: str = "val", cache_path: str | Path | None = None,
+                 tag: str = "", calib_batches: int = 10) -> None:
+        self.net, self.data, self.split, self.tag, self.calib_batches = net, data, split, tag, calib_batches
+        self.cache_path = Path(cache_path) if cache_path else None
+        self.cache: dict[str, float] = {}
+        self.hits = self.misses = 0
+        if self.cache_path and self.cache_path.exists():
+            for n, line in enumerate(self.cache_path.read_text().splitlines(), 1):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    if n == len(self.cache_path.read_text().splitlines()):
+                        continue  # a line cut short by a kill: evaluated again
+                    raise ValueError(f"{self.cache_path}:{n}: not a JSON line") from None
+                if row.get("tag") == tag and row.get("split") == split:
+                    self.cache[row["arch"]] = float(row["acc"])
+
+    def __call__(self, arch: tuple) -> float:
+        key = self.net.space.to_str(arch)
+        if key in self.cache:
+            self.hits += 1
+            return self.cache[key]
+        self.misses += 1
+        acc = evaluate(self.net, arch, self.data, self.split, self.calib_batches)
+        self.cache[key] = acc
+        if self.cache_path:
+            with self.cache_path.open("a") as f:
+                f.write(json.dumps({"tag": self.tag, "split": self.split, "arch": key, "acc": acc}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        return acc
