@@ -20,7 +20,8 @@ def import_tensorrt() -> Any:
     return trt
 
 
-def build_engine(data: bytes, input_shape: Sequence[int], fp16: bool = False, workspace_mb: int = 2048) -> Any:
+def build_engine(data: bytes, input_shape: Sequence[int], fp16: bool = False, workspace_mb: int = 2048,
+                 int8: bool = False) -> Any:
     """Parse ONNX bytes and build a serialized engine for exactly `input_shape`."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.ERROR)
@@ -34,6 +35,8 @@ def build_engine(data: bytes, input_shape: Sequence[int], fp16: bool = False, wo
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     if fp16:
         config.set_flag(trt.BuilderFlag.FP16)
+    if int8:  # explicit quantization: the ONNX carries QuantizeLinear/DequantizeLinear pairs
+        config.set_flag(trt.BuilderFlag.INT8)
     profile = builder.create_optimization_profile()
     name = network.get_input(0).name
     profile.set_shape(name, tuple(input_shape), tuple(input_shape), tuple(input_shape))

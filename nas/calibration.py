@@ -48,6 +48,12 @@ def _fixed_references(pred: Any, X: np.ndarray, archs: np.ndarray) -> list[str]:
     return [str(archs[i]) for i in pred.choose_references(X, len(pred.ref_X_))]
 
 
+def feature_space(meta: dict[str, Any], space: Any) -> Any:
+    """The space whose encoding a predictor was fitted on (a base may come from another variant)."""
+    spec = meta.get("feature_space") or meta.get("space")
+    return space if not spec or spec == getattr(space, "spec", space.name) else load_space(spec)
+
+
 def load_base(base: str | None, space_name: str) -> tuple[Any, dict[str, Any], str]:
     path = str(base) if base else str(shipped_base(space_name))
     pred, meta = predictors.load(path)
@@ -63,7 +69,7 @@ def reference(space_spec: str, n: int, pool: Sequence[tuple] | None = None, base
     if meta.get("reference_archs"):
         return [space.from_str(a) for a in meta["reference_archs"]]
     candidates = list(pool) if pool is not None else sample_archs(space, pool_size, seed)
-    X, _ = features(space, candidates)
+    X, _ = features(space, candidates, feature_space(meta, space))
     return [candidates[i] for i in pred.choose_references(X, n)]
 
 
@@ -111,9 +117,10 @@ def calibrate(space_spec: str, measurements: str, out: str, base: str | None = N
     if len(archs) < MIN_SAMPLES:
         raise ValueError(f"calibration needs at least {MIN_SAMPLES} measured architectures (10 recommended), but {measurements!r} has {len(archs)}")
     pred, base_meta, base_path = load_base(base, space.name)
-    X, _ = features(space, archs)
+    X, _ = features(space, archs, feature_space(base_meta, space))
     pred.adapt(X, y)
-    meta = {"space": space.spec, "kind": "calibrated", "base": base_path, "base_devices": base_meta.get("devices", []),
+    meta = {"space": space.spec, "feature_space": base_meta.get("space", space.spec), "kind": "calibrated", "base": base_path,
+            "base_devices": base_meta.get("devices", []),
             "fingerprint": fingerprint, "samples": len(archs), "measurements": str(measurements)}
     pred.save(out, meta)
     return meta
@@ -127,5 +134,5 @@ def predict(predictor_path: str, archs_file: str) -> tuple[list[str], np.ndarray
         raise ValueError(f"{predictor_path} is a base, not calibrated to a device; run hwnas calibrate first")
     space = load_space(meta["space"])
     archs = read_archs(space, archs_file)
-    X, _ = features(space, archs)
+    X, _ = features(space, archs, feature_space(meta, space))
     return [space.to_str(a) for a in archs], pred.predict(X)

@@ -233,6 +233,76 @@ def cmd_bench_supernet(args: argparse.Namespace) -> None:
         Console(width=200).print(acc)
 
 
+def _pipeline(args: argparse.Namespace) -> Any:
+    from pathlib import Path
+
+    from nas.pipeline import Pipeline
+    from nas.progress import console, progress_bar
+    from nas.recipes import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    if getattr(args, "storage", None):
+        recipe.search.storage = args.storage
+    if getattr(args, "study_name", None):
+        recipe.search.study_name = args.study_name
+    run = Path(args.out or Path("runs") / Path(args.recipe).stem)
+    return Pipeline(recipe, run, log=console.print, progress=progress_bar), console
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    pipe, console = _pipeline(args)
+    result = pipe.execute()
+    w = result["winner"]
+    if w:
+        console.print(f"winner: test top-1 {w['test_top1']:.4f}, measured {w['measured_ms']:.3f} ms "
+                      f"(budget {result['budget_ms']:.3f} ms, predicted {w['predicted_ms']:.3f} ms) -> {pipe.run / 'best'}")
+    else:
+        console.print(f"no candidate met the {result['budget_ms']:.3f} ms budget when measured")
+    console.print(f"report: {pipe.run / 'report.md'}")
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from nas.search import Objective
+
+    pipe, console = _pipeline(args)
+    sn = pipe.supernet()
+    pred, pred_meta = pipe.predictor(sn.net.space)
+    budget, _ = pipe.budget(sn.net.space, sn.net)
+    cfg = pipe.recipe.search
+    trials = pipe.search(sn, pred, pred_meta, Objective(cfg.objective, budget_ms=budget, w=cfg.soft_w))
+    console.print(f"study {cfg.study_name!r} holds {len(trials)} finished candidates")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from nas.pipeline import export_run
+
+    meta = export_run(args.run, args.arch, args.format, args.fp16, args.int8, args.out)
+    check = meta["check"]["onnxruntime"]
+    print(f"exported {meta['arch']} to {args.out or args.run + '/best'}: {', '.join(meta['files'].values())}; "
+          f"onnxruntime vs PyTorch max |diff| {check['max_abs_diff']:.2e} (rtol {check['rtol']}, atol {check['atol']})")
+    if "int8_test_top1" in meta:
+        print(f"int8 ONNX test top-1 {meta['int8_test_top1']:.4f} (float {meta['test_top1']:.4f})")
+
+
+def cmd_bench_search(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from nas.bench_search import bench_search
+    from nas.progress import console
+
+    table, info = bench_search(args.run, args.strategies.split(","), args.seeds, args.trials, args.population,
+                               log=console.print)
+    out = Table("strategy", "hypervolume (mean ± sd)", "best feasible val top-1", "winners meeting the budget measured",
+                "distinct archs", title=f"{args.trials} candidates x {args.seeds} seeds on {args.run}; budget "
+                f"{info['budget_ms']:.3f} ms on {info['device']}; reference point ({info['ref_accuracy']:.4f}, {info['ref_latency_ms']:.3f} ms)")
+    for r in table:
+        out.add_row(r["strategy"], f"{r['hv_mean']:.5f} ± {r['hv_std']:.5f}", f"{r['best_feasible_acc']:.4f}",
+                    f"{r['winners_meet']}/{r['winners']}", f"{r['distinct']:.0f}")
+    Console(width=160).print(out)
+    print(f"accuracy evaluations: {info['evaluated']} new, {info['cached']} from the run's cache")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hwnas", description="Hardware-aware neural architecture search.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -314,6 +384,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", choices=("val", "test"), default="val")
     s.set_defaults(func=cmd_eval_subnet)
 
+    s = sub.add_parser("run", help="the whole job: calibrate, train, search, verify on the device, export, report")
+    s.add_argument("recipe")
+    s.add_argument("--out", help="run directory (default runs/<recipe name>); an existing one resumes")
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("search", help="a search worker: join the recipe's study (several may share one storage)")
+    s.add_argument("recipe")
+    s.add_argument("--out", help="run directory (default runs/<recipe name>)")
+    s.add_argument("--storage", help="Optuna storage URL shared by the workers, e.g. postgresql://user@host/db")
+    s.add_argument("--study-name")
+    s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("export", help="export a run's winner (or --arch) to ONNX or TensorRT, checked against PyTorch")
+    s.add_argument("run")
+    s.add_argument("--arch")
+    s.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx")
+    s.add_argument("--fp16", action="store_true", help="TensorRT fp16 kernels")
+    s.add_argument("--int8", action="store_true", help="static int8 (QDQ, per-channel weights, calibrated on training images)")
+    s.add_argument("--out", help="folder (default RUN/best)")
+    s.set_defaults(func=cmd_export)
+
     b = sub.add_parser("bench", help="benchmarks, printed as tables").add_subparsers(dest="bench_command", required=True)
     s = b.add_parser("device", help="repeatability of profiling: naive vs interleaved, two passes")
     s.add_argument("--device", default="ort-cpu:threads=1")
@@ -337,6 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="cpu or cuda")
     s.add_argument("--run", help="a trained run directory: print its largest and smallest subnets' test top-1")
     s.set_defaults(func=cmd_bench_supernet)
+    s = b.add_parser("search", help="strategies on a finished run: hypervolume of their fronts, winners measured")
+    s.add_argument("run")
+    s.add_argument("--strategies", default="random,evolution,nsga2,optuna-nsga2,optuna-tpe")
+    s.add_argument("--seeds", type=int, default=3)
+    s.add_argument("--trials", type=int, default=100)
+    s.add_argument("--population", type=int, default=20)
+    s.set_defaults(func=cmd_bench_search)
     s = b.add_parser("calibrate", help="the few-shot loop on a real device: 10 references, then fresh archs measured")
     s.add_argument("--device", default="ort-cpu:threads=1")
     space_arg(s, default="ofa_mbv3")

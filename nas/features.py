@@ -19,10 +19,27 @@ def _count_groups(space: Any) -> list[list[int]]:
     return cols
 
 
-def features(space: Any, archs: Sequence[tuple]) -> tuple[np.ndarray, dict[str, list[int]]]:
-    """(X, layout): X rows are [onehot | counts | MFLOPs, M params]."""
-    onehot = np.stack([space.encode(a) for a in archs]).astype(np.float64)
-    counts = np.column_stack([onehot[:, c].sum(1) for c in _count_groups(space)])
+def _encode_as(space: Any, like: Any, arch: tuple) -> np.ndarray:
+    """`arch`'s one-hot in the columns of `like` (a variant of the same space: other resolutions,
+    classes or widths): genes match by name, and a value `like` does not know sets no column."""
+    values = dict(zip((g.name for g in space.genes), arch))
+    active = dict(zip((g.name for g in space.genes), space.active(arch)))
+    out = []
+    for gene in like.genes:
+        col = np.zeros(len(gene.options), np.float32)
+        v = values.get(gene.name)
+        if active.get(gene.name, False) and v in gene.options:
+            col[gene.options.index(v)] = 1.0
+        out.append(col)
+    return np.concatenate(out)
+
+
+def features(space: Any, archs: Sequence[tuple], like: Any = None) -> tuple[np.ndarray, dict[str, list[int]]]:
+    """(X, layout): X rows are [onehot | counts | MFLOPs, M params]. With `like` (the space a base
+    predictor was meta-trained on), the encoding takes that space's columns; FLOPs stay `space`'s own."""
+    enc = space if like is None or like.genes == space.genes else like
+    onehot = np.stack([space.encode(a) if enc is space else _encode_as(space, enc, a) for a in archs]).astype(np.float64)
+    counts = np.column_stack([onehot[:, c].sum(1) for c in _count_groups(enc)])
     agnostic = np.array([space.flops_params(a) for a in archs], dtype=np.float64) / 1e6
     a, b = onehot.shape[1], onehot.shape[1] + counts.shape[1]
     layout = {"onehot": [0, a], "counts": [a, b], "agnostic": [b, b + 2]}

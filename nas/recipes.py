@@ -9,6 +9,10 @@ from typing import Any
 import yaml
 
 from nas.data import AUGMENTS
+from nas.export import FORMATS
+from nas.search.objectives import KINDS
+from nas.search.samplers import STRATEGIES
+from nas.search.study import SearchConfig
 from nas.supernet.train import TrainConfig
 
 
@@ -24,10 +28,34 @@ class DataConfig:
 
 
 @dataclass
+class VerifyConfig:
+    """How many of the front's best predicted-feasible candidates are measured on the device first."""
+
+    top: int = 5
+    margin: float = 0.1
+
+
+@dataclass
+class ExportConfig:
+    format: str = "onnx"
+    fp16: bool = False
+    int8: bool = False
+
+
+@dataclass
 class Recipe:
     space: str = "ofa_mbv3:resolutions=[32],num_classes=10"
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    device: str = "ort-cpu:threads=1"
+    budget_ms: float | None = None
+    budget_fraction: float | None = None
+    predictor: str | None = None
+    references: int = 10
+    supernet: str | None = None
+    search: SearchConfig = field(default_factory=SearchConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
@@ -42,8 +70,8 @@ def _fill(cls: type, values: Any, where: str, source: str) -> Any:
     for key, value in values.items():
         if key not in fields:
             raise ValueError(f"{source}: unknown field {where + '.' if where else ''}{key}; allowed: {', '.join(fields)}")
-        sub = {"data": DataConfig, "train": TrainConfig}.get(key) if cls is Recipe else None
-        if sub is not None:
+        sub = fields[key].default_factory
+        if dataclasses.is_dataclass(sub):
             kwargs[key] = _fill(sub, value, key, source)
             continue
         default = fields[key].default
@@ -75,6 +103,20 @@ def recipe_from_dict(raw: Any, source: str) -> Recipe:
         raise ValueError(f"{source}: data.path is required for {recipe.data.name} (hwnas never downloads)")
     if recipe.data.augment is not None and recipe.data.augment not in AUGMENTS:
         raise ValueError(f"{source}: data.augment must be one of {', '.join(AUGMENTS)}, but got {recipe.data.augment!r}")
+    for name in ("budget_ms", "budget_fraction"):
+        value = getattr(recipe, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise ValueError(f"{source}: {name} must be a positive number, but got {value!r}")
+    if recipe.budget_ms is not None and recipe.budget_fraction is not None:
+        raise ValueError(f"{source}: give budget_ms or budget_fraction, not both")
+    if recipe.search.strategy not in STRATEGIES:
+        raise ValueError(f"{source}: search.strategy must be one of {', '.join(STRATEGIES)}, but got {recipe.search.strategy!r}")
+    if recipe.search.objective not in KINDS:
+        raise ValueError(f"{source}: search.objective must be one of {', '.join(KINDS)}, but got {recipe.search.objective!r}")
+    if recipe.export.format not in FORMATS:
+        raise ValueError(f"{source}: export.format must be one of {', '.join(FORMATS)}, but got {recipe.export.format!r}")
+    if recipe.references < 5:
+        raise ValueError(f"{source}: references must be at least 5 (10 recommended), but got {recipe.references}")
     if recipe.train.device not in DEVICES:
         raise ValueError(f"{source}: train.device must be one of {', '.join(DEVICES)}, but got {recipe.train.device!r}")
     return recipe

@@ -18,7 +18,7 @@ class SubnetAccuracy:
     """`acc(arch) -> top-1` with BN recalibration; results cached in `cache_path` when given."""
 
     def __init__(self, net: OFASupernet, data: TaskData, split: str = "val", cache_path: str | Path | None = None,
-                 tag: str = "", calib_batches: int = 10) -> None:
+                 tag: str = "", calib_batches: int = 5) -> None:
         self.net, self.data, self.split, self.tag, self.calib_batches = net, data, split, tag, calib_batches
         self.cache_path = Path(cache_path) if cache_path else None
         self.cache: dict[str, float] = {}

@@ -48,7 +48,7 @@ def _device(net: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(net: OFASupernet, arch: tuple, data: TaskData, split: str = "val", calib_batches: int = 10,
+def evaluate(net: OFASupernet, arch: tuple, data: TaskData, split: str = "val", calib_batches: int = 5,
              batch_size: int = 128) -> float:
     """Top-1 of a subnet: BN statistics recalibrated on training batches first."""
     dev = _device(net)

@@ -1,0 +1,124 @@
+"""Export a subnet: ONNX (checked against PyTorch with onnxruntime), optionally int8 (QDQ, static
+calibration, per-channel weights) and TensorRT engines (checked the same way on the GPU).
+
+The export folder is self-describing: model.onnx / model.engine, and model.json with the
+architecture, input shape, normalisation, class count, accuracy and the measured latency."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from devices.onnx_io import to_onnx
+
+OPSET = 18
+# float32 through two runtimes: differences come from summation order only
+RTOL, ATOL = 1e-3, 1e-4
+FORMATS = ("onnx", "tensorrt")
+
+
+def _ort_run(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def check_onnx(path: Path, model: nn.Module, inputs: torch.Tensor) -> dict[str, float]:
+    """Run the ONNX file with onnxruntime and PyTorch on the same inputs; raise if they differ."""
+    with torch.no_grad():
+        ref = model.eval()(inputs).numpy()
+    got = _ort_run(path, inputs.numpy())
+    err = float(np.max(np.abs(got - ref)))
+    if not np.allclose(got, ref, rtol=RTOL, atol=ATOL):
+        raise RuntimeError(f"{path}: onnxruntime output differs from PyTorch by {err:.3g} (rtol={RTOL}, atol={ATOL})")
+    return {"max_abs_diff": err, "rtol": RTOL, "atol": ATOL, "batch": int(inputs.shape[0])}
+
+
+class _Reader:
+    """onnxruntime.quantization's CalibrationDataReader over normalised training batches."""
+
+    def __init__(self, name: str, batches: Iterable[np.ndarray]) -> None:
+        self.name, self.it = name, iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        x = next(self.it, None)
+        return None if x is None else {self.name: x}
+
+
+def quantize_int8(src: Path, dst: Path, calibration: Iterable[np.ndarray], exclude: list[str] | None = None) -> None:
+    """Static QDQ int8: per-channel weights, activation ranges from the calibration batches."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepped = dst.with_suffix(".pre.onnx")
+    quant_pre_process(str(src), str(prepped), skip_symbolic_shape=True)
+    quantize_static(str(prepped), str(dst), _Reader("input", calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude or [])
+    prepped.unlink(missing_ok=True)
+
+
+def export_tensorrt(onnx_path: Path, out: Path, model: nn.Module, inputs: torch.Tensor, fp16: bool, int8: bool) -> dict[str, Any]:
+    """Build an engine for the input shape and compare its output with PyTorch's (on the GPU)."""
+    from devices.tensorrt_backend import EngineRunner, build_engine, import_tensorrt
+    from devices.torch_backend import require_cuda
+
+    require_cuda("tensorrt export")
+    import_tensorrt()
+    shape = tuple(inputs.shape)
+    serialized = build_engine(onnx_path.read_bytes(), shape, fp16=fp16, int8=int8)
+    out.write_bytes(bytes(serialized))
+    runner = EngineRunner(serialized, shape)
+    try:
+        runner.buffers["input"].copy_(inputs.cuda())
+        runner.context.execute_async_v3(runner.stream.cuda_stream)
+        runner.stream.synchronize()
+        got = runner.buffers["output"].float().cpu().numpy()
+    finally:
+        runner.close()
+    with torch.no_grad():
+        ref = model.eval()(inputs).numpy()
+    rtol, atol = (5e-2, 5e-2) if fp16 or int8 else (RTOL, ATOL)
+    err = float(np.max(np.abs(got - ref)))
+    agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
+    if not (fp16 or int8) and not np.allclose(got, ref, rtol=rtol, atol=atol):
+        raise RuntimeError(f"{out}: TensorRT output differs from PyTorch by {err:.3g} (rtol={rtol}, atol={atol})")
+    return {"max_abs_diff": err, "top1_agreement": agree, "rtol": rtol, "atol": atol}
+
+
+def export_model(model: nn.Module, input_shape: tuple[int, ...], out_dir: str | Path, info: dict[str, Any],
+                 check_inputs: torch.Tensor, fmt: str = "onnx", fp16: bool = False, int8: bool = False,
+                 calibration: Iterable[np.ndarray] | None = None) -> dict[str, Any]:
+    """Write model.onnx (and model.int8.onnx / model.engine) plus model.json into `out_dir`."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format must be one of {', '.join(FORMATS)}, but got {fmt!r}")
+    if fp16 and fmt != "tensorrt":
+        raise ValueError("--fp16 applies to --format tensorrt (onnxruntime on CPU has no fp16 kernels worth using)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    onnx_path = out / "model.onnx"
+    onnx_path.write_bytes(to_onnx(model, input_shape, info.get("arch"), dynamic_batch=True, opset=OPSET))
+    meta = {**info, "format": fmt, "files": {"onnx": onnx_path.name}, "opset": OPSET, "dynamic_batch": True,
+            "input_name": "input", "output_name": "output", "check": {"onnxruntime": check_onnx(onnx_path, model, check_inputs)}}
+    deployed = onnx_path
+    if int8:
+        if calibration is None:
+            raise ValueError("--int8 needs calibration batches")
+        deployed = out / "model.int8.onnx"
+        quantize_int8(onnx_path, deployed, calibration)
+        meta["files"]["int8"] = deployed.name
+    if fmt == "tensorrt":
+        engine = out / "model.engine"
+        meta["check"]["tensorrt"] = export_tensorrt(deployed, engine, model, check_inputs[: input_shape[0]], fp16, int8)
+        meta["files"]["engine"] = engine.name
+        meta["engine_input_shape"] = list(input_shape)
+        meta["precision"] = "int8" if int8 else "fp16" if fp16 else "fp32"
+    (out / "model.json").write_text(json.dumps(meta, indent=2))
+    return meta

@@ -1,0 +1,216 @@
+"""`hwnas run`: calibrate a latency predictor on the device, train (or load) the supernet, search,
+verify the best candidates on the device, export the winner, write the report.
+
+Every phase writes its results as it goes and is skipped or resumed when its output exists, so a
+run that is stopped and started again continues where it was."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+import devices
+import predictors
+from nas.calibration import calibrate, feature_space, reference
+from nas.features import features
+from nas.profile import profile
+from nas.recipes import Recipe, to_dict
+from nas.runs import SupernetRun, load_supernet_run, train_supernet
+from nas.search import Objective, completed, pareto_front, run_search
+
+Log = Callable[[str], None]
+
+
+def _measure(space: Any, device: Any, archs: list[tuple], path: Path, progress: Any = None) -> dict[str, float]:
+    """Measured latency of each arch (resumable CSV); returns arch string -> latency_ms."""
+    profile(space, device, archs, path, progress=progress)
+    df = pd.read_csv(path)
+    return dict(zip(df["arch"].astype(str), df["latency_ms"].astype(float)))
+
+
+class Pipeline:
+    """One run directory; each method is one phase."""
+
+    def __init__(self, recipe: Recipe, run_dir: str | Path, log: Log = print, progress: Any = None) -> None:
+        self.recipe, self.run, self.log = recipe, Path(run_dir), log
+        self.progress = progress  # a context-manager factory: progress(description) -> update(done, total)
+        self.run.mkdir(parents=True, exist_ok=True)
+        self.device = devices.get(recipe.device)
+
+    def _bar(self, description: str) -> Any:
+        import contextlib
+
+        return self.progress(description) if self.progress else contextlib.nullcontext(None)
+
+    # ---- phases --------------------------------------------------------------------------------
+    def supernet(self) -> SupernetRun:
+        dev = "cuda" if self.recipe.train.device != "cpu" and torch.cuda.is_available() else "cpu"
+        if self.recipe.supernet:
+            self.log(f"supernet: using the trained run {self.recipe.supernet}")
+            return load_supernet_run(self.recipe.supernet, dev)
+        sub = self.run / "supernet"
+        done = (sub / "checkpoint.pt").exists() and (sub / "metrics.csv").exists() and \
+            len(pd.read_csv(sub / "metrics.csv")) >= self.recipe.train.epochs
+        if not done:
+            self.log("supernet: training (resumes from its last checkpoint)")
+            with self._bar("training supernet") as update:
+                train_supernet(self.recipe, sub, update)
+        return load_supernet_run(sub, dev)
+
+    def predictor(self, space: Any) -> tuple[Any, dict]:
+        if self.recipe.predictor:
+            pred, meta = predictors.load(self.recipe.predictor)
+            if meta.get("kind") != "calibrated":
+                raise ValueError(f"predictor {self.recipe.predictor} is a base; calibrate it with hwnas calibrate first")
+            if load_space_name(meta.get("space", "")) != space.name:
+                raise ValueError(f"predictor {self.recipe.predictor} is for space {meta.get('space')!r}, but the recipe searches {space.spec!r}")
+            return pred, meta
+        path = self.run / "predictor.json"
+        if not path.exists():
+            refs = reference(space.spec, self.recipe.references)
+            self.log(f"latency: measuring {len(refs)} reference architectures on {self.device.spec}")
+            with self._bar("measuring references") as update:
+                _measure(space, self.device, refs, self.run / "calibration.csv", update)
+            calibrate(space.spec, str(self.run / "calibration.csv"), str(path))
+        return predictors.load(path)
+
+    def budget(self, space: Any, net: Any) -> tuple[float, dict[str, float]]:
+        """The budget in ms, and the measured latency of the largest and smallest subnets."""
+        ends = [net.largest(), net.smallest()]
+        measured = _measure(space, self.device, ends, self.run / "measured.csv")
+        largest = measured[space.to_str(ends[0])]
+        budget = self.recipe.budget_ms or (self.recipe.budget_fraction or 0.7) * largest
+        return float(budget), measured
+
+    def search(self, sn: SupernetRun, pred: Any, pred_meta: dict, objective: Objective) -> list[dict]:
+        space, cfg = sn.net.space, self.recipe.search
+        storage = cfg.storage or f"sqlite:///{(self.run / 'study.db').resolve()}"
+        acc = sn.accuracy("val")
+        fspace = feature_space(pred_meta, space)
+
+        def evaluate(arch: tuple) -> tuple[float, float]:
+            X, _ = features(space, [arch], fspace)
+            return acc(arch), float(pred.predict(X)[0])
+
+        self.log(f"search: {cfg.strategy}, objective {objective.kind}, {cfg.trials} candidates, study {cfg.study_name!r} in {storage}")
+        with self._bar("searching") as update:
+            study = run_search(space, evaluate, objective, cfg, storage, progress=update)
+        return completed(study)
+
+    def verify(self, space: Any, trials: list[dict], budget: float) -> tuple[dict | None, dict[str, float]]:
+        """Measure the front's most accurate predicted-feasible candidates, best first, until one
+        meets the budget when measured (at least `verify.top` are measured)."""
+        df = pd.DataFrame(trials).drop_duplicates("arch")
+        front = df.iloc[pareto_front(df["accuracy"], df["latency_ms"])]
+        cap = budget * (1 + self.recipe.verify.margin)
+        queue = front[front["latency_ms"] <= cap].sort_values("accuracy", ascending=False)
+        path = self.run / "measured.csv"
+        measured: dict[str, float] = {}
+        winner = None
+        top = self.recipe.verify.top
+        for start in range(0, len(queue), top):
+            batch = queue.iloc[start : start + top]
+            self.log(f"verify: measuring {len(batch)} candidates of the front on {self.device.spec}")
+            measured.update(_measure(space, self.device, [space.from_str(a) for a in batch["arch"]], path))
+            for _, row in queue.iloc[: start + top].iterrows():
+                if measured.get(row["arch"], np.inf) <= budget:
+                    winner = {**row.to_dict(), "measured_ms": measured[row["arch"]]}
+                    break
+            if winner is not None:
+                break
+        return winner, measured
+
+    def execute(self) -> dict[str, Any]:
+        recipe = self.recipe
+        (self.run / "recipe.yaml").write_text(yaml.safe_dump(to_dict(recipe), sort_keys=False))
+        sn = self.supernet()
+        space = sn.net.space
+        pred, pred_meta = self.predictor(space)
+        budget, ends = self.budget(space, sn.net)
+        self.log(f"budget: {budget:.3f} ms on {self.device.spec} (largest subnet measures {ends[space.to_str(sn.net.largest())]:.3f} ms)")
+        objective = Objective(recipe.search.objective, budget_ms=budget, w=recipe.search.soft_w)
+        trials = self.search(sn, pred, pred_meta, objective)
+        winner, measured = self.verify(space, trials, budget)
+        measured_all = {**ends, **measured, **_read_measured(self.run / "measured.csv")}
+        result = self.report(sn, trials, measured_all, budget, winner, pred_meta)
+        return result
+
+    # ---- results ---------------------------------------------------------------------------------
+    def report(self, sn: SupernetRun, trials: list[dict], measured: dict[str, float], budget: float,
+               winner: dict | None, pred_meta: dict) -> dict[str, Any]:
+        from nas.report import write_report
+
+        return write_report(self, sn, trials, measured, budget, winner, pred_meta)
+
+
+def _read_measured(path: Path) -> dict[str, float]:
+    if not path.exists():
+        return {}
+    df = pd.read_csv(path)
+    return dict(zip(df["arch"].astype(str), df["latency_ms"].astype(float)))
+
+
+def load_space_name(spec: str) -> str:
+    return spec.split(":", 1)[0]
+
+
+def export_run(run_dir: str | Path, arch: str | None = None, fmt: str = "onnx", fp16: bool = False, int8: bool = False,
+               out: str | Path | None = None, measured_ms: float | None = None, device: str | None = None,
+               fingerprint: dict | None = None) -> dict[str, Any]:
+    """Extract a subnet of a run (default: its winner), recalibrate BN, export and check it."""
+    from nas.data import batches
+    from nas.export import export_model
+    from nas.supernet.train import evaluate
+
+    run = Path(run_dir)
+    result = json.loads((run / "result.json").read_text()) if (run / "result.json").exists() else {}
+    sub = run / "supernet" if (run / "supernet" / "checkpoint.pt").exists() else Path(result.get("supernet", run))
+    sn = load_supernet_run(sub)
+    space = sn.net.space
+    if arch is None:
+        if not result.get("winner"):
+            raise ValueError(f"{run} has no winner to export (no result.json with a winner); pass --arch")
+        arch = result["winner"]["arch"]
+        measured_ms = result["winner"].get("measured_ms") if measured_ms is None else measured_ms
+        device = device or result.get("device")
+        fingerprint = fingerprint or result.get("fingerprint")
+    a = space.from_str(arch)
+    val = evaluate(sn.net, a, sn.data, "val")  # leaves the subnet's BN statistics recalibrated
+    test = evaluate(sn.net, a, sn.data, "test")
+    model = sn.net.extract(a).eval()
+    shape = space.input_shape(a)
+    r = shape[-1]
+    import torch.nn.functional as F
+
+    resize = lambda x: x if x.shape[-1] == r else F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)  # noqa: E731
+    check = torch.cat([resize(x) for x, _ in batches(sn.data.val, 16, None, sn.data)][:1])
+    calib = (resize(x).numpy() for x, _ in batches(sn.data.train, 32, 7, sn.data, augment=False)) if int8 else None
+    info = {"arch": space.to_str(a), "space": space.spec, "input_shape": list(shape), "normalisation": sn.data.normalisation(),
+            "num_classes": sn.data.num_classes, "classes_from": sn.data.name, "val_top1": val, "test_top1": test,
+            "latency_ms": measured_ms, "device": device, "fingerprint": fingerprint}
+    out_dir = Path(out) if out else run / "best"
+    meta = export_model(model, shape, out_dir, info, check, fmt, fp16, int8, calib)
+    if int8:
+        meta["int8_test_top1"] = _onnx_accuracy(out_dir / meta["files"]["int8"], sn, resize)
+        (out_dir / "model.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
+def _onnx_accuracy(path: Path, sn: SupernetRun, resize: Any) -> float:
+    """Top-1 of the deployed ONNX file itself on the test split (what a user gets)."""
+    import onnxruntime as ort
+
+    from nas.data import batches
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    correct = total = 0
+    for x, y in batches(sn.data.test, 64, None, sn.data):
+        out = sess.run(None, {"input": resize(x).numpy()})[0]
+        correct += int((out.argmax(1) == y.numpy()).sum())
+        total += len(y)
+    return correct / max(total, 1)

@@ -1,0 +1,141 @@
+"""The run's results: trials.csv, pareto.csv, pareto.png, predictor.png, result.json, best/, report.md."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from nas.search import pareto_front
+
+
+def _plot_pareto(df: pd.DataFrame, front: pd.DataFrame, budget: float, winner: dict | None, path: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter(df["latency_ms"], df["accuracy"], s=10, alpha=0.35, color="tab:gray", label="candidates (predicted latency)")
+    ax.plot(front["latency_ms"], front["accuracy"], "-o", ms=4, color="tab:blue", label="front (predicted)")
+    m = df.dropna(subset=["measured_ms"])
+    ax.scatter(m["measured_ms"], m["accuracy"], marker="x", s=50, color="tab:red", label="measured on the device")
+    ax.axvline(budget, color="black", ls="--", lw=1, label=f"budget {budget:.3g} ms")
+    if winner:
+        ax.scatter([winner["measured_ms"]], [winner["accuracy"]], marker="*", s=220, color="gold", edgecolor="black",
+                   zorder=5, label="winner (measured)")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("validation top-1")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_predictor(m: pd.DataFrame, path: Any) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(m["measured_ms"], m["latency_ms"], color="tab:red")
+    lo = float(min(m["measured_ms"].min(), m["latency_ms"].min())) * 0.95
+    hi = float(max(m["measured_ms"].max(), m["latency_ms"].max())) * 1.05
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1)
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title("latency predictor on the run's device")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(pipe: Any, sn: Any, trials: list[dict], measured: dict[str, float], budget: float,
+                 winner: dict | None, pred_meta: dict) -> dict[str, Any]:
+    from nas.features import features
+    from nas.pipeline import export_run
+
+    run, recipe, space, device = pipe.run, pipe.recipe, sn.net.space, pipe.device
+    df = pd.DataFrame(trials).sort_values("trial")
+    df["measured_ms"] = df["arch"].map(measured)
+    df.to_csv(run / "trials.csv", index=False)
+    uniq = df.drop_duplicates("arch")
+    front = uniq.iloc[pareto_front(uniq["accuracy"], uniq["latency_ms"])]
+    front.to_csv(run / "pareto.csv", index=False)
+    _plot_pareto(uniq, front, budget, winner, run / "pareto.png")
+
+    # every device measurement this run made, against the calibrated predictor
+    from nas.calibration import feature_space
+
+    pred, _ = pipe.predictor(space)
+    names = sorted(measured)
+    X, _ = features(space, [space.from_str(a) for a in names], feature_space(pred_meta, space))
+    pm = pd.DataFrame({"arch": names, "measured_ms": [measured[a] for a in names], "latency_ms": pred.predict(X)})
+    _plot_predictor(pm, run / "predictor.png")
+    mape = float(np.mean(np.abs(pm["latency_ms"] - pm["measured_ms"]) / pm["measured_ms"]) * 100)
+    rho = float(spearmanr(pm["latency_ms"], pm["measured_ms"]).statistic) if len(pm) > 2 else float("nan")
+
+    test = sn.accuracy("test")
+    ends = {}
+    for name, a in (("largest", sn.net.largest()), ("smallest", sn.net.smallest())):
+        s = space.to_str(a)
+        ends[name] = {"arch": s, "val_top1": sn.accuracy("val")(a), "test_top1": test(a), "measured_ms": measured.get(s)}
+    fingerprint = device.fingerprint()
+    result = {"device": device.spec, "fingerprint": fingerprint, "budget_ms": budget, "objective": recipe.search.objective,
+              "strategy": recipe.search.strategy, "trials": len(df), "distinct_archs": int(uniq["arch"].nunique()),
+              "supernet": str(sn.path), "predictor": {"mape_percent": mape, "spearman": rho, "measured": len(pm),
+                                                    "base": pred_meta.get("base")},
+              "largest": ends["largest"], "smallest": ends["smallest"], "winner": None}
+    if winner:
+        result["winner"] = {"arch": winner["arch"], "val_top1": winner["accuracy"], "predicted_ms": winner["latency_ms"],
+                            "measured_ms": winner["measured_ms"], "test_top1": test(space.from_str(winner["arch"]))}
+    (run / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    if winner:
+        pipe.log(f"export: {recipe.export.format} to {run / 'best'}")
+        meta = export_run(run, fmt=recipe.export.format, fp16=recipe.export.fp16, int8=recipe.export.int8)
+        result["export"] = {"files": meta["files"], "check": meta["check"]}
+        (run / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    (run / "report.md").write_text(_markdown(result, recipe, front, pm))
+    return result
+
+
+def _ms(v: float | None) -> str:
+    return "not measured" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f} ms"
+
+
+def _markdown(r: dict, recipe: Any, front: pd.DataFrame, pm: pd.DataFrame) -> str:
+    w, big, small = r["winner"], r["largest"], r["smallest"]
+    lines = [f"# hwnas run report", "",
+             f"**Device:** `{r['device']}` ({r['fingerprint'].get('cpu_model') or r['fingerprint'].get('gpu') or 'unknown'}).  ",
+             f"**Space:** `{recipe.space}`, data `{recipe.data.name}`.  ",
+             f"**Budget:** {r['budget_ms']:.3f} ms per image (batch 1).  ",
+             f"**Search:** {r['strategy']}, objective {r['objective']}, {r['trials']} candidates "
+             f"({r['distinct_archs']} distinct), accuracy from the supernet (BN recalibrated), latency from the "
+             f"predictor calibrated on this device.", ""]
+    if w:
+        speed = big["measured_ms"] / w["measured_ms"] if big.get("measured_ms") else float("nan")
+        lines += ["## Winner", "",
+                  f"The most accurate candidate that meets the budget **when measured**: test top-1 "
+                  f"**{w['test_top1']:.4f}** (validation {w['val_top1']:.4f}), measured **{w['measured_ms']:.3f} ms** "
+                  f"(predicted {w['predicted_ms']:.3f} ms), {speed:.2f}x faster than the largest subnet.", "",
+                  f"`{w['arch']}`", "", "Exported to `best/` (model.onnx, model.json with the input shape and normalisation).", ""]
+    else:
+        lines += ["## Winner", "", "**No candidate met the budget when measured.** Raise the budget or search longer.", ""]
+    lines += ["## Against the ends of the space", "", "| subnet | test top-1 | val top-1 | measured |", "|---|---|---|---|"]
+    for name, e in (("largest", big), ("smallest", small)):
+        lines.append(f"| {name} | {e['test_top1']:.4f} | {e['val_top1']:.4f} | {_ms(e['measured_ms'])} |")
+    if w:
+        lines.append(f"| **winner** | **{w['test_top1']:.4f}** | {w['val_top1']:.4f} | {_ms(w['measured_ms'])} |")
+    p = r["predictor"]
+    lines += ["", "## Latency predictor", "",
+              f"On the {p['measured']} architectures measured in this run (the front's candidates and the ends of the "
+              f"space): MAPE {p['mape_percent']:.1f}%, Spearman {p['spearman']:.3f}. See `predictor.png`; "
+              f"candidates that missed the budget when measured are not reported as meeting it.", "",
+              "## Files", "", "`trials.csv` (every candidate), `pareto.csv`, `pareto.png`, `predictor.png`, "
+              "`measured.csv` and `calibration.csv` (device measurements), `study.db` (the Optuna study), `best/`.", ""]
+    return "\n".join(lines)

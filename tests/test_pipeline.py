@@ -1,0 +1,111 @@
+"""hwnas run end to end on this CPU: calibrate, train, search, verify, export, report; and resume."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+
+from nas.data import batches
+from nas.pipeline import Pipeline
+from nas.recipes import recipe_from_dict
+from nas.runs import load_supernet_run
+
+RECIPE = {
+    "space": "ofa_mbv3:resolutions=[32],width_mult=0.5,num_classes=10",
+    "data": {"name": "digits"},
+    "train": {"epochs": 1, "batch_size": 64, "lr": 0.1, "random_subnets": 1, "checkpoint_every": 50},
+    "device": "ort-cpu:threads=1",
+    "budget_fraction": 0.7,
+    "search": {"strategy": "evolution", "objective": "budget", "trials": 12, "population": 6},
+    "verify": {"top": 3},
+}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    result = Pipeline(recipe_from_dict(RECIPE, "test"), run, log=lambda s: None).execute()
+    return run, result
+
+
+def test_the_winner_meets_the_budget_when_measured(finished):
+    run, result = finished
+    w = result["winner"]
+    assert w is not None and w["measured_ms"] <= result["budget_ms"]
+    measured = pd.read_csv(run / "measured.csv")
+    assert measured["arch"].is_unique
+    assert float(measured.set_index("arch").loc[w["arch"], "latency_ms"]) == pytest.approx(w["measured_ms"])
+    largest = result["largest"]["measured_ms"]
+    assert result["budget_ms"] == pytest.approx(0.7 * largest)
+
+
+def test_the_export_is_the_winner_and_describes_itself(finished):
+    run, result = finished
+    meta = json.loads((run / "best" / "model.json").read_text())
+    assert meta["arch"] == result["winner"]["arch"] and meta["input_shape"] == [1, 3, 32, 32]
+    assert meta["latency_ms"] == pytest.approx(result["winner"]["measured_ms"])
+    assert meta["num_classes"] == 10 and len(meta["normalisation"]["mean"]) == 3
+    assert meta["check"]["onnxruntime"]["max_abs_diff"] < 1e-3
+    # the ONNX file alone, with the normalisation from model.json, gives the reported test accuracy
+    sn = load_supernet_run(run / "supernet")
+    sess = ort.InferenceSession(str(run / "best" / "model.onnx"), providers=["CPUExecutionProvider"])
+    correct = 0
+    for x, y in batches(sn.data.test, 50, None, sn.data):
+        correct += int((sess.run(None, {"input": x.numpy()})[0].argmax(1) == y.numpy()).sum())
+    assert correct / len(sn.data.test) == pytest.approx(result["winner"]["test_top1"])
+
+
+def test_the_run_directory_holds_the_report_and_plots(finished):
+    run, result = finished
+    trials = pd.read_csv(run / "trials.csv")
+    assert len(trials) == 12 and {"arch", "accuracy", "latency_ms", "measured_ms"} <= set(trials.columns)
+    assert trials["measured_ms"].notna().sum() >= 1
+    for name in ("pareto.csv", "pareto.png", "predictor.png", "report.md", "recipe.yaml", "study.db", "calibration.csv"):
+        assert (run / name).stat().st_size > 0, name
+    report = (run / "report.md").read_text()
+    assert f"{result['budget_ms']:.3f} ms" in report and result["winner"]["arch"] in report
+
+
+def test_a_finished_run_resumes_without_new_work(finished):
+    run, result = finished
+    before = {p.name: p.stat().st_mtime_ns for p in (run / "supernet").iterdir()}
+    calibration = (run / "calibration.csv").read_text()
+    again = Pipeline(recipe_from_dict(RECIPE, "test"), run, log=lambda s: None).execute()
+    assert again["winner"]["arch"] == result["winner"]["arch"]
+    assert (run / "calibration.csv").read_text() == calibration
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "supernet").iterdir() if p.name in before}["checkpoint.pt"] == before["checkpoint.pt"]
+    assert len(pd.read_csv(run / "trials.csv")) == 12
+
+
+def test_a_candidate_that_misses_the_budget_when_measured_is_not_the_winner(tmp_path):
+    from nas.spaces import load_space
+
+    space = load_space(RECIPE["space"])
+    rng = np.random.default_rng(0)
+    a, b, c = (space.to_str(space.sample(rng)) for _ in range(3))
+    table = tmp_path / "lat.csv"
+    pd.DataFrame({"arch": [a, b, c], "dev": [1.3, 0.9, 0.5]}).to_csv(table, index=False)
+    trials = [{"trial": 0, "arch": a, "accuracy": 0.99, "latency_ms": 0.8},  # predicted feasible, measures 1.3
+              {"trial": 1, "arch": b, "accuracy": 0.95, "latency_ms": 0.7},
+              {"trial": 2, "arch": c, "accuracy": 0.90, "latency_ms": 0.4}]
+    pipe = Pipeline(recipe_from_dict({**RECIPE, "device": f"table:{table}:dev", "verify": {"top": 1}}, "test"),
+                    tmp_path / "run", log=lambda s: None)
+    winner, measured = pipe.verify(space, trials, budget=1.0)
+    assert measured[a] == 1.3 and winner["arch"] == b and winner["measured_ms"] == 0.9
+    winner, _ = Pipeline(recipe_from_dict({**RECIPE, "device": f"table:{table}:dev"}, "t"), tmp_path / "r2",
+                         log=lambda s: None).verify(space, trials, budget=0.45)
+    assert winner is None  # c is the only candidate left, and it measures 0.5 ms
+
+
+def test_bench_search_compares_strategies_on_a_finished_run(finished):
+    from nas.bench_search import bench_search
+
+    run, result = finished
+    table, info = bench_search(str(run), ["random", "nsga2"], seeds=2, trials=8, population=4, log=lambda s: None)
+    assert [r["strategy"] for r in table] == ["random", "nsga2"]
+    for r in table:
+        assert r["hv_mean"] > 0 and 0 <= r["winners_meet"] <= r["winners"] <= 2
+    assert info["budget_ms"] == result["budget_ms"] and info["cached"] > 0  # the run's accuracy cache is reused
