@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -284,6 +285,51 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"int8 ONNX test top-1 {meta['int8_test_top1']:.4f} (float {meta['test_top1']:.4f})")
 
 
+def cmd_quantize(args: argparse.Namespace) -> None:
+    from nas.progress import console
+    from nas.quantize.runs import quantize_run
+
+    r = quantize_run(args.run, args.device, args.arch, args.tolerance, args.calib, args.method, args.search, args.out,
+                     log=console.print)
+    _print_quantized(r, args.out or str(Path(args.run) / "quantized"))
+
+
+def _print_quantized(r: dict, out: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table("configuration", "int8 layers", "latency (ms)", "vs fp32", "val top-1", "test top-1", "within tolerance",
+              title=f"{r.get('dataset', '')} on {r['device']}, tolerance {r['tolerance_points']} points ({r['method']}, {r['search']})")
+    fp32 = r["configs"][0]["latency_ms"]
+    for c in r["configs"]:
+        name = f"{c['config']} (chosen)" if c["config"] == r["chosen"] else c["config"]
+        t.add_row(name, f"{c['int8_layers']}", f"{c['latency_ms']:.4f}", f"{fp32 / c['latency_ms']:.2f}x", f"{100 * c['val_top1']:.2f}",
+                  f"{100 * c['test_top1']:.2f}", "yes" if c["within_tolerance"] else "no")
+    Console(width=150).print(t)
+    print(f"chosen: {r['chosen']}, {r['speedup_vs_fp32']:.2f}x the speed of fp32, test drop {r['test_drop_points']:.2f} points; "
+          f"written to {out} (model.onnx, model.json, quantize.png)")
+
+
+def cmd_bench_quantize(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from nas.bench_quantize import bench_quantize
+    from nas.progress import console
+
+    rows = bench_quantize(args.models.split(","), args.data, args.resolution, args.epochs, args.device, args.tolerance,
+                          args.out, args.run, log=console.print)
+    t = Table("model", "configuration", "int8 layers", "latency (ms)", "vs fp32", "val top-1", "test top-1", "test drop",
+              "within tolerance", "search (s)", title=f"{args.data} at {args.resolution} px on {args.device}, tolerance "
+              f"{args.tolerance} points (validation split); latency measured interleaved per model")
+    for r in rows:
+        t.add_row(r["model"], r["config"] + (" *" if r["chosen"] else ""), r["int8_layers"], f"{r['latency_ms']:.4f}",
+                  f"{r['speedup']:.2f}x", f"{100 * r['val_top1']:.2f}", f"{100 * r['test_top1']:.2f}", f"{r['test_drop']:+.2f}",
+                  "yes" if r["within"] else "no", f"{r['search_s']:.0f}")
+    Console(width=170).print(t)
+    print("* the configuration hwnas quantize would choose: the fastest that holds the tolerance on the validation split")
+
+
 def cmd_bench_search(args: argparse.Namespace) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -405,6 +451,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="folder (default RUN/best)")
     s.set_defaults(func=cmd_export)
 
+    s = sub.add_parser("quantize", help="mixed-precision int8 of a run's winner: fastest on the device within an accuracy tolerance")
+    s.add_argument("run")
+    s.add_argument("--device", help="device spec (default: the run's device)")
+    s.add_argument("--arch", help="architecture string (default: the run's winner)")
+    s.add_argument("--tolerance", type=float, default=0.5, help="accuracy points below fp32 allowed (validation split)")
+    s.add_argument("--calib", type=int, default=256, help="calibration images from the training split")
+    s.add_argument("--method", default="interlayer", choices=["hessian", "interlayer"])
+    s.add_argument("--search", default="bisect", choices=["bisect", "latency", "ilp"])
+    s.add_argument("--out", help="output folder (default: RUN/quantized)")
+    s.set_defaults(func=cmd_quantize)
+
     b = sub.add_parser("bench", help="benchmarks, printed as tables").add_subparsers(dest="bench_command", required=True)
     s = b.add_parser("device", help="repeatability of profiling: naive vs interleaved, two passes")
     s.add_argument("--device", default="ort-cpu:threads=1")
@@ -428,6 +485,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="cpu or cuda")
     s.add_argument("--run", help="a trained run directory: print its largest and smallest subnets' test top-1")
     s.set_defaults(func=cmd_bench_supernet)
+    s = b.add_parser("quantize", help="mixed precision against fp32, int8, Hessian-only and ILP on trained models")
+    s.add_argument("--models", default="mobilenetv2,resnet", help="comma-separated: mobilenetv2, resnet")
+    s.add_argument("--run", help="also quantize this hwnas run's winner")
+    s.add_argument("--data", default="digits", help="digits, cifar10:PATH or cifar100:PATH")
+    s.add_argument("--resolution", type=int, default=64)
+    s.add_argument("--epochs", type=int, default=8)
+    s.add_argument("--device", default="ort-cpu:threads=1")
+    s.add_argument("--tolerance", type=float, default=0.5)
+    s.add_argument("--out", default="runs/bench_quantize")
+    s.set_defaults(func=cmd_bench_quantize)
     s = b.add_parser("search", help="strategies on a finished run: hypervolume of their fronts, winners measured")
     s.add_argument("run")
     s.add_argument("--strategies", default="random,evolution,nsga2,optuna-nsga2,optuna-tpe")

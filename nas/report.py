@@ -94,6 +94,11 @@ def write_report(pipe: Any, sn: Any, trials: list[dict], measured: dict[str, flo
     if winner:
         result["winner"] = {"arch": winner["arch"], "val_top1": winner["accuracy"], "predicted_ms": winner["latency_ms"],
                             "measured_ms": winner["measured_ms"], "test_top1": test(space.from_str(winner["arch"]))}
+    n_val = len(sn.data.val)
+    result["val_images"] = n_val
+    if winner:
+        p = result["winner"]["val_top1"]
+        result["val_resolution"] = float(200 * np.sqrt(max(p * (1 - p), 1 / n_val) / n_val))
     (run / "result.json").write_text(json.dumps(result, indent=2, default=str))
     if winner:
         pipe.log(f"export: {recipe.export.format} to {run / 'best'}")
@@ -123,6 +128,9 @@ def _markdown(r: dict, recipe: Any, front: pd.DataFrame, pm: pd.DataFrame) -> st
                   f"The most accurate candidate that meets the budget **when measured**: test top-1 "
                   f"**{w['test_top1']:.4f}** (validation {w['val_top1']:.4f}), measured **{w['measured_ms']:.3f} ms** "
                   f"(predicted {w['predicted_ms']:.3f} ms), {speed:.2f}x faster than the largest subnet.", "",
+                  f"A validation split of {r.get('val_images', 0)} images resolves about {r.get('val_resolution', float('nan')):.1f} "
+                  f"points (two standard errors at this accuracy); candidates closer than that are a tie, and the best "
+                  f"validation score among many candidates is optimistic, which is why the test split is reported.", "",
                   f"`{w['arch']}`", "", "Exported to `best/` (model.onnx, model.json with the input shape and normalisation).", ""]
     else:
         lines += ["## Winner", "", "**No candidate met the budget when measured.** Raise the budget or search longer.", ""]

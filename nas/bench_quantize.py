@@ -1,0 +1,109 @@
+"""`hwnas bench quantize`: fp32, uniform int8, Hessian-only and Hessian + inter-layer bisection,
+the latency-aware search and HAWQ-V3's ILP, on three models, measured interleaved on one device.
+
+The models are trained in the benchmark itself (a few CPU minutes at small resolution): a
+MobileNetV2-like and a ResNet-like timm model, and, with --run, the winner of a hwnas run."""
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+import devices
+from nas.quantize import MixedPrecision, QuantizeConfig, QuantizeData
+
+Log = Callable[[str], None]
+TIMM_MODELS = {"mobilenetv2": "mobilenetv2_050", "resnet": "resnet18"}
+ROWS = (("hessian", "bisect"), ("interlayer", "bisect"), ("interlayer", "latency"), ("hessian", "ilp"))
+
+
+def _task(data_spec: str, resolution: int) -> Any:
+    from nas.data import cifar, digits
+
+    name, _, path = data_spec.partition(":")
+    if name == "digits":
+        return digits(resolution)
+    if name in ("cifar10", "cifar100"):
+        if not path:
+            raise ValueError(f"--data {name} needs a path: {name}:/path/to/the/folder/with/the/binary/archive")
+        return cifar(path, 10 if name == "cifar10" else 100)
+    raise ValueError(f"--data must be digits, cifar10:PATH or cifar100:PATH, but got {data_spec!r}")
+
+
+def _resize(x: torch.Tensor, r: int) -> torch.Tensor:
+    return x if x.shape[-1] == r else F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
+
+
+def train_timm(name: str, data: Any, resolution: int, epochs: int, seed: int = 0, log: Log = print) -> torch.nn.Module:
+    """A timm model trained from scratch on the task (SGD, cosine schedule, the task's augmentation)."""
+    import timm
+
+    from nas.data import batches
+
+    torch.manual_seed(seed)
+    model = timm.create_model(TIMM_MODELS[name], num_classes=data.num_classes)
+    steps = epochs * (len(data.train) // 64)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-5)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=steps, pct_start=0.15)
+    t = time.time()
+    for epoch in range(epochs):
+        model.train()
+        for x, y in batches(data.train, 64, seed * 1000 + epoch, data):
+            opt.zero_grad()
+            F.cross_entropy(model(_resize(x, resolution)), y, label_smoothing=0.1).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+    log(f"trained {name} ({TIMM_MODELS[name]}) for {epochs} epochs in {time.time() - t:.0f} s")
+    return model.eval()
+
+
+def quantize_data(data: Any, resolution: int, calib: int = 256) -> QuantizeData:
+    from nas.data import batches
+
+    n = max(1, calib // 32)
+    return QuantizeData(calib=[(_resize(x, resolution), y) for x, y in itertools.islice(batches(data.train, 32, None, data), n)],
+                        val=[(_resize(x, resolution), y) for x, y in batches(data.val, 128, None, data)],
+                        test=[(_resize(x, resolution), y) for x, y in batches(data.test, 128, None, data)],
+                        input_shape=(1, 3, resolution, resolution), extra={"dataset": data.name})
+
+
+def bench_one(label: str, model: torch.nn.Module, qd: QuantizeData, device: Any, out: Path, tolerance: float,
+              log: Log = print) -> list[dict]:
+    job = MixedPrecision(model, qd, device, out / label, QuantizeConfig(tolerance=tolerance), log=log)
+    found, seconds = {}, {}
+    for method, search in ROWS:
+        t = time.time()
+        found[f"{method}+{search}"] = job.select(search, method)
+        seconds[f"{method}+{search}"] = time.time() - t
+    result = job.finish(found)
+    fp32 = result["configs"][0]
+    rows = []
+    for c in result["configs"]:
+        rows.append({"model": label, "config": c["config"], "int8_layers": f"{c['int8_layers']}/{len(job.layers)}",
+                     "latency_ms": c["latency_ms"], "speedup": fp32["latency_ms"] / c["latency_ms"],
+                     "val_top1": c["val_top1"], "test_top1": c["test_top1"],
+                     "test_drop": 100 * (fp32["test_top1"] - c["test_top1"]), "within": c["within_tolerance"],
+                     "search_s": seconds.get(c["config"], 0.0), "chosen": c["config"] == result["chosen"]})
+    return rows
+
+
+def bench_quantize(models: list[str], data_spec: str, resolution: int, epochs: int, device_spec: str, tolerance: float,
+                   out: str | Path, run: str | None = None, log: Log = print) -> list[dict]:
+    out = Path(out)
+    device = devices.get(device_spec)
+    data = _task(data_spec, resolution)
+    rows: list[dict] = []
+    if run:
+        from nas.quantize.runs import quantize_run_inputs
+
+        model, qd, _ = quantize_run_inputs(run)
+        rows += bench_one("run-winner", model, qd, device, out, tolerance, log)
+    for name in models:
+        model = train_timm(name, data, resolution, epochs, log=log)
+        rows += bench_one(name, model, quantize_data(data, resolution), device, out, tolerance, log)
+    return rows

@@ -1,0 +1,57 @@
+"""The layers a precision is chosen for (Conv2d and Linear, in forward order), and their ONNX nodes."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+QUANTIZABLE = (nn.Conv2d, nn.Linear)
+ONNX_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def quantizable_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of the model's Conv2d / Linear modules in the order the forward pass runs them."""
+    order: list[str] = []
+    names = {m: n for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
+    hooks = [m.register_forward_pre_hook(lambda mod, _inp: order.append(names[mod]) if names[mod] not in order else None)
+             for m in names]
+    try:
+        with torch.no_grad():
+            model.eval()(example[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    return order
+
+
+def module_of_node(node_name: str) -> str:
+    """`/blocks/blocks.1/blocks.1.0/conv_pw/Conv` -> `blocks.1.0.conv_pw` (the TorchScript exporter's scopes:
+    a Sequential's children carry the Sequential's scope name as a prefix)."""
+    names: list[str] = []
+    prev = ""
+    for part in node_name.strip("/").split("/")[:-1]:
+        names.append(part[len(prev) + 1 :] if prev and part.startswith(prev + ".") else part)
+        prev = part
+    return ".".join(names)
+
+
+def onnx_nodes(proto: Any, layers: list[str]) -> dict[str, str]:
+    """Layer name -> ONNX node name; raises if a layer has no node (an exporter that renamed scopes)."""
+    found: dict[str, str] = {}
+    for node in proto.graph.node:
+        if node.op_type in ONNX_OPS:
+            found.setdefault(module_of_node(node.name), node.name)
+    missing = [name for name in layers if name not in found]
+    if missing:
+        raise ValueError(f"no ONNX node for layer(s) {', '.join(missing[:3])}; the ONNX graph names "
+                         f"{', '.join(sorted(found)[:5])} ...")
+    return {name: found[name] for name in layers}
+
+
+def blocks(layers: list[str]) -> list[list[str]]:
+    """Layers grouped by their parent module (a residual block), in order: the unit of the latency-aware search."""
+    groups: dict[str, list[str]] = {}
+    for name in layers:
+        groups.setdefault(name.rsplit(".", 1)[0] if "." in name else name, []).append(name)
+    return list(groups.values())

@@ -1,0 +1,274 @@
+"""Mixed-precision post-training quantization of one model for one device, end to end:
+sensitivities, search, deployment with onnxruntime, confirmation and interleaved measurement."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from nas.quantize.deploy import Deployer, int8_nodes, onnx_accuracy
+from nas.quantize.fakequant import FakeQuant
+from nas.quantize.layers import blocks, quantizable_layers
+from nas.quantize.search import SEARCHES, bisect, greedy_blocks, ilp_search
+from nas.quantize.sensitivity import METHODS, hessian_scores, interlayer_scores, order
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class QuantizeConfig:
+    tolerance: float = 0.5  # accuracy points (percent) below the fp32 model, on the validation split
+    method: str = "interlayer"
+    search: str = "bisect"
+    probes: int = 8
+    sensitivity_batches: int = 2
+    rounds: int = 4
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"quantize method must be one of {', '.join(METHODS)}, but got {self.method!r}")
+        if self.search not in SEARCHES:
+            raise ValueError(f"quantize search must be one of {', '.join(SEARCHES)}, but got {self.search!r}")
+        if not 0 <= self.tolerance <= 100:
+            raise ValueError(f"`0 <= tolerance <= 100` must hold (accuracy points), but got tolerance={self.tolerance}")
+
+
+@dataclass
+class QuantizeData:
+    calib: list[Batch]  # training images, not augmented
+    val: list[Batch]
+    test: list[Batch]
+    input_shape: tuple[int, ...]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _accuracy_torch(model: nn.Module, batches: Sequence[Batch]) -> float:
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in batches:
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+    return correct / max(total, 1)
+
+
+class MixedPrecision:
+    """Everything about quantizing one model; results land in `out` as they are produced."""
+
+    def __init__(self, model: nn.Module, data: QuantizeData, device: Any, out: str | Path, config: QuantizeConfig,
+                 log: Callable[[str], None] = print) -> None:
+        self.model, self.data, self.device, self.config, self.log = model.eval(), data, device, config, log
+        self.out = Path(out)
+        self.work = self.out / "work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        example = data.calib[0][0][:1]
+        self.layers = quantizable_layers(self.model, example)
+        self.fq = FakeQuant(self.model, self.layers).calibrate(x for x, _ in data.calib)
+        self.val_cache: dict[frozenset, float] = {}
+        self.deployed_val: dict[frozenset, float] = {}
+        self.latency: dict[frozenset, float] = {}
+        self.paths: dict[frozenset, Path] = {}
+        self._gains: dict[str, float] = {}
+
+    # ---- accuracy ------------------------------------------------------------------------------
+    def fake_accuracy(self, int8: Sequence[str]) -> float:
+        key = frozenset(int8)
+        if key not in self.val_cache:
+            with self.fq.active(key) as m:
+                self.val_cache[key] = _accuracy_torch(m, self.data.val)
+        return self.val_cache[key]
+
+    def deploy(self, int8: Sequence[str]) -> Path:
+        key = frozenset(int8)
+        if key not in self.paths:
+            self.paths[key] = self.deployer.write(key, f"cfg{len(self.paths)}")
+        return self.paths[key]
+
+    def deployed_accuracy(self, int8: Sequence[str], split: str = "val") -> float:
+        key = frozenset(int8)
+        if split == "val" and key in self.deployed_val:
+            return self.deployed_val[key]
+        acc = onnx_accuracy(self.deploy(key), getattr(self.data, split))
+        if split == "val":
+            self.deployed_val[key] = acc
+        return acc
+
+    def measure(self, configs: list[set[str]]) -> list[float]:
+        """Latency of each configuration's deployed model on the device, measured interleaved."""
+        paths = [self.deploy(c) for c in configs]
+        ms = self.device.measure_many([str(p) for p in paths], [self.data.input_shape] * len(paths))
+        out = [m.latency_ms for m in ms]
+        for c, t in zip(configs, out):
+            self.latency[frozenset(c)] = t
+        return out
+
+    # ---- the job ---------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """The float ONNX model, the deployer (calibrated once) and the accuracy floor."""
+        if hasattr(self, "deployer"):
+            return
+        from devices.onnx_io import to_onnx
+
+        self.fp32_path = self.work / "fp32.onnx"
+        self.fp32_path.write_bytes(to_onnx(self.model, self.data.input_shape, dynamic_batch=True, opset=18))
+        self.deployer = Deployer(self.fp32_path, self.layers, [x.numpy() for x, _ in self.data.calib], self.work)
+        self.base_val = _accuracy_torch(self.model, self.data.val)
+        self.floor = self.base_val - self.config.tolerance / 100 - 1e-9
+
+    def sensitivities(self, method: str | None = None) -> dict[str, float]:
+        """Per-layer scores of `method` (cached in sensitivity.csv with every score computed so far)."""
+        method = method or self.config.method
+        path = self.out / "sensitivity.csv"
+        df = pd.read_csv(path) if path.exists() else pd.DataFrame({"layer": self.layers})
+        if list(df["layer"]) != self.layers:
+            df = pd.DataFrame({"layer": self.layers})
+        if method not in df.columns:
+            batches = self.data.calib[: self.config.sensitivity_batches]
+            t = time.time()
+            if "hessian" not in df.columns:
+                hess = hessian_scores(self.model, self.layers, batches, self.config.probes)
+                df["hessian"] = [hess[n] for n in self.layers]
+            if method == "interlayer":
+                hess = dict(zip(df["layer"], df["hessian"]))
+                inter, single = interlayer_scores(self.fq, self.layers, batches, hess)
+                df["interlayer"] = [inter[n] for n in self.layers]
+                df["single_measured"] = [single[n] for n in self.layers]
+            self.log(f"sensitivity ({method}): {len(self.layers)} layers in {time.time() - t:.1f} s")
+            df.to_csv(path, index=False)
+        return dict(zip(df["layer"], df[method]))
+
+    def layer_gains(self) -> dict[str, float]:
+        """Latency saved by each layer alone in int8 (HAWQ-V3's additive table), measured interleaved."""
+        if self._gains:
+            return self._gains
+        configs = [set()] + [{n} for n in self.layers]
+        times = self.measure(configs)
+        self._gains = {n: times[0] - t for n, t in zip(self.layers, times[1:])}
+        return self._gains
+
+    def select(self, search: str, method: str) -> set[str]:
+        """The int8 layers that `search` picks with `method`'s sensitivities, confirmed on the deployed model."""
+        self.prepare()
+        scores = self.sensitivities(method)
+        ranked = order(scores)
+        if search == "ilp":
+            chosen = set(ilp_search(scores, self.layer_gains(), self.fake_accuracy, self.floor))
+        else:
+            chosen = set(ranked[: bisect(ranked, self.fake_accuracy, self.floor)])
+        chosen = self.confirm(chosen, ranked)
+        self.log(f"{search} with {method} sensitivities: {len(chosen)} of {len(self.layers)} layers in int8")
+        if search == "latency":
+            chosen = self.latency_search(chosen)
+        return chosen
+
+    def feasible(self, int8: Sequence[str]) -> bool:
+        return self.fake_accuracy(int8) >= self.floor and self.deployed_accuracy(int8) >= self.floor
+
+    def latency_search(self, start: set[str]) -> set[str]:
+        """Greedy moves measured on the device (whole blocks, whole stages, and single layers where there are
+        few), from the fastest of: fp32, uniform int8 and the bisection's answer where they hold the
+        tolerance, and the ILP's answer on the measured per-layer gains."""
+        everything = set(self.layers)
+        scores = self.sensitivities("hessian")
+        gains = self._gains or self.layer_gains()
+        self._gains = gains
+        ilp = set(ilp_search(scores, gains, self.fake_accuracy, self.floor))
+        starts = [s for s in (set(), start, everything, ilp) if self.feasible(sorted(s))]
+        times = self.measure(starts)
+        current = starts[int(np.argmin(times))]
+        groups = blocks(self.layers)
+        stages: dict[str, list[str]] = {}
+        for g in groups:
+            stages.setdefault(".".join(g[0].split(".")[:2]), []).extend(g)
+        groups = groups + [g for g in stages.values() if g not in groups]
+        if len(self.layers) <= 32:
+            groups += [[n] for n in self.layers if [n] not in groups]
+        accuracy = lambda s: self.fake_accuracy(s) if self.fake_accuracy(s) < self.floor else self.deployed_accuracy(s)  # noqa: E731
+        chosen, _ = greedy_blocks(current, groups, accuracy, self.floor, self.measure, rounds=self.config.rounds,
+                                  min_gain=0.01, log=self.log)
+        return chosen
+
+    def run(self) -> dict[str, Any]:
+        chosen = self.select(self.config.search, self.config.method)
+        return self.finish({"mixed": chosen})
+
+    def confirm(self, chosen: set[str], ranked: list[str]) -> set[str]:
+        """Keep the configuration only if the deployed model (onnxruntime) holds the tolerance on the
+        validation split; otherwise drop the most sensitive int8 layers until it does."""
+        current = [n for n in ranked if n in chosen]
+        while current and self.deployed_accuracy(current) < self.floor:
+            current = current[: len(current) - max(1, len(current) // 8)]
+        if len(current) < len(chosen):
+            self.log(f"confirm: the deployed model needed {len(chosen) - len(current)} layers back in float")
+        return set(current)
+
+    def finish(self, found: dict[str, set[str]]) -> dict[str, Any]:
+        """Measure fp32, uniform int8 and the found configurations interleaved; the answer is the fastest
+        of them whose deployed model holds the tolerance on the validation split."""
+        self.prepare()
+        named = {"fp32": set(), "int8": set(self.layers), **found}
+        keys = list(named)
+        times = self.measure([named[k] for k in keys])
+        rows = []
+        for key, t in zip(keys, times):
+            s = named[key]
+            path = self.deploy(s)
+            val = self.deployed_accuracy(s)
+            rows.append({"config": key, "int8_layers": len(s), "int8_nodes": int8_nodes(path), "latency_ms": t,
+                         "val_top1": val, "test_top1": self.deployed_accuracy(s, "test"), "fake_val_top1": self.fake_accuracy(s),
+                         "within_tolerance": bool(val >= self.floor)})
+        table = pd.DataFrame(rows)
+        ok = table[table["within_tolerance"]]
+        best = ok.loc[ok["latency_ms"].idxmin()] if len(ok) else table.iloc[0]
+        chosen = named[best["config"]]
+        (self.out / "model.onnx").write_bytes(self.deploy(chosen).read_bytes())
+        fp32 = table.iloc[0]
+        result = {
+            "device": self.device.spec, "fingerprint": self.device.fingerprint(), "tolerance_points": self.config.tolerance,
+            "method": self.config.method, "search": self.config.search, "input_shape": list(self.data.input_shape),
+            "chosen": best["config"], "precision": {n: ("int8" if n in chosen else "fp32") for n in self.layers},
+            "configs": table.to_dict("records"),
+            "speedup_vs_fp32": float(fp32["latency_ms"] / best["latency_ms"]),
+            "test_drop_points": float(100 * (fp32["test_top1"] - best["test_top1"])),
+            "val_drop_points": float(100 * (fp32["val_top1"] - best["val_top1"])),
+            **self.data.extra,
+        }
+        (self.out / "model.json").write_text(json.dumps(result, indent=2, default=str))
+        self._points().to_csv(self.out / "points.csv", index=False)
+        self._plot(table)
+        return result
+
+    def _points(self) -> pd.DataFrame:
+        rows = [{"int8_layers": len(k), "fake_val_top1": self.val_cache.get(k), "deployed_val_top1": self.deployed_val.get(k),
+                 "latency_ms": self.latency.get(k), "int8": " ".join(sorted(k))}
+                for k in set(self.val_cache) | set(self.latency) | set(self.deployed_val)]
+        return pd.DataFrame(rows).sort_values("int8_layers")
+
+    def _plot(self, table: pd.DataFrame) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        pts = self._points().dropna(subset=["latency_ms"])
+        acc = pts["deployed_val_top1"].fillna(pts["fake_val_top1"])
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        ax.scatter(pts["latency_ms"], 100 * acc, s=18, color="tab:gray", label="configurations tried (val)")
+        for _, r in table.iterrows():
+            ax.scatter([r["latency_ms"]], [100 * r["val_top1"]], s=90, marker="*" if r["config"] not in ("fp32", "int8") else "o",
+                       label=f"{r['config']}: {r['latency_ms']:.3f} ms, test {100 * r['test_top1']:.2f}%")
+        fp32 = table.iloc[0]
+        ax.axhline(100 * fp32["val_top1"] - self.config.tolerance, ls="--", color="black", lw=1, label="tolerance")
+        ax.set_xlabel(f"latency on {self.device.spec} (ms)")
+        ax.set_ylabel("validation top-1 (%), deployed")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(self.out / "quantize.png", dpi=120)
+        plt.close(fig)

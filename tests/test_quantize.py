@@ -1,0 +1,217 @@
+"""Mixed-precision quantization: fake quantization, Hessian sensitivities, searches, onnxruntime deployment."""
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import devices
+from nas.data import batches, digits
+from nas.quantize import MixedPrecision, QuantizeConfig, QuantizeData
+from nas.quantize.deploy import Deployer, int8_nodes, onnx_accuracy
+from nas.quantize.fakequant import FakeQuant, quantize_activation, quantize_weight
+from nas.quantize.layers import blocks, module_of_node, onnx_nodes, quantizable_layers
+from nas.quantize.search import bisect, greedy_blocks, ilp_select
+from nas.quantize.sensitivity import hessian_traces, interlayer_scores, order
+
+
+class Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 32, 1), nn.ReLU())
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.block(self.stem(x)).mean((2, 3)))
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    data = digits(16)
+    model = Small()
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    for epoch in range(6):
+        model.train()
+        for x, y in batches(data.train, 32, epoch, data):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+    model.eval()
+    qd = QuantizeData(calib=list(itertools.islice(batches(data.train, 32, None, data), 4)),
+                      val=list(batches(data.val, 128, None, data)), test=list(batches(data.test, 128, None, data)),
+                      input_shape=(1, 3, 16, 16), extra={"dataset": "digits"})
+    return model, qd
+
+
+def test_weights_are_quantized_per_output_channel_to_within_half_a_step():
+    w = torch.randn(8, 4, 3, 3) * torch.logspace(-3, 1, 8).view(-1, 1, 1, 1)
+    q = quantize_weight(w)
+    step = w.abs().amax((1, 2, 3)) / 127
+    assert torch.all((q - w).abs().amax((1, 2, 3)) <= step / 2 + 1e-7)
+    assert len(torch.unique((q[0] / step[0]).round())) <= 255  # a small channel keeps its own scale
+
+
+def test_activations_keep_zero_exact_and_clip_to_the_calibrated_range():
+    x = torch.linspace(-1, 3, 1001)
+    q = quantize_activation(x, -0.5, 2.0)
+    assert float(quantize_activation(torch.zeros(1), -0.5, 2.0)) == 0.0
+    assert q.min() >= -0.5 - 1e-6 and q.max() <= 2.0 + 1e-6
+    inside = (x > -0.5) & (x < 2.0)
+    assert float((q - x)[inside].abs().max()) <= 2.5 / 255 / 2 + 1e-6
+
+
+def test_layers_come_in_forward_order_and_map_to_onnx_nodes(trained):
+    from devices.onnx_io import to_onnx
+
+    model, qd = trained
+    layers = quantizable_layers(model, qd.calib[0][0])
+    assert layers == ["stem.0", "block.0", "block.3", "head"]
+    nodes = onnx_nodes(onnx.load_from_string(to_onnx(model, qd.input_shape)), layers)
+    assert nodes["block.3"].endswith("/Conv") and nodes["head"].endswith("/Gemm")
+    assert module_of_node("/blocks/blocks.1/blocks.1.0/conv_pw/Conv") == "blocks.1.0.conv_pw"
+    assert module_of_node("/conv_stem/Conv") == "conv_stem"
+    assert module_of_node("/layer2/layer2.0/downsample/downsample.0/Conv") == "layer2.0.downsample.0"
+    assert blocks(layers) == [["stem.0"], ["block.0", "block.3"], ["head"]]
+
+
+def test_fake_quantization_changes_only_the_chosen_layers_and_restores_them(trained):
+    model, qd = trained
+    layers = quantizable_layers(model, qd.calib[0][0])
+    fq = FakeQuant(model, layers).calibrate(x for x, _ in qd.calib)
+    x = qd.val[0][0]
+    with torch.no_grad():
+        ref = model(x)
+        before = model.head.weight.clone()
+        with fq.active(["head"]) as m:
+            q = m(x)
+            assert not torch.equal(m.head.weight, before) and torch.equal(m.stem[0].weight, model.stem[0].weight)
+        assert torch.equal(model.head.weight, before) and torch.equal(model(x), ref)
+    assert 0 < float((q - ref).abs().max()) < 0.5
+    with pytest.raises(ValueError, match="not a calibrated"):
+        with fq.active(["nope"]):
+            pass
+
+
+def test_hutchinson_matches_the_exact_hessian_trace():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
+    x, y = torch.randn(64, 5), torch.randint(0, 3, (64,))
+    est = hessian_traces(model, ["0", "2"], [(x, y)], probes=400)
+    for name in ("0", "2"):
+        w = dict(model.named_modules())[name].weight
+
+        def loss_of(wv, name=name):
+            saved = w.data
+            mod = dict(model.named_modules())[name]
+            del mod.weight
+            mod.weight = wv
+            out = F.cross_entropy(model(x), y)
+            del mod.weight
+            mod.weight = nn.Parameter(saved)
+            return out
+
+        exact = float(torch.diagonal(torch.autograd.functional.hessian(loss_of, w.detach().clone()).reshape(w.numel(), -1)).sum())
+        model_w = dict(model.named_modules())[name].weight
+        assert est[name] * model_w.numel() == pytest.approx(exact, rel=0.15, abs=1e-3)
+
+
+def test_interlayer_scores_add_the_measured_excess_of_neighbouring_pairs(trained):
+    model, qd = trained
+    layers = quantizable_layers(model, qd.calib[0][0])
+    fq = FakeQuant(model, layers).calibrate(x for x, _ in qd.calib)
+    base = dict.fromkeys(layers, 0.0)
+    scores, single = interlayer_scores(fq, layers, qd.calib[:2], base)
+    from nas.quantize.sensitivity import quantized_loss
+
+    ref = quantized_loss(fq, [], qd.calib[:2])
+    pair = quantized_loss(fq, ["stem.0", "block.0"], qd.calib[:2]) - ref
+    assert scores["stem.0"] == pytest.approx(0.5 * (pair - single["stem.0"] - single["block.0"]), abs=1e-9)
+    assert order({"a": 2.0, "b": 1.0, "c": 3.0}) == ["b", "a", "c"]
+
+
+def test_bisection_finds_the_largest_count_within_the_floor():
+    names = [f"l{i}" for i in range(37)]
+    for limit in (0, 1, 17, 37):
+        tried = []
+        k = bisect(names, lambda s, limit=limit: 1.0 if len(s) <= limit else 0.0, 0.5, tried=tried)
+        assert k == limit and len(tried) <= 7
+
+
+def test_ilp_picks_the_least_sensitive_set_that_saves_enough():
+    rng = np.random.default_rng(0)
+    names = [f"l{i}" for i in range(8)]
+    scores = dict(zip(names, rng.uniform(0, 1, 8)))
+    gains = dict(zip(names, rng.uniform(-0.2, 1, 8)))
+    chosen = ilp_select(scores, gains, 1.5)
+    best = min((c for r in range(9) for c in itertools.combinations(names, r) if sum(gains[n] for n in c) >= 1.5),
+               key=lambda c: sum(scores[n] for n in c))
+    assert sorted(chosen) == sorted(best)
+
+
+def test_greedy_block_search_takes_measured_moves_that_pay_and_respects_the_floor():
+    groups = [["a"], ["b1", "b2"], ["c"]]
+    cost = {"a": -1.0, "b1": -1.0, "b2": -1.0, "c": 0.5}  # c is slower in int8; b pays only whole
+
+    def measure(configs):
+        out = []
+        for s in configs:
+            t = 10 + sum(cost[n] for n in s)
+            t += 1.5 * (("b1" in s) != ("b2" in s))
+            out.append(t)
+        return out
+
+    accuracy = lambda s: 0.0 if "a" in s and "b1" in s and "b2" in s else 1.0  # noqa: E731
+    final, history = greedy_blocks({"c"}, groups, accuracy, 0.5, measure)
+    assert final == {"b1", "b2"} and len(history) > 3
+
+
+def test_deployer_puts_exactly_the_chosen_layers_in_int8(trained, tmp_path):
+    from devices.onnx_io import to_onnx
+
+    model, qd = trained
+    layers = quantizable_layers(model, qd.calib[0][0])
+    (tmp_path / "fp32.onnx").write_bytes(to_onnx(model, qd.input_shape))
+    dep = Deployer(tmp_path / "fp32.onnx", layers, [x.numpy() for x, _ in qd.calib], tmp_path / "work")
+    assert int8_nodes(dep.write([], "none")) == 0
+    assert int8_nodes(dep.write(["block.0", "block.3"], "two")) == 2
+    full = dep.write(layers, "all")
+    assert int8_nodes(full) == len(layers)
+    fp32_acc = onnx_accuracy(tmp_path / "fp32.onnx", qd.test)
+    assert abs(onnx_accuracy(full, qd.test) - fp32_acc) < 0.05
+    with pytest.raises(ValueError, match="unknown layer 'x'"):
+        dep.write(["x"], "bad")
+
+
+def test_mixed_precision_end_to_end_on_the_cpu(trained, tmp_path):
+    model, qd = trained
+    device = devices.get("ort-cpu:threads=1")
+    loose = MixedPrecision(model, qd, device, tmp_path / "loose", QuantizeConfig(tolerance=100, method="hessian")).run()
+    assert {c["config"]: c for c in loose["configs"]}["mixed"]["int8_layers"] == 4
+    assert loose["chosen"] == min(loose["configs"], key=lambda c: c["latency_ms"])["config"]  # the fastest that holds
+    r = MixedPrecision(model, qd, device, tmp_path / "q", QuantizeConfig(tolerance=0.0, method="interlayer")).run()
+    configs = {c["config"]: c for c in r["configs"]}
+    assert configs["mixed"]["val_top1"] >= configs["fp32"]["val_top1"]  # zero tolerance holds on the deployed model
+    assert configs[r["chosen"]]["within_tolerance"] and configs[r["chosen"]]["latency_ms"] == min(
+        c["latency_ms"] for c in configs.values() if c["within_tolerance"])
+    assert configs["int8"]["int8_layers"] == 4 and configs["fp32"]["int8_layers"] == 0
+    saved = json.loads((tmp_path / "q" / "model.json").read_text())
+    assert saved["precision"] == r["precision"] and saved["dataset"] == "digits"
+    assert onnx_accuracy(tmp_path / "q" / "model.onnx", qd.test) == pytest.approx(configs[r["chosen"]]["test_top1"])
+    assert int8_nodes(tmp_path / "q" / "model.onnx") == sum(p == "int8" for p in r["precision"].values())
+    for name in ("quantize.png", "points.csv", "sensitivity.csv"):
+        assert (tmp_path / "q" / name).stat().st_size > 0
+
+
+def test_config_errors_name_the_rule():
+    with pytest.raises(ValueError, match="search must be one of bisect, latency, ilp"):
+        QuantizeConfig(search="greedy")
+    with pytest.raises(ValueError, match="tolerance=-1"):
+        QuantizeConfig(tolerance=-1)
