@@ -43,6 +43,17 @@ class ExportConfig:
 
 
 @dataclass
+class QuantizeSection:
+    """Mixed-precision quantization of the winner after export (on when the section is present)."""
+
+    enabled: bool = False
+    tolerance: float = 0.5
+    method: str = "interlayer"
+    search: str = "bisect"
+    calib: int = 256
+
+
+@dataclass
 class Recipe:
     space: str = "ofa_mbv3:resolutions=[32],num_classes=10"
     data: DataConfig = field(default_factory=DataConfig)
@@ -56,6 +67,7 @@ class Recipe:
     search: SearchConfig = field(default_factory=SearchConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    quantize: QuantizeSection = field(default_factory=QuantizeSection)
 
 
 DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
@@ -96,6 +108,8 @@ def load_recipe(path: str | Path) -> Recipe:
 
 def recipe_from_dict(raw: Any, source: str) -> Recipe:
     """Validate a parsed recipe; `source` names it in errors."""
+    if isinstance(raw, dict) and isinstance(raw.get("quantize"), dict) and "enabled" not in raw["quantize"]:
+        raw = {**raw, "quantize": {**raw["quantize"], "enabled": True}}
     recipe = _fill(Recipe, raw, "", source)
     if recipe.data.name not in DATASETS:
         raise ValueError(f"{source}: data.name must be one of {', '.join(DATASETS)}, but got {recipe.data.name!r}")
@@ -115,6 +129,13 @@ def recipe_from_dict(raw: Any, source: str) -> Recipe:
         raise ValueError(f"{source}: search.objective must be one of {', '.join(KINDS)}, but got {recipe.search.objective!r}")
     if recipe.export.format not in FORMATS:
         raise ValueError(f"{source}: export.format must be one of {', '.join(FORMATS)}, but got {recipe.export.format!r}")
+    if recipe.quantize.enabled:
+        from nas.quantize import QuantizeConfig
+
+        try:
+            QuantizeConfig(tolerance=recipe.quantize.tolerance, method=recipe.quantize.method, search=recipe.quantize.search)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}".replace("quantize method", "quantize.method").replace("quantize search", "quantize.search")) from None
     if recipe.references < 5:
         raise ValueError(f"{source}: references must be at least 5 (10 recommended), but got {recipe.references}")
     if recipe.train.device not in DEVICES:

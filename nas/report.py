@@ -105,6 +105,22 @@ def write_report(pipe: Any, sn: Any, trials: list[dict], measured: dict[str, flo
         meta = export_run(run, fmt=recipe.export.format, fp16=recipe.export.fp16, int8=recipe.export.int8)
         result["export"] = {"files": meta["files"], "check": meta["check"]}
         (run / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    if winner and recipe.quantize.enabled:
+        from nas.quantize.runs import quantize_run
+
+        q = recipe.quantize
+        pipe.log(f"quantize: per-layer precision for {device.spec}, tolerance {q.tolerance} points")
+        done = run / "quantized" / "model.json"
+        previous = json.loads(done.read_text()) if done.exists() else {}
+        same = {"arch": winner["arch"], "device": device.spec, "tolerance_points": q.tolerance, "method": q.method, "search": q.search}
+        if all(previous.get(k) == v for k, v in same.items()):
+            qr = previous
+        else:
+            qr = quantize_run(run, device.spec, winner["arch"], q.tolerance, q.calib, q.method, q.search, log=pipe.log)
+        result["quantized"] = {k: qr[k] for k in ("chosen", "speedup_vs_fp32", "test_drop_points", "val_drop_points")}
+        result["quantized"]["int8_layers"] = sum(p == "int8" for p in qr["precision"].values())
+        result["quantized"]["layers"] = len(qr["precision"])
+        (run / "result.json").write_text(json.dumps(result, indent=2, default=str))
     (run / "report.md").write_text(_markdown(result, recipe, front, pm))
     return result
 
@@ -139,6 +155,12 @@ def _markdown(r: dict, recipe: Any, front: pd.DataFrame, pm: pd.DataFrame) -> st
         lines.append(f"| {name} | {e['test_top1']:.4f} | {e['val_top1']:.4f} | {_ms(e['measured_ms'])} |")
     if w:
         lines.append(f"| **winner** | **{w['test_top1']:.4f}** | {w['val_top1']:.4f} | {_ms(w['measured_ms'])} |")
+    if r.get("quantized"):
+        q = r["quantized"]
+        lines += ["", "## Quantization", "",
+                  f"Per-layer precision within {recipe.quantize.tolerance} points: {q['int8_layers']} of {q['layers']} layers "
+                  f"in int8 (`{q['chosen']}`), {q['speedup_vs_fp32']:.2f}x the speed of fp32 on the device, test drop "
+                  f"{q['test_drop_points']:.2f} points. See `quantized/` (model.onnx, model.json, quantize.png)."]
     p = r["predictor"]
     lines += ["", "## Latency predictor", "",
               f"On the {p['measured']} architectures measured in this run (the front's candidates and the ends of the "

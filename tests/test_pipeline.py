@@ -21,6 +21,7 @@ RECIPE = {
     "budget_fraction": 0.7,
     "search": {"strategy": "evolution", "objective": "budget", "trials": 12, "population": 6},
     "verify": {"top": 3},
+    "quantize": {"tolerance": 1.0, "calib": 64},
 }
 
 
@@ -69,15 +70,27 @@ def test_the_run_directory_holds_the_report_and_plots(finished):
     assert f"{result['budget_ms']:.3f} ms" in report and result["winner"]["arch"] in report
 
 
+def test_a_quantize_section_quantizes_the_winner_for_the_device(finished):
+    run, result = finished
+    q = json.loads((run / "quantized" / "model.json").read_text())
+    assert q["arch"] == result["winner"]["arch"] and q["device"] == result["device"]
+    assert {c["config"] for c in q["configs"]} == {"fp32", "int8", "mixed"}
+    chosen = {c["config"]: c for c in q["configs"]}[q["chosen"]]
+    assert chosen["within_tolerance"] and q["test_drop_points"] == result["quantized"]["test_drop_points"]
+    assert "## Quantization" in (run / "report.md").read_text()
+
+
 def test_a_finished_run_resumes_without_new_work(finished):
     run, result = finished
     before = {p.name: p.stat().st_mtime_ns for p in (run / "supernet").iterdir()}
     calibration = (run / "calibration.csv").read_text()
+    quantized = (run / "quantized" / "model.json").stat().st_mtime_ns
     again = Pipeline(recipe_from_dict(RECIPE, "test"), run, log=lambda s: None).execute()
     assert again["winner"]["arch"] == result["winner"]["arch"]
     assert (run / "calibration.csv").read_text() == calibration
     assert {p.name: p.stat().st_mtime_ns for p in (run / "supernet").iterdir() if p.name in before}["checkpoint.pt"] == before["checkpoint.pt"]
     assert len(pd.read_csv(run / "trials.csv")) == 12
+    assert (run / "quantized" / "model.json").stat().st_mtime_ns == quantized
 
 
 def test_a_candidate_that_misses_the_budget_when_measured_is_not_the_winner(tmp_path):

@@ -12,6 +12,14 @@ def test_quickstart_recipe_validates():
     assert r.data.name == "digits" and r.train.epochs > 0
 
 
+def test_a_quantize_section_turns_quantization_on(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("quantize:\n  tolerance: 1.0\n")
+    assert load_recipe(path).quantize.enabled and load_recipe(path).quantize.tolerance == 1.0
+    path.write_text("search:\n  trials: 5\n")
+    assert not load_recipe(path).quantize.enabled
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -20,6 +28,8 @@ def test_quickstart_recipe_validates():
         ("data:\n  name: cifar10\n", "data.path is required for cifar10"),
         ("train:\n  lr: fast\n", "train.lr must be a number, but got 'fast'"),
         ("colour: red\n", "unknown field colour"),
+        ("quantize:\n  search: greedy\n", "quantize.search must be one of bisect, latency, ilp, but got 'greedy'"),
+        ("quantize:\n  tolerance: -2\n", "tolerance=-2"),
     ],
 )
 def test_bad_recipes_name_the_field(text, message, tmp_path):
