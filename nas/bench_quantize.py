@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -73,7 +74,7 @@ def quantize_data(data: Any, resolution: int, calib: int = 256) -> QuantizeData:
 
 
 def bench_one(label: str, model: torch.nn.Module, qd: QuantizeData, device: Any, out: Path, tolerance: float,
-              log: Log = print) -> list[dict]:
+              log: Log = print) -> tuple[list[dict], dict]:
     job = MixedPrecision(model, qd, device, out / label, QuantizeConfig(tolerance=tolerance), log=log)
     found, seconds = {}, {}
     for method, search in ROWS:
@@ -89,21 +90,41 @@ def bench_one(label: str, model: torch.nn.Module, qd: QuantizeData, device: Any,
                      "val_top1": c["val_top1"], "test_top1": c["test_top1"],
                      "test_drop": 100 * (fp32["test_top1"] - c["test_top1"]), "within": c["within_tolerance"],
                      "search_s": seconds.get(c["config"], 0.0), "chosen": c["config"] == result["chosen"]})
-    return rows
+    return rows, predictor_row(label, job)
+
+
+def predictor_row(label: str, job: MixedPrecision, fit: int = 10, test: int = 16) -> dict:
+    """The precision-aware latency model (fitted on fp32, int8 and `fit` random configurations) against
+    HAWQ-V3's additive per-layer table, on `test` other random configurations, all measured in one group."""
+    from nas.quantize.latency import PrecisionLatency, additive, layer_profile, mape, random_configs
+
+    gains = job.layer_gains()
+    configs = random_configs(job.layers, fit + test, seed=1)
+    train, held = [set(), set(job.layers)] + configs[:fit], configs[fit:]
+    times = job.measure(train + held)
+    model = PrecisionLatency(job.layers, layer_profile(job.model, job.layers, job.data.calib[0][0])).fit(train, times[: len(train)])
+    truth = times[len(train):]
+    return {"model": label, "layers": len(job.layers), "fit": len(train), "test": len(held),
+            "additive_mape": mape(additive(times[0], gains, held), truth), "additive_measurements": len(job.layers) + 1,
+            "precision_mape": mape(model.predict(held), truth),
+            "spread": float(np.max(truth) / np.min(truth))}
 
 
 def bench_quantize(models: list[str], data_spec: str, resolution: int, epochs: int, device_spec: str, tolerance: float,
-                   out: str | Path, run: str | None = None, log: Log = print) -> list[dict]:
+                   out: str | Path, run: str | None = None, log: Log = print) -> tuple[list[dict], list[dict]]:
     out = Path(out)
     device = devices.get(device_spec)
     data = _task(data_spec, resolution)
     rows: list[dict] = []
+    predictors: list[dict] = []
     if run:
         from nas.quantize.runs import quantize_run_inputs
 
         model, qd, _ = quantize_run_inputs(run)
-        rows += bench_one("run-winner", model, qd, device, out, tolerance, log)
+        r, p = bench_one("run-winner", model, qd, device, out, tolerance, log)
+        rows, predictors = rows + r, predictors + [p]
     for name in models:
         model = train_timm(name, data, resolution, epochs, log=log)
-        rows += bench_one(name, model, quantize_data(data, resolution), device, out, tolerance, log)
-    return rows
+        r, p = bench_one(name, model, quantize_data(data, resolution), device, out, tolerance, log)
+        rows, predictors = rows + r, predictors + [p]
+    return rows, predictors

@@ -56,7 +56,7 @@ def bench_search(run_dir: str, strategies: list[str], seeds: int, trials: int, p
         if feasible:
             winners[key] = max(feasible, key=lambda r: (r["accuracy"], -r["latency_ms"]))
     device = devices.get(result["device"])
-    measured = _measure(space, device, [space.from_str(w["arch"]) for w in winners.values()], run / "bench_search_measured.csv")
+    measured = _measure(space, device, [space.from_str(w["arch"]) for w in winners.values()], run / "measured.csv")
     table = []
     for strategy in strategies:
         hv = [hypervolume([r["accuracy"] for r in runs[(strategy, s)]], [r["latency_ms"] for r in runs[(strategy, s)]],

@@ -317,8 +317,8 @@ def cmd_bench_quantize(args: argparse.Namespace) -> None:
     from nas.bench_quantize import bench_quantize
     from nas.progress import console
 
-    rows = bench_quantize(args.models.split(","), args.data, args.resolution, args.epochs, args.device, args.tolerance,
-                          args.out, args.run, log=console.print)
+    rows, preds = bench_quantize(args.models.split(","), args.data, args.resolution, args.epochs, args.device, args.tolerance,
+                                 args.out, args.run, log=console.print)
     t = Table("model", "configuration", "int8 layers", "latency (ms)", "vs fp32", "val top-1", "test top-1", "test drop",
               "within tolerance", "search (s)", title=f"{args.data} at {args.resolution} px on {args.device}, tolerance "
               f"{args.tolerance} points (validation split); latency measured interleaved per model")
@@ -328,6 +328,13 @@ def cmd_bench_quantize(args: argparse.Namespace) -> None:
                   "yes" if r["within"] else "no", f"{r['search_s']:.0f}")
     Console(width=170).print(t)
     print("* the configuration hwnas quantize would choose: the fastest that holds the tolerance on the validation split")
+    p = Table("model", "layers", "additive table: measurements", "additive table: MAPE", "precision-aware: measurements",
+              "precision-aware: MAPE", "held-out configs (max/min latency)",
+              title="Latency of mixed-precision configurations, predicted vs measured (random held-out configurations)")
+    for r in preds:
+        p.add_row(r["model"], f"{r['layers']}", f"{r['additive_measurements']}", f"{r['additive_mape']:.1f}%", f"{r['fit']}",
+                  f"{r['precision_mape']:.1f}%", f"{r['test']} ({r['spread']:.2f}x)")
+    Console(width=170).print(p)
 
 
 def cmd_bench_search(args: argparse.Namespace) -> None:

@@ -27,7 +27,11 @@ Log = Callable[[str], None]
 
 
 def _measure(space: Any, device: Any, archs: list[tuple], path: Path, progress: Any = None) -> dict[str, float]:
-    """Measured latency of each arch (resumable CSV); returns arch string -> latency_ms."""
+    """Measured latency of each arch (resumable CSV); returns arch string -> latency_ms.
+
+    A run keeps every device measurement in one file, so each group's anchor rescales it to the
+    first group's machine state: the calibration, the budget and the verification agree even when
+    the machine runs 20% faster or slower from one minute to the next (seen on shared CPUs)."""
     profile(space, device, archs, path, progress=progress)
     df = pd.read_csv(path)
     return dict(zip(df["arch"].astype(str), df["latency_ms"].astype(float)))
@@ -75,7 +79,9 @@ class Pipeline:
             refs = reference(space.spec, self.recipe.references)
             self.log(f"latency: measuring {len(refs)} reference architectures on {self.device.spec}")
             with self._bar("measuring references") as update:
-                _measure(space, self.device, refs, self.run / "calibration.csv", update)
+                _measure(space, self.device, refs, self.run / "measured.csv", update)
+            rows = pd.read_csv(self.run / "measured.csv")
+            rows[rows["arch"].isin([space.to_str(a) for a in refs])].to_csv(self.run / "calibration.csv", index=False)
             calibrate(space.spec, str(self.run / "calibration.csv"), str(path))
         return predictors.load(path)
 

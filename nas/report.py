@@ -167,5 +167,5 @@ def _markdown(r: dict, recipe: Any, front: pd.DataFrame, pm: pd.DataFrame) -> st
               f"space): MAPE {p['mape_percent']:.1f}%, Spearman {p['spearman']:.3f}. See `predictor.png`; "
               f"candidates that missed the budget when measured are not reported as meeting it.", "",
               "## Files", "", "`trials.csv` (every candidate), `pareto.csv`, `pareto.png`, `predictor.png`, "
-              "`measured.csv` and `calibration.csv` (device measurements), `study.db` (the Optuna study), `best/`.", ""]
+              "`measured.csv` (every device measurement of the run, drift-corrected to one anchor) and `calibration.csv` (the references), `study.db` (the Optuna study), `best/`.", ""]
     return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""Latency of a precision configuration, predicted from a few measurements of the same model.
+
+Int8 latency is not additive over layers: every border between an int8 and a float layer costs a
+quantize/dequantize pair, and int8 kernels pay differently by operator. The model here is linear in
+features that say so: multiply-accumulates in int8 and in float per operator kind (full conv,
+depthwise, pointwise, dense), the number of precision borders along the forward order, and the
+number of int8 layers. It is fitted by non-negative least squares on about ten measured
+configurations; HAWQ-V3's additive table (one measurement per layer) is the baseline it is
+compared with."""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+KINDS = ("conv", "depthwise", "pointwise", "dense")
+
+
+def layer_profile(model: nn.Module, layers: list[str], example: torch.Tensor) -> dict[str, tuple[str, float]]:
+    """Each layer's kind and millions of multiply-accumulates at the example's shape."""
+    modules = dict(model.named_modules())
+    out: dict[str, tuple[str, float]] = {}
+
+    def hook(name: str):
+        def record(mod: nn.Module, _inp: tuple, y: torch.Tensor) -> None:
+            if isinstance(mod, nn.Linear):
+                out[name] = ("dense", mod.in_features * mod.out_features * (y.numel() // y.shape[-1]) / 1e6)
+                return
+            k = mod.kernel_size[0] * mod.kernel_size[1]
+            per_out = mod.in_channels // mod.groups * k
+            kind = "depthwise" if mod.groups > 1 and mod.groups == mod.in_channels else "pointwise" if k == 1 else "conv"
+            out[name] = (kind, y.numel() * per_out / 1e6)
+        return record
+
+    hooks = [modules[n].register_forward_hook(hook(n)) for n in layers]
+    try:
+        with torch.no_grad():
+            model.eval()(example[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    return out
+
+
+class PrecisionLatency:
+    """t(config) = b + sum_k a_k MACs_int8,k + sum_k f_k MACs_fp32,k + c * borders + d * int8 layers, all >= 0."""
+
+    def __init__(self, layers: list[str], profile: dict[str, tuple[str, float]]) -> None:
+        self.layers, self.profile = list(layers), profile
+
+    def features(self, configs: Iterable[Iterable[str]]) -> np.ndarray:
+        rows = []
+        for config in configs:
+            s = set(config)
+            int8 = dict.fromkeys(KINDS, 0.0)
+            fp32 = dict.fromkeys(KINDS, 0.0)
+            for n in self.layers:
+                kind, macs = self.profile[n]
+                (int8 if n in s else fp32)[kind] += macs
+            flags = [n in s for n in self.layers]
+            borders = sum(a != b for a, b in zip(flags, flags[1:])) + flags[0] + flags[-1]
+            rows.append([1.0, *int8.values(), *fp32.values(), float(borders), float(sum(flags))])
+        return np.array(rows)
+
+    def fit(self, configs: Sequence[Iterable[str]], latency_ms: Sequence[float]) -> "PrecisionLatency":
+        from scipy.optimize import nnls
+
+        X = self.features(configs)
+        scale = np.maximum(X.max(0), 1e-12)
+        coef, _ = nnls(X / scale, np.asarray(latency_ms, dtype=float))
+        self.coef_ = coef / scale
+        return self
+
+    def predict(self, configs: Iterable[Iterable[str]]) -> np.ndarray:
+        return self.features(configs) @ self.coef_
+
+
+def additive(fp32_ms: float, gains: dict[str, float], configs: Iterable[Iterable[str]]) -> np.ndarray:
+    """HAWQ-V3's assumption: each int8 layer saves what it saves alone."""
+    return np.array([fp32_ms - sum(gains[n] for n in set(c)) for c in configs])
+
+
+def random_configs(layers: list[str], n: int, seed: int = 0) -> list[set[str]]:
+    """Configurations with int8 fractions spread over [0, 1] (contiguous runs as often as scattered layers)."""
+    rng = np.random.default_rng(seed)
+    out: list[set[str]] = []
+    while len(out) < n:
+        p = rng.uniform(0.1, 0.9)
+        if rng.random() < 0.5:
+            c = {x for x in layers if rng.random() < p}
+        else:
+            k = max(1, int(p * len(layers)))
+            start = int(rng.integers(0, len(layers) - k + 1))
+            c = set(layers[start : start + k])
+        if c and c not in out:
+            out.append(c)
+    return out
+
+
+def mape(pred: np.ndarray, true: Sequence[float]) -> float:
+    t = np.asarray(true, dtype=float)
+    return float(np.mean(np.abs(pred - t) / t) * 100)
