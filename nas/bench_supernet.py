@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from nas.data import batches, digits
 from nas.spaces import load_space
-from nas.supernet import OFASupernet
 from nas.supernet.train import TrainConfig, sandwich_step
 
 
@@ -27,7 +26,7 @@ def bench_throughput(space_spec: str, batch_size: int = 64, rounds: int = 10, se
     whole sandwich step (largest + smallest + 2 random subnets, counted per subnet pass)."""
     torch.manual_seed(seed)
     data = digits(max(load_space(space_spec).resolutions))
-    net = OFASupernet(load_space(space_spec), num_classes=data.num_classes).to(device)
+    net = load_space(space_spec).supernet(num_classes=data.num_classes).to(device)
     standalone = net.extract(net.largest()).to(device).train()
     x, y = next(batches(data.train, batch_size, seed, data))
     x, y = x.to(device), y.to(device)

@@ -38,7 +38,7 @@ def train_supernet(recipe: Recipe, run: Path, progress: Callable[[int, int], Non
     if int(os.environ.get("RANK", "0")) == 0:
         (run / "recipe.yaml").write_text(yaml.safe_dump({**to_dict(recipe), "resolved_data": data.describe()}, sort_keys=False))
     torch.manual_seed(recipe.train.seed)
-    net = OFASupernet(load_space(recipe.space), num_classes=data.num_classes)
+    net = load_space(recipe.space).supernet(num_classes=data.num_classes)
     metrics = train(net, data, recipe.train, run, progress=progress)
     if int(os.environ.get("RANK", "0")) == 0 and (run / "metrics.csv").exists():
         plot_metrics(run)
@@ -53,7 +53,7 @@ def load_supernet_run(run_dir: str | Path, device: str = "cpu") -> SupernetRun:
     raw.pop("resolved_data", None)
     recipe = recipe_from_dict(raw, str(run / "recipe.yaml"))
     data = load_data(recipe.data)
-    net = OFASupernet(load_space(recipe.space), num_classes=data.num_classes)
+    net = load_space(recipe.space).supernet(num_classes=data.num_classes)
     state = torch.load(run / "checkpoint.pt", weights_only=True, map_location="cpu")
     net.load_state_dict(state["model"])
     return SupernetRun(run, recipe, net.to(device), data, int(state["step"]))

@@ -158,6 +158,12 @@ class OFAMobileNetV3(SearchSpace):
     def _head_width(self) -> int:
         return make_divisible(HEAD_WIDTH * max(1.0, self.width_mult))
 
+    def supernet(self, num_classes: int | None = None) -> nn.Module:
+        """The weight-sharing supernet of this space (elastic kernel, expand ratio, depth, resolution)."""
+        from search_spaces.ofa_mbv3_supernet import OFASupernet
+
+        return OFASupernet(self, num_classes)
+
     def input_shape(self, arch: tuple) -> tuple[int, int, int, int]:
         r = self.resolution(self.validate(arch))
         return (1, 3, r, r)

@@ -32,7 +32,8 @@ def _train_steps(net, space, rng, steps=3):
 def test_extracted_subnets_match_the_supernet_after_training_and_sorting(space):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    net = OFASupernet(space)
+    net = space.supernet()  # the space's own entry point (DESIGN.md)
+    assert isinstance(net, OFASupernet)
     _train_steps(net, space, rng)
     net.sort_channels()
     net.eval()

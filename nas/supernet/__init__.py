@@ -2,6 +2,6 @@
 from __future__ import annotations
 
 from nas.supernet.bn import recalibrate_bn
-from nas.supernet.ofa_mbv3 import OFASupernet
+from search_spaces.ofa_mbv3_supernet import OFASupernet
 
 __all__ = ["OFASupernet", "recalibrate_bn"]

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from nas.data import TaskData
-from nas.supernet.ofa_mbv3 import OFASupernet
+from search_spaces.ofa_mbv3_supernet import OFASupernet
 from nas.supernet.train import evaluate
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from nas.data import TaskData, batches
 from nas.supernet import distributed
 from nas.supernet.bn import recalibrate_bn
-from nas.supernet.ofa_mbv3 import OFASupernet
+from search_spaces.ofa_mbv3_supernet import OFASupernet
 
 CHECKPOINT_FORMAT = "hwnas-supernet/1"
 
