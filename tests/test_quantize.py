@@ -195,12 +195,13 @@ def test_mixed_precision_end_to_end_on_the_cpu(trained, tmp_path):
     device = devices.get("ort-cpu:threads=1")
     loose = MixedPrecision(model, qd, device, tmp_path / "loose", QuantizeConfig(tolerance=100, method="hessian")).run()
     assert {c["config"]: c for c in loose["configs"]}["mixed"]["int8_layers"] == 4
-    assert loose["chosen"] == min(loose["configs"], key=lambda c: c["latency_ms"])["config"]  # the fastest that holds
+    fastest = min(loose["configs"], key=lambda c: c["latency_ms"])  # everything holds a 100-point tolerance
+    assert {c["config"]: c for c in loose["configs"]}[loose["chosen"]]["int8_layers"] == fastest["int8_layers"]
     r = MixedPrecision(model, qd, device, tmp_path / "q", QuantizeConfig(tolerance=0.0, method="interlayer")).run()
     configs = {c["config"]: c for c in r["configs"]}
     assert configs["mixed"]["val_top1"] >= configs["fp32"]["val_top1"]  # zero tolerance holds on the deployed model
-    assert configs[r["chosen"]]["within_tolerance"] and configs[r["chosen"]]["latency_ms"] == min(
-        c["latency_ms"] for c in configs.values() if c["within_tolerance"])
+    fastest = min((c for c in configs.values() if c["within_tolerance"]), key=lambda c: c["latency_ms"])
+    assert configs[r["chosen"]]["within_tolerance"] and configs[r["chosen"]]["int8_layers"] == fastest["int8_layers"]
     assert configs["int8"]["int8_layers"] == 4 and configs["fp32"]["int8_layers"] == 0
     saved = json.loads((tmp_path / "q" / "model.json").read_text())
     assert saved["precision"] == r["precision"] and saved["dataset"] == "digits"

@@ -176,8 +176,7 @@ class MixedPrecision:
         tolerance, and the ILP's answer on the measured per-layer gains."""
         everything = set(self.layers)
         scores = self.sensitivities("hessian")
-        gains = self._gains or self.layer_gains()
-        self._gains = gains
+        gains = self.layer_gains()
         ilp = set(ilp_search(scores, gains, self.fake_accuracy, self.floor))
         starts = [s for s in (set(), start, everything, ilp) if self.feasible(sorted(s))]
         times = self.measure(starts)
@@ -227,6 +226,7 @@ class MixedPrecision:
         ok = table[table["within_tolerance"]]
         best = ok.loc[ok["latency_ms"].idxmin()] if len(ok) else table.iloc[0]
         chosen = named[best["config"]]
+        best = table.iloc[next(i for i, k in enumerate(keys) if named[k] == chosen)]  # fp32 / int8 by their names
         (self.out / "model.onnx").write_bytes(self.deploy(chosen).read_bytes())
         fp32 = table.iloc[0]
         result = {
