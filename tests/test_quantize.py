@@ -171,6 +171,8 @@ def test_greedy_block_search_takes_measured_moves_that_pay_and_respects_the_floo
     accuracy = lambda s: 0.0 if "a" in s and "b1" in s and "b2" in s else 1.0  # noqa: E731
     final, history = greedy_blocks({"c"}, groups, accuracy, 0.5, measure)
     assert final == {"b1", "b2"} and len(history) > 3
+    screened, few = greedy_blocks({"c"}, groups, accuracy, 0.5, measure, screen=measure, keep=1)
+    assert screened == {"b1", "b2"} and len(few) < len(history)  # only the predicted-best move is measured
 
 
 def test_deployer_puts_exactly_the_chosen_layers_in_int8(trained, tmp_path):

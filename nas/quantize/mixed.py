@@ -15,6 +15,7 @@ from torch import nn
 
 from nas.quantize.deploy import Deployer, int8_nodes, onnx_accuracy
 from nas.quantize.fakequant import FakeQuant
+from nas.quantize.latency import PrecisionLatency, layer_profile
 from nas.quantize.layers import blocks, quantizable_layers
 from nas.quantize.search import SEARCHES, bisect, greedy_blocks, ilp_search
 from nas.quantize.sensitivity import METHODS, hessian_scores, interlayer_scores, order
@@ -30,6 +31,7 @@ class QuantizeConfig:
     probes: int = 8
     sensitivity_batches: int = 2
     rounds: int = 4
+    screen: int = 8  # moves measured per round of the latency search, ranked by the precision-aware model (0: all)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -189,8 +191,17 @@ class MixedPrecision:
         if len(self.layers) <= 32:
             groups += [[n] for n in self.layers if [n] not in groups]
         accuracy = lambda s: self.fake_accuracy(s) if self.fake_accuracy(s) < self.floor else self.deployed_accuracy(s)  # noqa: E731
+        profile = layer_profile(self.model, self.layers, self.data.calib[0][0])
+
+        def screen(candidates: list[set[str]]) -> list[float]:
+            """The precision-aware latency model, refitted on everything measured so far."""
+            seen = list(self.latency)
+            model = PrecisionLatency(self.layers, profile).fit(seen, [self.latency[k] for k in seen])
+            return list(model.predict(candidates))
+
         chosen, _ = greedy_blocks(current, groups, accuracy, self.floor, self.measure, rounds=self.config.rounds,
-                                  min_gain=0.01, log=self.log)
+                                  min_gain=0.01, log=self.log, screen=screen if self.config.screen else None,
+                                  keep=self.config.screen)
         return chosen
 
     def run(self) -> dict[str, Any]:

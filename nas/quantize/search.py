@@ -71,8 +71,10 @@ def ilp_search(scores: dict[str, float], gains: dict[str, float], accuracy: Accu
 
 def greedy_blocks(start: set[str], groups: list[list[str]], accuracy: Accuracy, floor: float,
                   measure: Callable[[list[set[str]]], list[float]], rounds: int = 4, min_gain: float = 0.02,
-                  log: Callable[[str], None] = lambda s: None) -> tuple[set[str], list[tuple[set[str], float]]]:
-    """Greedy block moves measured on the device; returns the final set and every (set, latency) measured."""
+                  log: Callable[[str], None] = lambda s: None, screen: Callable[[list[set[str]]], list[float]] | None = None,
+                  keep: int = 8) -> tuple[set[str], list[tuple[set[str], float]]]:
+    """Greedy block moves measured on the device; returns the final set and every (set, latency) measured.
+    With `screen` (predicted latencies), only the `keep` moves predicted fastest are measured each round."""
     current = set(start)
     history: list[tuple[set[str], float]] = []
     for r in range(rounds):
@@ -84,6 +86,9 @@ def greedy_blocks(start: set[str], groups: list[list[str]], accuracy: Accuracy, 
                     candidates.append(cand)
         if not candidates:
             break
+        if screen is not None and len(candidates) > keep:
+            predicted = screen(candidates)
+            candidates = [candidates[i] for i in np.argsort(predicted)[:keep]]
         times = measure([current] + candidates)
         history += list(zip([current] + candidates, times))
         best = int(np.argmin(times[1:])) + 1
