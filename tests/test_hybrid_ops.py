@@ -102,3 +102,26 @@ def test_mixers_export_to_onnx_at_a_fixed_length(op, g, tmp_path):
     with torch.no_grad():
         ref = Mixer()(*inputs).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["attention", "swa", "mamba2", "deltanet", "gated_deltanet"])
+def test_decoding_one_token_at_a_time_with_a_cache_equals_the_full_forward(kind):
+    from search_spaces.hybrid_lm.layers import Attention, DeltaNet, Mamba2
+
+    torch.manual_seed(0)
+    dim = 32
+    layer = {"attention": lambda: Attention(dim, 4, 2), "swa": lambda: Attention(dim, 4, 2, window=5),
+             "mamba2": lambda: Mamba2(dim, 4, state=8, chunk=8), "deltanet": lambda: DeltaNet(dim, 4, chunk=8),
+             "gated_deltanet": lambda: DeltaNet(dim, 4, gated=True, chunk=8)}[kind]().eval()
+    x = torch.randn(2, 21, dim)  # not a multiple of the chunk: the forward pads
+    with torch.no_grad():
+        full = layer(x)
+        cache, steps = None, []
+        for t in range(x.shape[1]):
+            y, cache = layer.step(x[:, t : t + 1], cache)
+            steps.append(y)
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-4, rtol=1e-4)
+    if kind == "swa":
+        assert cache["k"].shape[1] == 5  # the windowed cache keeps only the window
+    if kind in ("mamba2", "deltanet", "gated_deltanet"):
+        assert all(v.shape[1] <= 4 for k, v in cache.items() if k == "conv")  # constant-size state
