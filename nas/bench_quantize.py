@@ -5,7 +5,6 @@ The models are trained in the benchmark itself (a few CPU minutes at small resol
 MobileNetV2-like and a ResNet-like timm model, and, with --run, the winner of a hwnas run."""
 from __future__ import annotations
 
-import itertools
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 
 import devices
 from nas.quantize import MixedPrecision, QuantizeConfig, QuantizeData
+from nas.quantize.runs import task_data
 
 Log = Callable[[str], None]
 TIMM_MODELS = {"mobilenetv2": "mobilenetv2_050", "resnet": "resnet18"}
@@ -23,27 +23,21 @@ ROWS = (("hessian", "bisect"), ("interlayer", "bisect"), ("interlayer", "latency
 
 
 def _task(data_spec: str, resolution: int) -> Any:
-    from nas.data import cifar, digits
+    from nas.recipes import DataConfig, load_data
 
     name, _, path = data_spec.partition(":")
-    if name == "digits":
-        return digits(resolution)
-    if name in ("cifar10", "cifar100"):
-        if not path:
-            raise ValueError(f"--data {name} needs a path: {name}:/path/to/the/folder/with/the/binary/archive")
-        return cifar(path, 10 if name == "cifar10" else 100)
-    raise ValueError(f"--data must be digits, cifar10:PATH or cifar100:PATH, but got {data_spec!r}")
-
-
-def _resize(x: torch.Tensor, r: int) -> torch.Tensor:
-    return x if x.shape[-1] == r else F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
+    if name in ("cifar10", "cifar100") and not path:
+        raise ValueError(f"--data {name} needs a path: {name}:/path/to/the/folder/with/the/binary/archive")
+    if name not in ("digits", "cifar10", "cifar100"):
+        raise ValueError(f"--data must be digits, cifar10:PATH or cifar100:PATH, but got {data_spec!r}")
+    return load_data(DataConfig(name=name, path=path or None, resolution=resolution))
 
 
 def train_timm(name: str, data: Any, resolution: int, epochs: int, seed: int = 0, log: Log = print) -> torch.nn.Module:
     """A timm model trained from scratch on the task (SGD, cosine schedule, the task's augmentation)."""
     import timm
 
-    from nas.data import batches
+    from nas.data import batches, resize
 
     torch.manual_seed(seed)
     model = timm.create_model(TIMM_MODELS[name], num_classes=data.num_classes)
@@ -55,22 +49,12 @@ def train_timm(name: str, data: Any, resolution: int, epochs: int, seed: int = 0
         model.train()
         for x, y in batches(data.train, 64, seed * 1000 + epoch, data):
             opt.zero_grad()
-            F.cross_entropy(model(_resize(x, resolution)), y, label_smoothing=0.1).backward()
+            F.cross_entropy(model(resize(x, resolution)), y, label_smoothing=0.1).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
             sched.step()
     log(f"trained {name} ({TIMM_MODELS[name]}) for {epochs} epochs in {time.time() - t:.0f} s")
     return model.eval()
-
-
-def quantize_data(data: Any, resolution: int, calib: int = 256) -> QuantizeData:
-    from nas.data import batches
-
-    n = max(1, calib // 32)
-    return QuantizeData(calib=[(_resize(x, resolution), y) for x, y in itertools.islice(batches(data.train, 32, None, data), n)],
-                        val=[(_resize(x, resolution), y) for x, y in batches(data.val, 128, None, data)],
-                        test=[(_resize(x, resolution), y) for x, y in batches(data.test, 128, None, data)],
-                        input_shape=(1, 3, resolution, resolution), extra={"dataset": data.name})
 
 
 def bench_one(label: str, model: torch.nn.Module, qd: QuantizeData, device: Any, out: Path, tolerance: float,
@@ -125,6 +109,6 @@ def bench_quantize(models: list[str], data_spec: str, resolution: int, epochs: i
         rows, predictors = rows + r, predictors + [p]
     for name in models:
         model = train_timm(name, data, resolution, epochs, log=log)
-        r, p = bench_one(name, model, quantize_data(data, resolution), device, out, tolerance, log)
+        r, p = bench_one(name, model, task_data(data, resolution, 256), device, out, tolerance, log)
         rows, predictors = rows + r, predictors + [p]
     return rows, predictors

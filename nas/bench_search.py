@@ -14,17 +14,14 @@ import predictors
 from nas.calibration import feature_space
 from nas.features import features
 from nas.pipeline import _measure
-from nas.runs import load_supernet_run
+from nas.runs import load_search_run
 from nas.search import Objective, SearchConfig, completed, hypervolume, run_search
 
 
 def bench_search(run_dir: str, strategies: list[str], seeds: int, trials: int, population: int,
                  log: Callable[[str], None] = print, progress: Any = None) -> tuple[list[dict], dict]:
     run = Path(run_dir)
-    import json
-
-    result = json.loads((run / "result.json").read_text())
-    sn = load_supernet_run(run / "supernet" if (run / "supernet").exists() else result["supernet"])
+    sn, result = load_search_run(run)
     space = sn.net.space
     pred, meta = predictors.load(run / "predictor.json")
     fspace = feature_space(meta, space)

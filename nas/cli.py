@@ -235,8 +235,6 @@ def cmd_bench_supernet(args: argparse.Namespace) -> None:
 
 
 def _pipeline(args: argparse.Namespace) -> Any:
-    from pathlib import Path
-
     from nas.pipeline import Pipeline
     from nas.progress import console, progress_bar
     from nas.recipes import load_recipe

@@ -79,6 +79,11 @@ class TaskData:
                 "input": "RGB, NCHW, float32 in [0, 1], then (x - mean) / std"}
 
 
+def resize(x: torch.Tensor, r: int) -> torch.Tensor:
+    """Images (N, C, H, W) at r x r (bilinear), unchanged when they already are."""
+    return x if x.shape[-1] == r else F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
+
+
 def _normalise(x: torch.Tensor, data: TaskData) -> torch.Tensor:
     mean = torch.tensor(data.mean, dtype=x.dtype).view(1, -1, 1, 1)
     std = torch.tensor(data.std, dtype=x.dtype).view(1, -1, 1, 1)

@@ -21,12 +21,17 @@ RTOL, ATOL = 1e-3, 1e-4
 FORMATS = ("onnx", "tensorrt")
 
 
-def _ort_run(path: Path, x: np.ndarray) -> np.ndarray:
+def _session(path: str | Path) -> Any:
+    """A quiet onnxruntime CPU session."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _ort_run(path: Path, x: np.ndarray) -> np.ndarray:
+    sess = _session(path)
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
@@ -52,16 +57,39 @@ class _Reader:
         return None if x is None else {self.name: x}
 
 
-def quantize_int8(src: Path, dst: Path, calibration: Iterable[np.ndarray], exclude: list[str] | None = None) -> None:
-    """Static QDQ int8: per-channel weights, activation ranges from the calibration batches."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+def prepare_int8(src: Path, dst: Path) -> None:
+    """onnxruntime's `quant_pre_process` (shape inference, graph optimisation) before quantizing."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepped = dst.with_suffix(".pre.onnx")
-    quant_pre_process(str(src), str(prepped), skip_symbolic_shape=True)
-    quantize_static(str(prepped), str(dst), _Reader("input", calibration), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude or [])
-    prepped.unlink(missing_ok=True)
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+
+
+def quantize_int8(prepared: Path, dst: Path, calibration: Iterable[np.ndarray], exclude: list[str] | None = None,
+                  cache: Path | None = None) -> None:
+    """Static QDQ int8 (S8S8) of a `prepare_int8` output: per-channel weights, activation ranges from the
+    calibration batches (or from onnxruntime's calibration cache `cache`, where this onnxruntime has one),
+    the nodes in `exclude` left in float."""
+    import inspect
+
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    kwargs: dict[str, Any] = {}
+    if cache is not None and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
+        kwargs["calibration_cache_path"] = str(cache)
+    quantize_static(str(prepared), str(dst), _Reader("input", calibration), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude or [], **kwargs)
+
+
+def onnx_accuracy(path: str | Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Top-1 of an ONNX file under onnxruntime on (normalised images, labels) batches: what a user gets."""
+    sess = _session(path)
+    name = sess.get_inputs()[0].name
+    correct = total = 0
+    for x, y in batches:
+        out = sess.run(None, {name: x.numpy()})[0]
+        correct += int((out.argmax(1) == y.numpy()).sum())
+        total += len(y)
+    return correct / max(total, 1)
 
 
 def export_tensorrt(onnx_path: Path, out: Path, model: nn.Module, inputs: torch.Tensor, fp16: bool, int8: bool) -> dict[str, Any]:
@@ -112,7 +140,10 @@ def export_model(model: nn.Module, input_shape: tuple[int, ...], out_dir: str | 
         if calibration is None:
             raise ValueError("--int8 needs calibration batches")
         deployed = out / "model.int8.onnx"
-        quantize_int8(onnx_path, deployed, calibration)
+        prepared = out / "model.pre.onnx"
+        prepare_int8(onnx_path, prepared)
+        quantize_int8(prepared, deployed, calibration)
+        prepared.unlink(missing_ok=True)
         meta["files"]["int8"] = deployed.name
     if fmt == "tensorrt":
         engine = out / "model.engine"

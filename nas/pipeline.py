@@ -22,6 +22,7 @@ from nas.profile import profile
 from nas.recipes import Recipe, to_dict
 from nas.runs import SupernetRun, load_supernet_run, train_supernet
 from nas.search import Objective, completed, pareto_front, run_search
+from nas.spaces import parse_space_spec
 
 Log = Callable[[str], None]
 
@@ -33,8 +34,7 @@ def _measure(space: Any, device: Any, archs: list[tuple], path: Path, progress: 
     first group's machine state: the calibration, the budget and the verification agree even when
     the machine runs 20% faster or slower from one minute to the next (seen on shared CPUs)."""
     profile(space, device, archs, path, progress=progress)
-    df = pd.read_csv(path)
-    return dict(zip(df["arch"].astype(str), df["latency_ms"].astype(float)))
+    return _read_measured(path)
 
 
 class Pipeline:
@@ -71,7 +71,7 @@ class Pipeline:
             pred, meta = predictors.load(self.recipe.predictor)
             if meta.get("kind") != "calibrated":
                 raise ValueError(f"predictor {self.recipe.predictor} is a base; calibrate it with hwnas calibrate first")
-            if load_space_name(meta.get("space", "")) != space.name:
+            if parse_space_spec(meta.get("space", ""))[0] != space.name:
                 raise ValueError(f"predictor {self.recipe.predictor} is for space {meta.get('space')!r}, but the recipe searches {space.spec!r}")
             return pred, meta
         path = self.run / "predictor.json"
@@ -141,17 +141,15 @@ class Pipeline:
         self.log(f"budget: {budget:.3f} ms on {self.device.spec} (largest subnet measures {ends[space.to_str(sn.net.largest())]:.3f} ms)")
         objective = Objective(recipe.search.objective, budget_ms=budget, w=recipe.search.soft_w)
         trials = self.search(sn, pred, pred_meta, objective)
-        winner, measured = self.verify(space, trials, budget)
-        measured_all = {**ends, **measured, **_read_measured(self.run / "measured.csv")}
-        result = self.report(sn, trials, measured_all, budget, winner, pred_meta)
-        return result
+        winner, _ = self.verify(space, trials, budget)
+        return self.report(sn, trials, _read_measured(self.run / "measured.csv"), budget, winner, pred, pred_meta)
 
     # ---- results ---------------------------------------------------------------------------------
     def report(self, sn: SupernetRun, trials: list[dict], measured: dict[str, float], budget: float,
-               winner: dict | None, pred_meta: dict) -> dict[str, Any]:
+               winner: dict | None, pred: Any, pred_meta: dict) -> dict[str, Any]:
         from nas.report import write_report
 
-        return write_report(self, sn, trials, measured, budget, winner, pred_meta)
+        return write_report(self, sn, trials, measured, budget, winner, pred, pred_meta)
 
 
 def _read_measured(path: Path) -> dict[str, float]:
@@ -161,62 +159,37 @@ def _read_measured(path: Path) -> dict[str, float]:
     return dict(zip(df["arch"].astype(str), df["latency_ms"].astype(float)))
 
 
-def load_space_name(spec: str) -> str:
-    return spec.split(":", 1)[0]
-
-
 def export_run(run_dir: str | Path, arch: str | None = None, fmt: str = "onnx", fp16: bool = False, int8: bool = False,
                out: str | Path | None = None, measured_ms: float | None = None, device: str | None = None,
-               fingerprint: dict | None = None) -> dict[str, Any]:
-    """Extract a subnet of a run (default: its winner), recalibrate BN, export and check it."""
-    from nas.data import batches
-    from nas.export import export_model
+               fingerprint: dict | None = None, sn: SupernetRun | None = None) -> dict[str, Any]:
+    """Extract a subnet of a run (default: its winner), recalibrate BN, export and check it (`sn`: the
+    run's supernet, when the caller has it loaded)."""
+    from nas.data import batches, resize
+    from nas.export import export_model, onnx_accuracy
+    from nas.runs import run_subnet
     from nas.supernet.train import evaluate
 
     run = Path(run_dir)
-    result = json.loads((run / "result.json").read_text()) if (run / "result.json").exists() else {}
-    sub = run / "supernet" if (run / "supernet" / "checkpoint.pt").exists() else Path(result.get("supernet", run))
-    sn = load_supernet_run(sub)
-    space = sn.net.space
+    sn, a, result = run_subnet(run, arch, "export", sn)
     if arch is None:
-        if not result.get("winner"):
-            raise ValueError(f"{run} has no winner to export (no result.json with a winner); pass --arch")
-        arch = result["winner"]["arch"]
         measured_ms = result["winner"].get("measured_ms") if measured_ms is None else measured_ms
         device = device or result.get("device")
         fingerprint = fingerprint or result.get("fingerprint")
-    a = space.from_str(arch)
+    space = sn.net.space
     val = evaluate(sn.net, a, sn.data, "val")  # leaves the subnet's BN statistics recalibrated
     test = evaluate(sn.net, a, sn.data, "test")
     model = sn.net.extract(a).eval()
     shape = space.input_shape(a)
     r = shape[-1]
-    import torch.nn.functional as F
-
-    resize = lambda x: x if x.shape[-1] == r else F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)  # noqa: E731
-    check = torch.cat([resize(x) for x, _ in batches(sn.data.val, 16, None, sn.data)][:1])
-    calib = (resize(x).numpy() for x, _ in batches(sn.data.train, 32, 7, sn.data, augment=False)) if int8 else None
+    check = resize(next(batches(sn.data.val, 16, None, sn.data))[0], r)
+    calib = (resize(x, r).numpy() for x, _ in batches(sn.data.train, 32, 7, sn.data, augment=False)) if int8 else None
     info = {"arch": space.to_str(a), "space": space.spec, "input_shape": list(shape), "normalisation": sn.data.normalisation(),
             "num_classes": sn.data.num_classes, "classes_from": sn.data.name, "val_top1": val, "test_top1": test,
             "latency_ms": measured_ms, "device": device, "fingerprint": fingerprint}
     out_dir = Path(out) if out else run / "best"
     meta = export_model(model, shape, out_dir, info, check, fmt, fp16, int8, calib)
     if int8:
-        meta["int8_test_top1"] = _onnx_accuracy(out_dir / meta["files"]["int8"], sn, resize)
+        test_batches = ((resize(x, r), y) for x, y in batches(sn.data.test, 64, None, sn.data))
+        meta["int8_test_top1"] = onnx_accuracy(out_dir / meta["files"]["int8"], test_batches)
         (out_dir / "model.json").write_text(json.dumps(meta, indent=2))
     return meta
-
-
-def _onnx_accuracy(path: Path, sn: SupernetRun, resize: Any) -> float:
-    """Top-1 of the deployed ONNX file itself on the test split (what a user gets)."""
-    import onnxruntime as ort
-
-    from nas.data import batches
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    correct = total = 0
-    for x, y in batches(sn.data.test, 64, None, sn.data):
-        out = sess.run(None, {"input": resize(x).numpy()})[0]
-        correct += int((out.argmax(1) == y.numpy()).sum())
-        total += len(y)
-    return correct / max(total, 1)

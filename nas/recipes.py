@@ -10,6 +10,7 @@ import yaml
 
 from nas.data import AUGMENTS
 from nas.export import FORMATS
+from nas.quantize.mixed import check_settings
 from nas.search.objectives import KINDS
 from nas.search.samplers import STRATEGIES
 from nas.search.study import SearchConfig
@@ -129,13 +130,10 @@ def recipe_from_dict(raw: Any, source: str) -> Recipe:
         raise ValueError(f"{source}: search.objective must be one of {', '.join(KINDS)}, but got {recipe.search.objective!r}")
     if recipe.export.format not in FORMATS:
         raise ValueError(f"{source}: export.format must be one of {', '.join(FORMATS)}, but got {recipe.export.format!r}")
-    if recipe.quantize.enabled:
-        from nas.quantize import QuantizeConfig
-
-        try:
-            QuantizeConfig(tolerance=recipe.quantize.tolerance, method=recipe.quantize.method, search=recipe.quantize.search)
-        except ValueError as err:
-            raise ValueError(f"{source}: {err}".replace("quantize method", "quantize.method").replace("quantize search", "quantize.search")) from None
+    try:
+        check_settings(recipe.quantize.tolerance, recipe.quantize.method, recipe.quantize.search, "quantize.")
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
     if recipe.references < 5:
         raise ValueError(f"{source}: references must be at least 5 (10 recommended), but got {recipe.references}")
     if recipe.train.device not in DEVICES:

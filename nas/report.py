@@ -56,7 +56,8 @@ def _plot_predictor(m: pd.DataFrame, path: Any) -> None:
 
 
 def write_report(pipe: Any, sn: Any, trials: list[dict], measured: dict[str, float], budget: float,
-                 winner: dict | None, pred_meta: dict) -> dict[str, Any]:
+                 winner: dict | None, pred: Any, pred_meta: dict) -> dict[str, Any]:
+    from nas.calibration import feature_space
     from nas.features import features
     from nas.pipeline import export_run
 
@@ -70,9 +71,6 @@ def write_report(pipe: Any, sn: Any, trials: list[dict], measured: dict[str, flo
     _plot_pareto(uniq, front, budget, winner, run / "pareto.png")
 
     # every device measurement this run made, against the calibrated predictor
-    from nas.calibration import feature_space
-
-    pred, _ = pipe.predictor(space)
     names = sorted(measured)
     X, _ = features(space, [space.from_str(a) for a in names], feature_space(pred_meta, space))
     pm = pd.DataFrame({"arch": names, "measured_ms": [measured[a] for a in names], "latency_ms": pred.predict(X)})
@@ -102,7 +100,7 @@ def write_report(pipe: Any, sn: Any, trials: list[dict], measured: dict[str, flo
     (run / "result.json").write_text(json.dumps(result, indent=2, default=str))
     if winner:
         pipe.log(f"export: {recipe.export.format} to {run / 'best'}")
-        meta = export_run(run, fmt=recipe.export.format, fp16=recipe.export.fp16, int8=recipe.export.int8)
+        meta = export_run(run, fmt=recipe.export.format, fp16=recipe.export.fp16, int8=recipe.export.int8, sn=sn)
         result["export"] = {"files": meta["files"], "check": meta["check"]}
         (run / "result.json").write_text(json.dumps(result, indent=2, default=str))
     if winner and recipe.quantize.enabled:
@@ -116,7 +114,7 @@ def write_report(pipe: Any, sn: Any, trials: list[dict], measured: dict[str, flo
         if all(previous.get(k) == v for k, v in same.items()):
             qr = previous
         else:
-            qr = quantize_run(run, device.spec, winner["arch"], q.tolerance, q.calib, q.method, q.search, log=pipe.log)
+            qr = quantize_run(run, device.spec, winner["arch"], q.tolerance, q.calib, q.method, q.search, log=pipe.log, sn=sn)
         result["quantized"] = {k: qr[k] for k in ("chosen", "speedup_vs_fp32", "test_drop_points", "val_drop_points")}
         result["quantized"]["int8_layers"] = sum(p == "int8" for p in qr["precision"].values())
         result["quantized"]["layers"] = len(qr["precision"])

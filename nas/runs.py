@@ -1,6 +1,7 @@
 """Run directories: the resolved recipe, the supernet checkpoint, metrics and their plot, the accuracy cache."""
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,33 @@ def load_supernet_run(run_dir: str | Path, device: str = "cpu") -> SupernetRun:
     state = torch.load(run / "checkpoint.pt", weights_only=True, map_location="cpu")
     net.load_state_dict(state["model"])
     return SupernetRun(run, recipe, net.to(device), data, int(state["step"]))
+
+
+def load_search_run(run_dir: str | Path) -> tuple[SupernetRun, dict]:
+    """A `hwnas run` directory: its supernet (RUN/supernet, or the run the recipe reused) and
+    result.json ({} before the run has finished)."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise ValueError(f"{run}: no such run directory")
+    result = json.loads((run / "result.json").read_text()) if (run / "result.json").exists() else {}
+    sub = run / "supernet" if (run / "supernet" / "checkpoint.pt").exists() else Path(result.get("supernet", run))
+    return load_supernet_run(sub), result
+
+
+def run_subnet(run_dir: str | Path, arch: str | None, purpose: str, sn: SupernetRun | None = None
+               ) -> tuple[SupernetRun, tuple, dict]:
+    """`load_search_run` plus the subnet `arch` (default: the run's winner) as a tuple; `sn`, when the
+    caller holds the run's supernet already, saves loading it again."""
+    if sn is None:
+        sn, result = load_search_run(run_dir)
+    else:
+        path = Path(run_dir) / "result.json"
+        result = json.loads(path.read_text()) if path.exists() else {}
+    if arch is None:
+        if not result.get("winner"):
+            raise ValueError(f"{run_dir} has no winner to {purpose} (no result.json with a winner); pass --arch")
+        arch = result["winner"]["arch"]
+    return sn, sn.net.space.from_str(arch), result
 
 
 def plot_metrics(run: Path) -> None:

@@ -15,32 +15,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from nas.quantize.layers import trace_layers
+
 KINDS = ("conv", "depthwise", "pointwise", "dense")
 
 
 def layer_profile(model: nn.Module, layers: list[str], example: torch.Tensor) -> dict[str, tuple[str, float]]:
     """Each layer's kind and millions of multiply-accumulates at the example's shape."""
-    modules = dict(model.named_modules())
+    traced = trace_layers(model, example)
     out: dict[str, tuple[str, float]] = {}
-
-    def hook(name: str):
-        def record(mod: nn.Module, _inp: tuple, y: torch.Tensor) -> None:
-            if isinstance(mod, nn.Linear):
-                out[name] = ("dense", mod.in_features * mod.out_features * (y.numel() // y.shape[-1]) / 1e6)
-                return
-            k = mod.kernel_size[0] * mod.kernel_size[1]
-            per_out = mod.in_channels // mod.groups * k
-            kind = "depthwise" if mod.groups > 1 and mod.groups == mod.in_channels else "pointwise" if k == 1 else "conv"
-            out[name] = (kind, y.numel() * per_out / 1e6)
-        return record
-
-    hooks = [modules[n].register_forward_hook(hook(n)) for n in layers]
-    try:
-        with torch.no_grad():
-            model.eval()(example[:1])
-    finally:
-        for h in hooks:
-            h.remove()
+    for name in layers:
+        mod, shape = traced[name]
+        outputs = shape.numel()
+        if isinstance(mod, nn.Linear):
+            out[name] = ("dense", mod.in_features * outputs / 1e6)
+            continue
+        k = mod.kernel_size[0] * mod.kernel_size[1]
+        kind = "depthwise" if mod.groups > 1 and mod.groups == mod.in_channels else "pointwise" if k == 1 else "conv"
+        out[name] = (kind, outputs * (mod.in_channels // mod.groups * k) / 1e6)
     return out
 
 

@@ -10,19 +10,27 @@ QUANTIZABLE = (nn.Conv2d, nn.Linear)
 ONNX_OPS = ("Conv", "Gemm", "MatMul")
 
 
-def quantizable_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """Names of the model's Conv2d / Linear modules in the order the forward pass runs them."""
-    order: list[str] = []
+def trace_layers(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[nn.Module, torch.Size]]:
+    """The model's Conv2d / Linear modules in the order the forward pass runs them (first call), with
+    their output shapes for one example."""
+    seen: dict[str, tuple[nn.Module, torch.Size]] = {}
     names = {m: n for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
-    hooks = [m.register_forward_pre_hook(lambda mod, _inp: order.append(names[mod]) if names[mod] not in order else None)
-             for m in names]
+    def record(mod: nn.Module, _inp: tuple, y: torch.Tensor) -> None:
+        seen.setdefault(names[mod], (mod, y.shape))
+
+    hooks = [m.register_forward_hook(record) for m in names]
     try:
         with torch.no_grad():
             model.eval()(example[:1])
     finally:
         for h in hooks:
             h.remove()
-    return order
+    return seen
+
+
+def quantizable_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of the model's Conv2d / Linear modules in the order the forward pass runs them."""
+    return list(trace_layers(model, example))
 
 
 def module_of_node(node_name: str) -> str:

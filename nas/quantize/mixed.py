@@ -34,12 +34,17 @@ class QuantizeConfig:
     screen: int = 8  # moves measured per round of the latency search, ranked by the precision-aware model (0: all)
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"quantize method must be one of {', '.join(METHODS)}, but got {self.method!r}")
-        if self.search not in SEARCHES:
-            raise ValueError(f"quantize search must be one of {', '.join(SEARCHES)}, but got {self.search!r}")
-        if not 0 <= self.tolerance <= 100:
-            raise ValueError(f"`0 <= tolerance <= 100` must hold (accuracy points), but got tolerance={self.tolerance}")
+        check_settings(self.tolerance, self.method, self.search)
+
+
+def check_settings(tolerance: float, method: str, search: str, prefix: str = "") -> None:
+    """The rules of the quantize settings; `prefix` names them as a recipe does (`quantize.`)."""
+    if method not in METHODS:
+        raise ValueError(f"{prefix}method must be one of {', '.join(METHODS)}, but got {method!r}")
+    if search not in SEARCHES:
+        raise ValueError(f"{prefix}search must be one of {', '.join(SEARCHES)}, but got {search!r}")
+    if not 0 <= tolerance <= 100:
+        raise ValueError(f"`0 <= {prefix}tolerance <= 100` must hold (accuracy points), but got {prefix}tolerance={tolerance}")
 
 
 @dataclass
@@ -251,8 +256,9 @@ class MixedPrecision:
             **self.data.extra,
         }
         (self.out / "model.json").write_text(json.dumps(result, indent=2, default=str))
-        self._points().to_csv(self.out / "points.csv", index=False)
-        self._plot(table)
+        points = self._points()
+        points.to_csv(self.out / "points.csv", index=False)
+        self._plot(table, points)
         return result
 
     def _points(self) -> pd.DataFrame:
@@ -261,13 +267,13 @@ class MixedPrecision:
                 for k in set(self.val_cache) | set(self.latency) | set(self.deployed_val)]
         return pd.DataFrame(rows).sort_values("int8_layers")
 
-    def _plot(self, table: pd.DataFrame) -> None:
+    def _plot(self, table: pd.DataFrame, points: pd.DataFrame) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        pts = self._points().dropna(subset=["latency_ms"])
+        pts = points.dropna(subset=["latency_ms"])
         acc = pts["deployed_val_top1"].fillna(pts["fake_val_top1"])
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
         ax.scatter(pts["latency_ms"], 100 * acc, s=18, color="tab:gray", label="configurations tried (val)")

@@ -2,63 +2,49 @@
 device, written to RUN/quantized/ beside best/."""
 from __future__ import annotations
 
-import json
+import itertools
 import math
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-import torch.nn.functional as F
-
 from nas.quantize.mixed import MixedPrecision, QuantizeConfig, QuantizeData
 
 
-def _resized(batches: Any, r: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(x if x.shape[-1] == r else F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False), y) for x, y in batches]
-
-
-def run_data(sn: Any, arch: tuple, calib: int, batch: int = 32) -> QuantizeData:
-    """Calibration images from the training split (not augmented), validation and test splits."""
-    from nas.data import batches
+def task_data(data: Any, resolution: int, calib: int, batch: int = 32, extra: dict | None = None) -> QuantizeData:
+    """Calibration images from the training split (in order, not augmented), validation and test
+    splits, all at `resolution`."""
+    from nas.data import batches, resize
 
     if calib < 1:
         raise ValueError(f"`calib >= 1` must hold (calibration images), but got calib={calib}")
-    shape = tuple(sn.net.space.input_shape(arch))
-    r = shape[-1]
-    n = math.ceil(min(calib, len(sn.data.train)) / batch)
-    cal = _resized([b for _, b in zip(range(n), batches(sn.data.train, batch, None, sn.data))], r)
-    return QuantizeData(calib=cal, val=_resized(batches(sn.data.val, 128, None, sn.data), r),
-                        test=_resized(batches(sn.data.test, 128, None, sn.data), r), input_shape=shape,
-                        extra={"dataset": sn.data.name, "normalisation": sn.data.normalisation(), "arch": sn.net.space.to_str(arch)})
+    n = math.ceil(min(calib, len(data.train)) / batch)
+    at = lambda split, size, k=None: [(resize(x, resolution), y) for x, y in itertools.islice(batches(split, size, None, data), k)]  # noqa: E731
+    return QuantizeData(calib=at(data.train, batch, n), val=at(data.val, 128), test=at(data.test, 128),
+                        input_shape=(1, 3, resolution, resolution), extra={"dataset": data.name, **(extra or {})})
 
 
-def quantize_run_inputs(run_dir: str | Path, arch: str | None = None, calib: int = 256) -> tuple[Any, QuantizeData, dict]:
+def quantize_run_inputs(run_dir: str | Path, arch: str | None = None, calib: int = 256, sn: Any = None
+                        ) -> tuple[Any, QuantizeData, dict]:
     """The run's winner (or `arch`) as a standalone model with BN recalibrated, its data, and result.json."""
-    from nas.runs import load_supernet_run
+    from nas.runs import run_subnet
     from nas.supernet.train import evaluate
 
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise ValueError(f"{run}: no such run directory")
-    result = json.loads((run / "result.json").read_text()) if (run / "result.json").exists() else {}
-    sub = run / "supernet" if (run / "supernet" / "checkpoint.pt").exists() else Path(result.get("supernet", run))
-    sn = load_supernet_run(sub)
-    if arch is None:
-        if not result.get("winner"):
-            raise ValueError(f"{run} has no winner to quantize (no result.json with a winner); pass --arch")
-        arch = result["winner"]["arch"]
-    a = sn.net.space.from_str(arch)
+    sn, a, result = run_subnet(run_dir, arch, "quantize", sn)
     evaluate(sn.net, a, sn.data, "val")  # BN statistics recalibrated for this subnet
-    return sn.net.extract(a).eval(), run_data(sn, a, calib), result
+    space = sn.net.space
+    data = task_data(sn.data, space.input_shape(a)[-1], calib,
+                     extra={"normalisation": sn.data.normalisation(), "arch": space.to_str(a)})
+    return sn.net.extract(a).eval(), data, result
 
 
 def quantize_run(run_dir: str | Path, device: str | None = None, arch: str | None = None, tolerance: float = 0.5,
                  calib: int = 256, method: str = "interlayer", search: str = "bisect", out: str | Path | None = None,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
+                 log: Callable[[str], None] = print, sn: Any = None) -> dict[str, Any]:
+    """`sn`: the run's supernet, when the caller has it loaded."""
     import devices
 
     cfg = QuantizeConfig(tolerance=tolerance, method=method, search=search)
-    model, data, result = quantize_run_inputs(run_dir, arch, calib)
+    model, data, result = quantize_run_inputs(run_dir, arch, calib, sn)
     spec = device or result.get("device")
     if not spec:
         raise ValueError(f"{run_dir} names no device; pass --device")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nas.data import TaskData, batches
+from nas.data import TaskData, batches, resize
 from nas.supernet import distributed
 from nas.supernet.bn import recalibrate_bn
 from search_spaces.ofa_mbv3_supernet import OFASupernet
@@ -39,10 +39,6 @@ class TrainConfig:
     amp: bool = True
 
 
-def _resize(x: torch.Tensor, r: int) -> torch.Tensor:
-    return x if x.shape[-1] == r else F.interpolate(x, size=(r, r), mode="bilinear", align_corners=False)
-
-
 def _device(net: torch.nn.Module) -> torch.device:
     return next(net.parameters()).device
 
@@ -54,11 +50,11 @@ def evaluate(net: OFASupernet, arch: tuple, data: TaskData, split: str = "val", 
     dev = _device(net)
     net.set_active(arch)
     r = net.space.resolution(arch)
-    recalibrate_bn(net, (_resize(x.to(dev), r) for x, _ in batches(data.train, batch_size, 12345, data)), calib_batches)
+    recalibrate_bn(net, (resize(x.to(dev), r) for x, _ in batches(data.train, batch_size, 12345, data)), calib_batches)
     net.eval()
     correct = total = 0
     for x, y in batches(getattr(data, split), batch_size, None, data):
-        correct += int((net(_resize(x.to(dev), r)).argmax(1).cpu() == y).sum())
+        correct += int((net(resize(x.to(dev), r)).argmax(1).cpu() == y).sum())
         total += len(y)
     return correct / max(total, 1)
 
@@ -80,14 +76,14 @@ def sandwich_step(net: OFASupernet, x: torch.Tensor, y: torch.Tensor, rng: np.ra
     largest = net.largest()
     net.set_active(largest)
     with autocast:
-        logits = net(_resize(x, net.space.resolution(largest)))
+        logits = net(resize(x, net.space.resolution(largest)))
         loss = F.cross_entropy(logits.float(), y)
     loss.backward()
     soft = F.softmax(logits.detach().float() / config.distill_temperature, dim=1)
     for arch in [net.smallest()] + [net.space.sample(rng) for _ in range(config.random_subnets)]:
         net.set_active(arch)
         with autocast:
-            out = net(_resize(x, net.space.resolution(arch)))
+            out = net(resize(x, net.space.resolution(arch)))
         kd = F.kl_div(F.log_softmax(out.float() / config.distill_temperature, 1), soft, reduction="batchmean")
         kd.backward()
     return float(loss.detach())

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_spaces.hybrid_lm.ops import causal_attention, delta_rule_chunked, ssd_chunked
+from search_spaces.hybrid_lm.ops import attend_one, causal_attention, delta_rule_chunked, delta_step, ssd_chunked, ssd_step
 
 
 def _pad_to(x: torch.Tensor, chunk: int) -> tuple[torch.Tensor, int]:
@@ -70,10 +70,7 @@ class Attention(nn.Module):
             k, v = torch.cat([cache["k"], k], 1), torch.cat([cache["v"], v], 1)
         if self.window is not None:
             k, v = k[:, -self.window :], v[:, -self.window :]
-        rep = self.heads // self.kv_heads
-        kk, vv = k.repeat_interleave(rep, 2), v.repeat_interleave(rep, 2)
-        att = torch.einsum("bhd,bshd->bhs", q[:, 0], kk).div(self.d**0.5).softmax(-1)
-        out = torch.einsum("bhs,bshd->bhd", att, vv).reshape(x.shape[0], 1, -1)
+        out = attend_one(q[:, 0], k, v).reshape(x.shape[0], 1, -1)
         return self.o(out), {"k": k, "v": v, "pos": pos + 1}
 
 
@@ -142,10 +139,9 @@ class Mamba2(nn.Module):
         xs = xs.view(b, 1, self.heads, self.p)
         dt = F.softplus(dt + self.dt_bias)[:, 0]
         state = xs.new_zeros(b, self.heads, self.p, self.n) if cache is None else cache["ssm"]
-        state = torch.exp(dt * -torch.exp(self.a_log))[..., None, None] * state + \
-            torch.einsum("bh,bhp,bn->bhpn", dt, xs[:, 0], bb[:, 0])
-        y = torch.einsum("bhpn,bn->bhp", state, cc[:, 0])[:, None]
-        return self._out(y, xs, z), {"conv": window, "ssm": state}
+        per_head = lambda t: t[:, 0, None, :].expand(b, self.heads, self.n)  # noqa: E731
+        y, state = ssd_step(state, xs[:, 0], dt, -torch.exp(self.a_log), per_head(bb), per_head(cc))
+        return self._out(y[:, None], xs, z), {"conv": window, "ssm": state}
 
 
 class DeltaNet(nn.Module):
@@ -190,9 +186,5 @@ class DeltaNet(nn.Module):
         q, k, v = (t[:, 0] for t in self._heads(qkv))
         beta, g = self._gates(x)
         state = q.new_zeros(x.shape[0], self.heads, self.d, self.d) if cache is None else cache["state"]
-        if g is not None:
-            state = state * torch.exp(g[:, 0])[..., None, None]
-        pred = torch.einsum("bhkv,bhk->bhv", state, k)
-        state = state + torch.einsum("bhk,bhv->bhkv", k, beta[:, 0][..., None] * (v - pred))
-        o = torch.einsum("bhkv,bhk->bhv", state, q)[:, None]
-        return self._out(o, x), {"conv": window, "state": state}
+        o, state = delta_step(state, q, k, v, beta[:, 0], None if g is None else g[:, 0])
+        return self._out(o[:, None], x), {"conv": window, "state": state}

@@ -25,16 +25,20 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
     return out.transpose(1, 2)
 
 
+def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """One decoding step: q (b, h, d) over the cached k/v (b, s, g, d), g dividing h."""
+    rep = q.shape[1] // k.shape[2]
+    k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
+    scores = torch.einsum("bhd,bshd->bhs", q, k) / q.shape[-1] ** 0.5
+    return torch.einsum("bhs,bshd->bhd", scores.softmax(-1), v)
+
+
 def causal_attention_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None = None) -> torch.Tensor:
     """Token by token, as decoding with a (windowed) KV cache does it."""
-    b, l, h, d = q.shape
-    rep = h // k.shape[2]
-    k, v = k.repeat_interleave(rep, dim=2), v.repeat_interleave(rep, dim=2)
     outs = []
-    for t in range(l):
+    for t in range(q.shape[1]):
         start = 0 if window is None else max(0, t - window + 1)
-        scores = torch.einsum("bhd,bshd->bhs", q[:, t], k[:, start : t + 1]) / d**0.5
-        outs.append(torch.einsum("bhs,bshd->bhd", scores.softmax(-1), v[:, start : t + 1]))
+        outs.append(attend_one(q[:, t], k[:, start : t + 1], v[:, start : t + 1]))
     return torch.stack(outs, 1)
 
 
@@ -70,15 +74,22 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Ten
     return (y_diag + y_off).reshape(bs, l, h, p), states[:, -1]
 
 
+def ssd_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token: h = exp(dt a) h + dt x b^T; y = h c. state (B, H, P, N), x (B, H, P), dt (B, H), b/c (B, H, N)."""
+    state = torch.exp(dt * a)[..., None, None] * state + torch.einsum("bh,bhp,bhn->bhpn", dt, x, b)
+    return torch.einsum("bhpn,bhn->bhp", state, c), state
+
+
 def ssd_recurrent(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """h_t = exp(dt_t a) h_{t-1} + dt_t x_t b_t^T; y_t = h_t c_t (the decoding step)."""
+    """The selective state space one token at a time (the decoding step)."""
     bs, l, h, p = x.shape
     state = x.new_zeros(bs, h, p, b.shape[-1])
     ys = []
     for t in range(l):
-        state = torch.exp(dt[:, t] * a)[..., None, None] * state + torch.einsum("bh,bhp,bhn->bhpn", dt[:, t], x[:, t], b[:, t])
-        ys.append(torch.einsum("bhpn,bhn->bhp", state, c[:, t]))
+        y, state = ssd_step(state, x[:, t], dt[:, t], a, b[:, t], c[:, t])
+        ys.append(y)
     return torch.stack(ys, 1), state
 
 
@@ -119,6 +130,16 @@ def delta_rule_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: 
     return o, state
 
 
+def delta_step(state: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
+               g: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One token of the delta rule: state (B, H, K, V), q/k (B, H, K), v (B, H, V), beta/g (B, H)."""
+    if g is not None:
+        state = state * torch.exp(g)[..., None, None]
+    pred = torch.einsum("bhkv,bhk->bhv", state, k)
+    state = state + torch.einsum("bhk,bhv->bhkv", k, beta[..., None] * (v - pred))
+    return torch.einsum("bhkv,bhk->bhv", state, q), state
+
+
 def delta_rule_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
                          g: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The delta rule one token at a time (the decoding step)."""
@@ -126,10 +147,6 @@ def delta_rule_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta
     state = q.new_zeros(bs, h, dk, v.shape[-1])
     outs = []
     for t in range(l):
-        if g is not None:
-            state = state * torch.exp(g[:, t])[..., None, None]
-        kt, bt = k[:, t], beta[:, t][..., None]
-        pred = torch.einsum("bhkv,bhk->bhv", state, kt)
-        state = state + torch.einsum("bhk,bhv->bhkv", kt, bt * (v[:, t] - pred))
-        outs.append(torch.einsum("bhkv,bhk->bhv", state, q[:, t]))
+        o, state = delta_step(state, q[:, t], k[:, t], v[:, t], beta[:, t], None if g is None else g[:, t])
+        outs.append(o)
     return torch.stack(outs, 1), state
