@@ -10,7 +10,7 @@ from scipy.stats import kendalltau, spearmanr
 
 import predictors
 from devices import Device
-from nas.calibration import load_base, read_measurements
+from nas.calibration import feature_space, load_base, read_measurements
 from nas.features import features
 from nas.profile import profile
 from nas.spaces import load_space, sample_archs
@@ -25,7 +25,8 @@ def bench_calibrate(space_spec: str, device: Device, n_test: int = 60, n_ref: in
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "lat.csv"
-        Xp, layout = features(space, pool)
+        fspace = feature_space(load_base(base, space.name)[1], space)  # the base's encoding serves every predictor
+        Xp, layout = features(space, pool, fspace)
 
         def fresh(name: str) -> Any:
             return load_base(base, space.name)[0] if name == "hwnas" else predictors.create(name, layout=layout)
@@ -36,11 +37,11 @@ def bench_calibrate(space_spec: str, device: Device, n_test: int = 60, n_ref: in
         profile(space, device, everything, csv)
         archs, y, _ = read_measurements(space, str(csv))
         truth = {space.to_str(a): v for a, v in zip(archs, y)}
-        Xt, _ = features(space, test)
+        Xt, _ = features(space, test, fspace)
         yt = np.array([truth[space.to_str(a)] for a in test])
         for name, refs in chosen.items():
             pred = fresh(name)
-            Xr, _ = features(space, refs)
+            Xr, _ = features(space, refs, fspace)
             pred.adapt(Xr, np.array([truth[space.to_str(a)] for a in refs]))
             p = pred.predict(Xt)
             rows.append({"predictor": name, "spearman": float(spearmanr(p, yt).statistic),

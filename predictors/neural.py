@@ -79,10 +79,16 @@ class MLPRegressor(_Experts):
 
 @register("hwnas")
 class ExpertMixture(_Experts):
-    """hwnas: three few-shot models, of which the one with the lowest leave-one-out error on the
-    references is used: a non-negative mixture of MLP source experts plus FLOPs/params, a
-    non-negative mixture of per-device lookup tables, and ridge least squares on per-operation
-    counts. (Selecting beat blending by inverse-square LOO error on both HELP spaces.)"""
+    """hwnas: up to four few-shot models fitted to the references: a non-negative mixture of MLP
+    source experts plus FLOPs/params, a non-negative mixture of per-device lookup tables, ridge
+    least squares on per-operation counts, and a non-negative roofline fit on the operators' MACs by
+    kind, activations, weights and operator count (for devices unlike any source). The prediction
+    averages those whose leave-one-out error on the references is within `near` times the best."""
+
+    def __init__(self, layout: Layout | None = None, seed: int = 0, hidden: int = 256, steps: int = 3000,
+                 lr: float = 1e-3, near: float = 1.5) -> None:
+        super().__init__(layout, seed, hidden, steps, lr)
+        self.near = near
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "ExpertMixture":
         super().fit(X, Y)
@@ -93,8 +99,11 @@ class ExpertMixture(_Experts):
         H = self.block(X, "onehot")
         lut = np.column_stack([H, np.ones(len(H))]) @ self.tables_
         agnostic = self.block(X, "agnostic")
-        return [(np.column_stack([self.sources(X), agnostic]), "nnls"), (np.column_stack([lut, agnostic]), "nnls"),
-                (np.column_stack([self.block(X, "counts"), agnostic]), "ridge")]
+        out = [(np.column_stack([self.sources(X), agnostic]), "nnls"), (np.column_stack([lut, agnostic]), "nnls"),
+               (np.column_stack([self.block(X, "counts"), agnostic]), "ridge")]
+        if "costs" in (self.layout or {}):
+            out.append((self.block(X, "costs"), "nnls"))
+        return out
 
     @staticmethod
     def _fit(kind: str, F: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
@@ -118,16 +127,20 @@ class ExpertMixture(_Experts):
                 setattr(self, f"c{i}_{j}_", p)
             errors.append(loo_log_error(lambda a, b, c, k=kind: self._predict(k, c, self._fit(k, a, b)), F, y))
         self.loo_errors_ = np.array(errors)
-        self.blend_ = np.eye(len(errors))[int(np.argmin(errors))]
+        near = self.loo_errors_ <= self.near * self.loo_errors_.min()
+        self.blend_ = near / near.sum()
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         self.check_fitted("blend_")
         out = np.zeros(len(X))
         for i, (F, kind) in enumerate(self._candidates(X)):
-            params = [getattr(self, f"c{i}_{j}_") for j in range(1 if kind == "nnls" else 4)]
-            out += self.blend_[i] * self._predict(kind, F, params)
+            if self.blend_[i] > 0:
+                params = [getattr(self, f"c{i}_{j}_") for j in range(1 if kind == "nnls" else 4)]
+                out += self.blend_[i] * self._predict(kind, F, params)
         return np.maximum(out, 1e-6)
 
     def reference_features(self, X: np.ndarray) -> np.ndarray:
-        return np.column_stack([self._candidates(X)[0][0], self.block(X, "counts")])
+        """Operation counts, FLOPs and params: few columns, so ten references pin them down (a design
+        on the experts' outputs was worse on both HELP spaces)."""
+        return np.column_stack([self.block(X, "counts"), self.block(X, "agnostic")])

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -16,6 +16,34 @@ class Gene:
 
     name: str
     options: tuple[Any, ...]
+
+
+class Op(NamedTuple):
+    """One operator of a built network at batch 1, as latency features see it."""
+
+    kind: str  # "conv", "linear", "pool" or "eltwise"
+    c_in: int
+    c_out: int
+    kernel: int = 1
+    groups: int = 1
+    in_hw: int = 1
+    out_hw: int = 1
+    extra_params: int = 0  # batch-norm or bias parameters
+
+    @property
+    def macs(self) -> int:
+        if self.kind not in ("conv", "linear"):
+            return 0
+        return self.out_hw * self.out_hw * self.c_out * (self.c_in // self.groups) * self.kernel * self.kernel
+
+    @property
+    def weights(self) -> int:
+        return self.c_out * (self.c_in // self.groups) * self.kernel * self.kernel if self.kind in ("conv", "linear") else 0
+
+
+def totals(ops: Sequence[Op]) -> tuple[int, int]:
+    """(MACs, params) of an operator list."""
+    return sum(op.macs for op in ops), sum(op.weights + op.extra_params for op in ops)
 
 
 class SearchSpace:
@@ -109,12 +137,16 @@ class SearchSpace:
 
     def encode(self, arch: tuple) -> np.ndarray:
         """One-hot per gene, zeros for genes that do not matter: distinct archs differ."""
-        out = np.zeros(self.encoding_size, dtype=np.float32)
-        offset = 0
-        for gene, value, on in zip(self.genes, arch, self.active(arch)):
-            if on:
-                out[offset + gene.options.index(value)] = 1.0
-            offset += len(gene.options)
+        return self.encode_many([arch])[0]
+
+    def encode_many(self, archs: Sequence[tuple]) -> np.ndarray:
+        """`encode` of each arch, as rows."""
+        index = [{v: i for i, v in enumerate(g.options)} for g in self.genes]
+        offsets = np.cumsum([0] + [len(g.options) for g in self.genes])[:-1]
+        cols = offsets + np.array([[ix[v] for ix, v in zip(index, a)] for a in archs], dtype=np.int64).reshape(len(archs), -1)
+        on = np.array([self.active(a) for a in archs], dtype=np.float32).reshape(len(archs), -1)
+        out = np.zeros((len(archs), self.encoding_size), dtype=np.float32)
+        np.put_along_axis(out, cols, on, axis=1)
         return out
 
     # ---- models ----------------------------------------------------------------------------
@@ -134,6 +166,10 @@ class SearchSpace:
     def flops_params(self, arch: tuple) -> tuple[int, int]:
         """Both counts at once (spaces that walk their network override this to walk it once)."""
         return self.flops(arch), self.params(arch)
+
+    def operators(self, arch: tuple) -> list[Op]:
+        """The network's operators with their shapes, for latency features (optional)."""
+        raise NotImplementedError(f"{self.name}: no operator list")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

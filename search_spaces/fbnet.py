@@ -1,11 +1,12 @@
 """FBNet (v1) space as HW-NAS-Bench and HELP use it: 22 searchable layers, 9 candidate blocks."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from torch import nn
 
-from search_spaces.base import Gene, SearchSpace
+from search_spaces.base import Gene, Op, SearchSpace, totals
 from search_spaces.registry import register
 
 OPS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
@@ -69,14 +70,30 @@ def _layer(op: str, c_in: int, c_out: int, stride: int) -> nn.Module:
     return FBNetBlock(op, c_in, c_out, stride)
 
 
-def layer_plan(dataset: str) -> list[tuple[int, int, int]]:
+@lru_cache(maxsize=None)
+def block_operators(op: str, c_in: int, c_out: int, stride: int, hw: int) -> tuple[Op, ...]:
+    """The operators of one searchable layer (what `_layer` builds) at input size hw."""
+    out_hw = (hw + stride - 1) // stride
+    if op == "skip":
+        return (Op("conv", c_in, c_out, 1, 1, hw, out_hw, 2 * c_out),) if stride != 1 or c_in != c_out else ()
+    k, e, g = parse_op(op)
+    mid = c_in * e
+    return (Op("conv", c_in, mid, 1, g, hw, hw, 2 * mid),
+            *([Op("eltwise", mid, mid, in_hw=hw, out_hw=hw)] if g > 1 else []),  # channel shuffle
+            Op("conv", mid, mid, k, mid, hw, out_hw, 2 * mid),
+            Op("conv", mid, c_out, 1, g, out_hw, out_hw, 2 * c_out),
+            *([Op("eltwise", c_out, c_out, in_hw=hw, out_hw=hw)] if out_hw == hw and c_in == c_out else []))
+
+
+@lru_cache(maxsize=None)
+def layer_plan(dataset: str) -> tuple[tuple[int, int, int], ...]:
     """(c_in, c_out, stride) of each of the 22 searchable layers."""
     plan, c_in = [], STEM
     for n, c_out, stride in zip(STAGE_LAYERS, STAGE_CHANNELS, STRIDES[dataset]):
         for i in range(n):
             plan.append((c_in, c_out, stride if i == 0 else 1))
             c_in = c_out
-    return plan
+    return tuple(plan)
 
 
 class FBNetNet(nn.Module):
@@ -122,33 +139,20 @@ class FBNet(SearchSpace):
     def input_shape(self, arch: tuple) -> tuple[int, int, int, int]:
         return (1, 3, self.resolution, self.resolution)
 
-    def _walk(self, arch: tuple) -> tuple[int, int]:
-        """(MACs, params) of the network, computed from the layer plan."""
+    def operators(self, arch: tuple) -> list[Op]:
         arch = self.validate(arch)
         hw = self.resolution // (1 if self.dataset == "cifar" else 2)
-        macs, params = 3 * STEM * 9 * hw * hw, 3 * STEM * 9 + 2 * STEM
-
-        def conv(c_in: int, c_out: int, k: int, groups: int, out_hw: int) -> None:
-            nonlocal macs, params
-            macs += out_hw * out_hw * c_out * (c_in // groups) * k * k
-            params += c_out * (c_in // groups) * k * k + 2 * c_out
-
+        ops = [Op("conv", 3, STEM, 3, 1, self.resolution, hw, 2 * STEM)]
         for op, (c_in, c_out, stride) in zip(arch, layer_plan(self.dataset)):
-            out_hw = (hw + stride - 1) // stride
-            if op == "skip":
-                if stride != 1 or c_in != c_out:
-                    conv(c_in, c_out, 1, 1, out_hw)
-            else:
-                k, e, g = parse_op(op)
-                mid = c_in * e
-                conv(c_in, mid, 1, g, hw)
-                conv(mid, mid, k, mid, out_hw)
-                conv(mid, c_out, 1, g, out_hw)
-            hw = out_hw
-        conv(STAGE_CHANNELS[-1], HEAD[self.dataset], 1, 1, hw)
-        macs += HEAD[self.dataset] * self.num_classes
-        params += HEAD[self.dataset] * self.num_classes + self.num_classes
-        return macs, params
+            ops.extend(block_operators(op, c_in, c_out, stride, hw))
+            hw = (hw + stride - 1) // stride
+        head = HEAD[self.dataset]
+        ops += [Op("conv", STAGE_CHANNELS[-1], head, 1, 1, hw, hw, 2 * head), Op("pool", head, head, hw, head, hw, 1),
+                Op("linear", head, self.num_classes, extra_params=self.num_classes)]
+        return ops
+
+    def _walk(self, arch: tuple) -> tuple[int, int]:
+        return totals(self.operators(arch))
 
     def flops_params(self, arch: tuple) -> tuple[int, int]:
         return self._walk(arch)

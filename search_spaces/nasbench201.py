@@ -1,11 +1,12 @@
 """NAS-Bench-201: a cell of 4 nodes, 6 edges, 5 operations; 15,625 architectures."""
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from torch import nn
 
-from search_spaces.base import Gene, SearchSpace
+from search_spaces.base import Gene, Op, SearchSpace, totals
 from search_spaces.registry import register
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -37,6 +38,16 @@ def _op(name: str, c: int) -> nn.Module:
     if name == "nor_conv_3x3":
         return ReLUConvBN(c, c, 3, 1)
     return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+
+
+@lru_cache(maxsize=None)
+def edge_operators(name: str, c: int, hw: int) -> tuple[Op, ...]:
+    """The operators of one cell edge (what `_op` builds)."""
+    if name.startswith("nor_conv"):
+        return (Op("conv", c, c, 1 if name == "nor_conv_1x1" else 3, 1, hw, hw, 2 * c),)
+    if name == "avg_pool_3x3":
+        return (Op("pool", c, c, 3, c, hw, hw),)
+    return (Op("eltwise", c, c, in_hw=hw, out_hw=hw),) if name == "none" else ()
 
 
 class Cell(nn.Module):
@@ -137,27 +148,27 @@ class NASBench201(SearchSpace):
         """(channels, spatial size) of each stage."""
         return [(self.channels * 2**i, self.resolution // 2**i) for i in range(3)]
 
-    def flops(self, arch: tuple) -> int:
+    def operators(self, arch: tuple) -> list[Op]:
         arch = self.validate(arch)
         r, c = self.resolution, self.channels
-        total = 3 * c * 9 * r * r
+        ops = [Op("conv", 3, c, 3, 1, r, r, 2 * c)]
         for i, (ch, hw) in enumerate(self._stages()):
             if i > 0:
                 c_in = ch // 2
-                total += hw * hw * (ch * c_in * 9 + ch * ch * 9 + ch * c_in)
-            per_cell = sum(ch * ch * (1 if op == "nor_conv_1x1" else 9) for op in arch if op.startswith("nor_conv"))
-            total += self.cells_per_stage * per_cell * hw * hw
-        return total + self._stages()[-1][0] * self.num_classes
+                ops += [Op("conv", c_in, ch, 3, 1, 2 * hw, hw, 2 * ch), Op("conv", ch, ch, 3, 1, hw, hw, 2 * ch),
+                        Op("pool", c_in, c_in, 2, c_in, 2 * hw, hw), Op("conv", c_in, ch, 1, 1, hw, hw)]
+            cell = [op for name in arch for op in edge_operators(name, ch, hw)]
+            ops += cell * self.cells_per_stage
+        last, hw = self._stages()[-1]
+        ops += [Op("eltwise", last, last, in_hw=hw, out_hw=hw, extra_params=2 * last), Op("pool", last, last, hw, last, hw, 1),
+                Op("linear", last, self.num_classes, extra_params=self.num_classes)]
+        return ops
+
+    def flops_params(self, arch: tuple) -> tuple[int, int]:
+        return totals(self.operators(arch))
+
+    def flops(self, arch: tuple) -> int:
+        return self.flops_params(arch)[0]
 
     def params(self, arch: tuple) -> int:
-        arch = self.validate(arch)
-        c = self.channels
-        total = 3 * c * 9 + 2 * c
-        for i, (ch, _) in enumerate(self._stages()):
-            if i > 0:
-                c_in = ch // 2
-                total += ch * c_in * 9 + 2 * ch + ch * ch * 9 + 2 * ch + ch * c_in
-            per_cell = sum(ch * ch * (1 if op == "nor_conv_1x1" else 9) + 2 * ch for op in arch if op.startswith("nor_conv"))
-            total += self.cells_per_stage * per_cell
-        last = self._stages()[-1][0]
-        return total + 2 * last + last * self.num_classes + self.num_classes
+        return self.flops_params(arch)[1]

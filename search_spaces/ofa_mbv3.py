@@ -5,12 +5,12 @@ Models are timm MobileNetV3 networks built from one block string per layer.
 from __future__ import annotations
 
 import json
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Sequence
 
 from torch import nn
 
-from search_spaces.base import Gene, SearchSpace
+from search_spaces.base import Gene, Op, SearchSpace, totals
 from search_spaces.registry import register
 
 KERNELS = (3, 5, 7)
@@ -35,6 +35,21 @@ def make_divisible(v: float, divisor: int = 8) -> int:
 
 def _out(hw: int, stride: int) -> int:
     return (hw + stride - 1) // stride
+
+
+@lru_cache(maxsize=None)
+def block_operators(c: int, c_out: int, k: int, e: int, stride: int, hw: int, se: bool) -> tuple[Op, ...]:
+    """The operators of one inverted-residual block as timm builds it, at input size hw."""
+    mid, out_hw = make_divisible(c * e), _out(hw, stride)
+    ops = [Op("conv", c, mid, 1, 1, hw, hw, 2 * mid), Op("conv", mid, mid, k, mid, hw, out_hw, 2 * mid)]
+    if se:
+        rd = make_divisible(mid * 0.25)
+        ops += [Op("pool", mid, mid, out_hw, mid, out_hw, 1), Op("conv", mid, rd, 1, 1, 1, 1, rd),
+                Op("conv", rd, mid, 1, 1, 1, 1, mid), Op("eltwise", mid, mid, in_hw=out_hw, out_hw=out_hw)]
+    ops.append(Op("conv", mid, c_out, 1, 1, out_hw, out_hw, 2 * c_out))
+    if stride == 1 and c == c_out:
+        ops.append(Op("eltwise", c_out, c_out, in_hw=out_hw, out_hw=out_hw))
+    return tuple(ops)
 
 
 @register("ofa_mbv3")
@@ -168,38 +183,23 @@ class OFAMobileNetV3(SearchSpace):
         r = self.resolution(self.validate(arch))
         return (1, 3, r, r)
 
-    def _walk(self, arch: tuple) -> tuple[int, int]:
-        """(MACs, params), following the layers timm builds."""
+    def operators(self, arch: tuple) -> list[Op]:
+        """The operators timm builds for `arch`."""
         arch = self.validate(arch)
-        macs = params = 0
-
-        def conv(c_in: int, c_out: int, k: int, hw: int, groups: int = 1, bn: bool = True, bias: bool = False) -> None:
-            nonlocal macs, params
-            macs += hw * hw * c_out * (c_in // groups) * k * k
-            params += c_out * (c_in // groups) * k * k + (2 * c_out if bn else 0) + (c_out if bias else 0)
-
-        hw = _out(self.resolution(arch), 2)
+        r = self.resolution(arch)
+        hw = _out(r, 2)
         c = make_divisible(STEM_WIDTH * self.width_mult)
-        conv(3, c, 3, hw)
-        conv(c, c, 3, hw, groups=c)
-        conv(c, c, 1, hw)
+        ops = [Op("conv", 3, c, 3, 1, r, hw, 2 * c), Op("conv", c, c, 3, c, hw, hw, 2 * c),
+               Op("conv", c, c, 1, 1, hw, hw, 2 * c), Op("eltwise", c, c, in_hw=hw, out_hw=hw)]
         for s, k, e, c_out, stride in self.layers(arch):
-            mid = make_divisible(c * e)
-            conv(c, mid, 1, hw)
-            hw = _out(hw, stride)
-            conv(mid, mid, k, hw, groups=mid)
-            if STAGE_SE[s]:
-                rd = make_divisible(mid * 0.25)
-                conv(mid, rd, 1, 1, bn=False, bias=True)
-                conv(rd, mid, 1, 1, bn=False, bias=True)
-            conv(mid, c_out, 1, hw)
-            c = c_out
-        final = make_divisible(FINAL_WIDTH * self.width_mult)
-        conv(c, final, 1, hw)
-        conv(final, self._head_width(), 1, 1, bn=False)
-        macs += self._head_width() * self.num_classes
-        params += self._head_width() * self.num_classes + self.num_classes
-        return macs, params
+            ops.extend(block_operators(c, c_out, k, e, stride, hw, STAGE_SE[s]))
+            hw, c = _out(hw, stride), c_out
+        final, head = make_divisible(FINAL_WIDTH * self.width_mult), self._head_width()
+        return ops + [Op("conv", c, final, 1, 1, hw, hw, 2 * final), Op("pool", final, final, hw, final, hw, 1),
+                      Op("conv", final, head, 1, 1, 1, 1), Op("linear", head, self.num_classes, extra_params=self.num_classes)]
+
+    def _walk(self, arch: tuple) -> tuple[int, int]:
+        return totals(self.operators(arch))
 
     def flops_params(self, arch: tuple) -> tuple[int, int]:
         return self._walk(arch)

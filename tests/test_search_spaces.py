@@ -9,6 +9,7 @@ import torch
 
 import search_spaces
 from search_spaces import count_flops, count_params
+from search_spaces.base import totals
 
 SPACES = {
     "nasbench201": {},
@@ -84,6 +85,17 @@ def test_flops_and_params_match_a_count_on_the_built_module(space):
         with torch.no_grad():
             out = model.eval()(torch.randn(*shape))
         assert out.shape == (1, space.num_classes)
+
+
+def test_operator_lists_add_up_and_match_the_built_module(space):
+    rng = np.random.default_rng(4)
+    for _ in range(4):
+        arch = space.sample(rng)
+        ops = space.operators(arch)
+        assert totals(ops) == space.flops_params(arch)
+        convs = sum(isinstance(m, torch.nn.Conv2d) for m in space.build(arch).modules())
+        assert sum(op.kind == "conv" for op in ops) == convs
+        assert all(op.c_in > 0 and op.c_out > 0 and op.in_hw >= op.out_hw >= 1 for op in ops)
 
 
 def test_bad_strings_get_errors_that_quote_them(space):
