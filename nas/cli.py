@@ -249,6 +249,30 @@ def _pipeline(args: argparse.Namespace) -> Any:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    import yaml
+
+    from nas.hybrid_run import HybridRun, hybrid_recipe_from_dict, is_hybrid_recipe
+
+    try:
+        raw = yaml.safe_load(Path(args.recipe).read_text())
+    except (OSError, yaml.YAMLError):
+        raw = None  # load_recipe reports it
+    if is_hybrid_recipe(raw):
+        from nas.progress import console, progress_bar
+
+        recipe = hybrid_recipe_from_dict(raw, args.recipe)
+        if getattr(args, "storage", None):
+            recipe.search.storage = args.storage
+        run = HybridRun(recipe, args.out or Path("runs") / Path(args.recipe).stem, log=console.print, progress=progress_bar)
+        result = run.execute()
+        w = result["winner"]
+        if w:
+            console.print(f"winner: {w['arch']}: {w['val_bpb']:.3f} bits/byte, {w['decode_ms']:.3f} ms per token "
+                          f"(budget {result['budget_ms']:.3f} ms) -> {run.run / 'best'}")
+        else:
+            console.print(f"no candidate met the {result['budget_ms']:.3f} ms budget")
+        console.print(f"report: {run.run / 'report.md'}")
+        return
     pipe, console = _pipeline(args)
     result = pipe.execute()
     w = result["winner"]
@@ -306,6 +330,40 @@ def _print_quantized(r: dict, out: str) -> None:
     Console(width=150).print(t)
     print(f"chosen: {r['chosen']}, {r['speedup_vs_fp32']:.2f}x the speed of fp32, test drop {r['test_drop_points']:.2f} points; "
           f"written to {out} (model.onnx, model.json, quantize.png)")
+
+
+def cmd_bench_hybrid(args: argparse.Namespace) -> None:
+    import pandas as pd
+    from rich.table import Table
+
+    from nas import bench_hybrid as bh
+    from nas.progress import Console, console
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ints = lambda text: [int(x) for x in text.split(",")]  # noqa: E731
+    rows = bh.operator_latency(args.device, args.mixers.split(","), ints(args.contexts), ints(args.prompts),
+                               args.dim, layers=args.layers, window=args.window, log=console.print)
+    pd.DataFrame(rows).to_csv(out / "operator_latency.csv", index=False)
+    title = f"{args.layers} x (mixer + FFN), d{args.dim}, batch 1, {args.device}"
+    bh.plot_operator_latency(rows, out / "operator_latency.png", title)
+    table = Table("mixer", *(f"decode ms @{c}" for c in ints(args.contexts)), *(f"prefill ms @{p}" for p in ints(args.prompts)),
+                  title=f"Per-operator latency: {title}")
+    for mixer in args.mixers.split(","):
+        get = {(r["phase"], r["tokens"]): r["ms"] for r in rows if r["mixer"] == mixer}
+        table.add_row(mixer, *(f"{get['decode', c]:.2f}" for c in ints(args.contexts)),
+                      *(f"{get['prefill', p]:.1f}" for p in ints(args.prompts)))
+    Console(width=160).print(table)
+    if args.archs > 1:
+        prows, agree = bh.proxy_agreement(args.archs, args.short, args.long, text=args.text, log=console.print)
+        pd.DataFrame(prows).to_csv(out / "proxy_agreement.csv", index=False)
+        t = Table("arch", "params", f"bpb @{args.short} steps", f"bpb @{args.long} steps",
+                  title=f"Proxy rank agreement on {args.text or 'pydoc topics'}: Spearman {agree['spearman']:.3f}, "
+                        f"Kendall {agree['kendall']:.3f} (Nemotron-Flash reported 0.888)")
+        for r in prows:
+            t.add_row(r["arch"], f"{r['params']:,}", f"{r['short_bpb']:.3f}", f"{r['long_bpb']:.3f}")
+        Console(width=160).print(t)
+    print(f"tables and operator_latency.png in {out}")
 
 
 def cmd_bench_quantize(args: argparse.Namespace) -> None:
@@ -490,6 +548,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="cpu or cuda")
     s.add_argument("--run", help="a trained run directory: print its largest and smallest subnets' test top-1")
     s.set_defaults(func=cmd_bench_supernet)
+    s = b.add_parser("hybrid", help="hybrid_lm: per-mixer prefill and decode latency against length; proxy rank agreement")
+    s.add_argument("--device", default="ort-cpu:threads=1")
+    s.add_argument("--mixers", default=",".join(("attn", "swa", "mamba2", "deltanet", "gdn")))
+    s.add_argument("--contexts", default="256,1024,4096", help="decode contexts, comma-separated")
+    s.add_argument("--prompts", default="128,512", help="prefill lengths, comma-separated")
+    s.add_argument("--dim", type=int, default=256)
+    s.add_argument("--layers", type=int, default=4)
+    s.add_argument("--window", type=int, default=128, help="sliding-window attention's window")
+    s.add_argument("--archs", type=int, default=12, help="architectures for the proxy agreement (0: skip it)")
+    s.add_argument("--short", type=int, default=100, help="proxy training steps")
+    s.add_argument("--long", type=int, default=400, help="the longer training it is compared with")
+    s.add_argument("--text", help="a text file or directory (default: Python's bundled pydoc topics)")
+    s.add_argument("--out", default="runs/bench_hybrid")
+    s.set_defaults(func=cmd_bench_hybrid)
     s = b.add_parser("quantize", help="mixed precision against fp32, int8, Hessian-only and ILP on trained models")
     s.add_argument("--models", default="mobilenetv2,resnet", help="comma-separated: mobilenetv2, resnet")
     s.add_argument("--run", help="also quantize this hwnas run's winner")

@@ -38,19 +38,20 @@ def _encode_as(space: Any, like: Any, arch: tuple) -> np.ndarray:
     return np.concatenate(out)
 
 
-COSTS = ("dense_macs", "pointwise_macs", "grouped_macs", "depthwise_macs", "activations", "weights", "operators")
+COSTS = ("dense_macs", "pointwise_macs", "grouped_macs", "depthwise_macs", "matmul_macs", "activations", "weights",
+         "operators")
 
 
 def _op_cost(op: Op) -> list[float]:
     out = [0.0] * (len(COSTS) + 2)
-    kind = 0 if op.kind == "conv" and op.kernel > 1 and op.groups == 1 else 1
+    kind = 0 if op.kind == "conv" and op.kernel > 1 and op.groups == 1 else 4 if op.kind == "matmul" else 1
     if op.kind == "conv" and op.groups > 1:
         kind = 3 if op.groups == op.c_in else 2
-    out[kind] = op.macs / 1e6
-    out[4] = (op.in_hw * op.in_hw * op.c_in + op.out_hw * op.out_hw * op.c_out) / 1e6
-    out[5] = op.weights / 1e6
-    out[6] = 1.0
-    out[7:] = op.macs / 1e6, (op.weights + op.extra_params) / 1e6
+    out[kind] = op.work / 1e6
+    out[5] = op.positions * (op.in_hw * op.in_hw * op.c_in + op.out_hw * op.out_hw * op.c_out) / 1e6
+    out[6] = op.weights / 1e6
+    out[7] = 1.0
+    out[8:] = op.macs / 1e6, (op.weights + op.extra_params) / 1e6
     return out
 
 

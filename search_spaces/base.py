@@ -19,22 +19,30 @@ class Gene:
 
 
 class Op(NamedTuple):
-    """One operator of a built network at batch 1, as latency features see it."""
+    """One operator of a built network at batch 1, as latency features see it. Kinds: "conv",
+    "linear", "pool", "eltwise", and "matmul" (activation-by-activation work such as attention scores
+    or a recurrent state update: c_in x c_out multiply-adds per position, no weights, not in FLOPs)."""
 
-    kind: str  # "conv", "linear", "pool" or "eltwise"
+    kind: str
     c_in: int
     c_out: int
     kernel: int = 1
     groups: int = 1
     in_hw: int = 1
     out_hw: int = 1
-    extra_params: int = 0  # batch-norm or bias parameters
+    extra_params: int = 0  # batch-norm, bias or norm parameters
+    positions: int = 1  # sequence positions the operator runs at (language models)
+
+    @property
+    def work(self) -> int:
+        """Multiply-adds, matmuls included."""
+        if self.kind not in ("conv", "linear", "matmul"):
+            return 0
+        return self.positions * self.out_hw * self.out_hw * self.c_out * (self.c_in // self.groups) * self.kernel * self.kernel
 
     @property
     def macs(self) -> int:
-        if self.kind not in ("conv", "linear"):
-            return 0
-        return self.out_hw * self.out_hw * self.c_out * (self.c_in // self.groups) * self.kernel * self.kernel
+        return self.work if self.kind in ("conv", "linear") else 0
 
     @property
     def weights(self) -> int:
@@ -155,6 +163,10 @@ class SearchSpace:
 
     def input_shape(self, arch: tuple) -> tuple[int, int, int, int]:
         raise NotImplementedError
+
+    def example_input(self, arch: tuple) -> torch.Tensor:
+        """A random input of `input_shape` the built model accepts."""
+        return torch.randn(*self.input_shape(arch))
 
     def flops(self, arch: tuple) -> int:
         """Multiply-accumulates of one forward pass at batch 1 (what NAS papers call FLOPs)."""

@@ -29,6 +29,18 @@ def rope(x: torch.Tensor, start: int = 0, base: float = 10000.0) -> torch.Tensor
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).flatten(-2)
 
 
+class RMSNorm(nn.Module):
+    """RMS normalisation from plain operators (the TorchScript ONNX exporter has no aten::rms_norm)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
 class SwiGLU(nn.Module):
     def __init__(self, dim: int, ratio: float) -> None:
         super().__init__()
@@ -107,7 +119,7 @@ class Mamba2(nn.Module):
         self.a_log = nn.Parameter(torch.log(torch.linspace(1, 16, heads)))
         self.dt_bias = nn.Parameter(torch.zeros(heads))
         self.d_skip = nn.Parameter(torch.ones(heads))
-        self.norm = nn.RMSNorm(inner)
+        self.norm = RMSNorm(inner)
         self.out_proj = nn.Linear(inner, dim, bias=False)
 
     def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -158,7 +170,7 @@ class DeltaNet(nn.Module):
         self.beta = nn.Linear(dim, heads, bias=True)
         self.gate = nn.Linear(dim, heads, bias=True) if gated else None
         self.out_gate = nn.Linear(dim, dim, bias=False)
-        self.norm = nn.RMSNorm(self.d)
+        self.norm = RMSNorm(self.d)
         self.o = nn.Linear(dim, dim, bias=False)
 
     def _heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,0 +1,88 @@
+"""`hwnas bench hybrid`: what each hybrid_lm mixer costs on a device (prefill against prompt length,
+per-token decode against context) and how well short proxy training ranks architectures."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from scipy.stats import kendalltau, spearmanr
+
+from devices import get as get_device
+from search_spaces.hybrid_lm.model import MIXERS, DecodeStep
+
+
+def operator_latency(device_spec: str, mixers: Sequence[str] = MIXERS, contexts: Sequence[int] = (256, 1024, 4096),
+                     prompts: Sequence[int] = (128, 512), dim: int = 256, heads: int = 4, layers: int = 4,
+                     window: int = 128, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Per mixer, a stack of `layers` (mixer + FFN) blocks: ms of a prefill of each prompt length and
+    of one decoding step at each context, all measured interleaved on the device."""
+    from search_spaces.hybrid_lm.space import HybridLMSpace
+
+    device = get_device(device_spec)
+    models, shapes, rows = [], [], []
+    for mixer in mixers:
+        for phase, lengths in (("prefill", prompts), ("decode", contexts)):
+            for n in lengths:
+                space = HybridLMSpace(dims=(dim,), heads=(heads,), ffn_ratios=(3.0,), stages=1, max_repeat=layers,
+                                      max_blocks=2 * layers, window=window, seq_len=n if phase == "prefill" else 1)
+                model = space.build(space.from_str(f"d{dim}h{heads}f3/{mixer},f1,x{layers}")).eval()
+                models.append(model if phase == "prefill" else DecodeStep(model, 1, n))
+                shapes.append((1, n) if phase == "prefill" else (1, 1))
+                rows.append({"mixer": mixer, "phase": phase, "tokens": n})
+    log(f"timing {len(models)} models on {device.spec} (interleaved)")
+    for row, m in zip(rows, device.measure_many(models, shapes)):
+        row["ms"] = m.latency_ms
+        row["ms_per_token"] = m.latency_ms / row["tokens"] if row["phase"] == "prefill" else m.latency_ms
+    return rows
+
+
+def plot_operator_latency(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, phase, xlabel, ylabel in ((axes[0], "decode", "context (tokens)", "ms per decoded token"),
+                                      (axes[1], "prefill", "prompt (tokens)", "prefill ms")):
+        for mixer in dict.fromkeys(r["mixer"] for r in rows):
+            pts = [(r["tokens"], r["ms"]) for r in rows if r["mixer"] == mixer and r["phase"] == phase]
+            ax.plot(*zip(*pts), marker="o", label=mixer)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def proxy_agreement(n_archs: int = 12, short_steps: int = 100, long_steps: int = 400, seq_len: int = 64,
+                    batch: int = 16, seed: int = 0, text: str | None = None,
+                    log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Validation bits per byte of random small hybrids after short and after longer training (same
+    seed, separate runs), and the rank agreement of the two."""
+    import torch
+
+    from nas.lm_proxy import TextData, load_text, train_proxy
+    from search_spaces.hybrid_lm.space import HybridLMSpace
+
+    space = HybridLMSpace(dims=(64, 96, 128), heads=(2, 4), max_blocks=8, seq_len=seq_len)
+    data = TextData.from_bytes(load_text(text))
+    rng = np.random.default_rng(seed)
+    archs = list(dict.fromkeys(space.sample(rng) for _ in range(n_archs * 3)))[:n_archs]
+    rows = []
+    for i, arch in enumerate(archs):
+        row = {"arch": space.to_str(arch), "params": space.params(arch)}
+        for name, steps in (("short", short_steps), ("long", long_steps)):
+            torch.manual_seed(seed)
+            row[f"{name}_bpb"] = train_proxy(space.build(arch), data, steps=steps, batch=batch, seq_len=seq_len,
+                                             seed=seed)["val_bpb"]
+        log(f"[{i + 1}/{len(archs)}] {row['arch']}: {row['short_bpb']:.3f} bpb after {short_steps} steps, "
+            f"{row['long_bpb']:.3f} after {long_steps}")
+        rows.append(row)
+    s, l = [r["short_bpb"] for r in rows], [r["long_bpb"] for r in rows]
+    return rows, {"spearman": float(spearmanr(s, l).statistic), "kendall": float(kendalltau(s, l).statistic)}

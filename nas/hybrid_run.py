@@ -1,0 +1,283 @@
+"""`hwnas run` for the hybrid_lm space: aging evolution over hybrid stacks, each candidate scored by
+short proxy training (validation bits per byte) and by its per-token decode latency measured on the
+device at a fixed context; the budget is a fraction of the all-attention baseline's decode time.
+
+Everything is written as it is made (`proxy.jsonl`, `measured.csv`, the Optuna study), so a run
+that is stopped resumes where it was."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import yaml
+
+import devices
+from nas.recipes import _fill
+from nas.search import Objective, completed, pareto_front, run_search
+from nas.search.objectives import KINDS
+from nas.search.samplers import STRATEGIES
+from nas.search.study import SearchConfig
+from nas.spaces import load_space
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class ProxyConfig:
+    steps: int = 80
+    batch: int = 16
+    seq_len: int = 64
+    lr: float = 3e-3
+    text: str | None = None
+    val_windows: int = 32
+    seed: int = 0
+
+
+@dataclass
+class DecodeConfig:
+    context: int = 1024
+    batch: int = 1
+
+
+@dataclass
+class HybridSearchConfig(SearchConfig):
+    trials: int = 60
+    population: int = 16
+
+
+@dataclass
+class HybridRecipe:
+    space: str = "hybrid_lm:dims=[64,96,128],max_blocks=8"
+    device: str = "ort-cpu:threads=1"
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    baseline: str = "d128h4f3/attn,f1,x2/attn,f1,x2/-"
+    budget_ms: float | None = None
+    budget_fraction: float | None = 0.7
+    search: HybridSearchConfig = field(default_factory=HybridSearchConfig)
+
+
+def is_hybrid_recipe(raw: Any) -> bool:
+    return isinstance(raw, dict) and str(raw.get("space", "")).startswith("hybrid_lm")
+
+
+def hybrid_recipe_from_dict(raw: Any, source: str) -> HybridRecipe:
+    recipe = _fill(HybridRecipe, raw, "", source)
+    if recipe.budget_ms is not None and recipe.budget_fraction is not None and "budget_fraction" in raw:
+        raise ValueError(f"{source}: give budget_ms or budget_fraction, not both")
+    if recipe.budget_ms is not None:
+        recipe.budget_fraction = None
+    for name in ("budget_ms", "budget_fraction"):
+        value = getattr(recipe, name)
+        if value is not None and (isinstance(value, bool) or value <= 0):
+            raise ValueError(f"{source}: {name} must be a positive number, but got {value!r}")
+    if recipe.search.strategy not in STRATEGIES:
+        raise ValueError(f"{source}: search.strategy must be one of {', '.join(STRATEGIES)}, but got {recipe.search.strategy!r}")
+    if recipe.search.objective not in KINDS:
+        raise ValueError(f"{source}: search.objective must be one of {', '.join(KINDS)}, but got {recipe.search.objective!r}")
+    for name in ("steps", "batch", "seq_len"):
+        if getattr(recipe.proxy, name) < 1:
+            raise ValueError(f"{source}: proxy.{name} must be at least 1, but got {getattr(recipe.proxy, name)}")
+    if recipe.decode.context < 1 or recipe.decode.batch < 1:
+        raise ValueError(f"{source}: decode.context and decode.batch must be at least 1")
+    try:
+        space = load_space(recipe.space)
+        space.from_str(recipe.baseline)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+    return recipe
+
+
+def _read_jsonl(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            out[row["arch"]] = row
+    return out
+
+
+class HybridRun:
+    """One hybrid_lm run directory."""
+
+    def __init__(self, recipe: HybridRecipe, run_dir: str | Path, log: Log = print, progress: Any = None) -> None:
+        self.recipe, self.run, self.log, self.progress = recipe, Path(run_dir), log, progress
+        self.run.mkdir(parents=True, exist_ok=True)
+        self.space = load_space(recipe.space)
+        self.device = devices.get(recipe.device)
+        self.proxy_path, self.measured_path = self.run / "proxy.jsonl", self.run / "measured.csv"
+        self._proxy = _read_jsonl(self.proxy_path)
+        self._measured = dict(zip(*pd.read_csv(self.measured_path)[["arch", "latency_ms"]].T.values)) \
+            if self.measured_path.exists() else {}
+        from nas.lm_proxy import TextData, load_text
+
+        self.data = TextData.from_bytes(load_text(recipe.proxy.text))
+
+    # ---- scores ------------------------------------------------------------------------------
+    def model(self, key: str) -> Any:
+        """The network of a space string, or of `STRING|all-MIXER` (its blocks' mixers all made MIXER)."""
+        from search_spaces.hybrid_lm.model import HybridLM
+
+        text, _, variant = key.partition("|all-")
+        arch = self.space.from_str(text)
+        if not variant:
+            return self.space.build(arch)
+        kinds = [k if k == "ffn" else variant for k in self.space.blocks(arch)]
+        return HybridLM(kinds, arch[0], arch[1], arch[2], self.space.window)
+
+    def bpb(self, key: str) -> float:
+        """Validation bits per byte after the recipe's proxy training (cached per key)."""
+        return float(self._proxy_row(key)["val_bpb"])
+
+    def _proxy_row(self, key: str) -> dict[str, Any]:
+        from nas.lm_proxy import train_proxy
+        from search_spaces import count_params
+
+        if key not in self._proxy:
+            p = self.recipe.proxy
+            model = self.model(key)
+            r = train_proxy(model, self.data, p.steps, p.batch, p.seq_len, p.lr, p.seed, p.val_windows)
+            row = {"arch": key, "val_bpb": r["val_bpb"], "final_train_loss": float(np.mean(r["train_loss"][-10:])),
+                   "params": count_params(model)}
+            with self.proxy_path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            self._proxy[key] = row
+        return self._proxy[key]
+
+    def decode_ms(self, keys: list[str]) -> dict[str, float]:
+        """Per-token decode latency at the recipe's context, measured interleaved (cached per key)."""
+        from search_spaces.hybrid_lm.model import DecodeStep
+
+        todo = [k for k in dict.fromkeys(keys) if k not in self._measured]
+        if todo:
+            d = self.recipe.decode
+            steps = [DecodeStep(self.model(k).eval(), d.batch, d.context) for k in todo]
+            ms = self.device.measure_many(steps, [(d.batch, 1)] * len(steps), todo)
+            new = pd.DataFrame({"arch": todo, "latency_ms": [m.latency_ms for m in ms], "context": d.context,
+                                "batch": d.batch, "device": self.device.spec})
+            new.to_csv(self.measured_path, mode="a", header=not self.measured_path.exists(), index=False)
+            self._measured.update(zip(new["arch"], new["latency_ms"]))
+        return {k: float(self._measured[k]) for k in keys}
+
+    # ---- phases ------------------------------------------------------------------------------
+    def execute(self) -> dict[str, Any]:
+        r, space = self.recipe, self.space
+        (self.run / "recipe.yaml").write_text(yaml.safe_dump(dataclasses.asdict(r), sort_keys=False))
+        base_ms = self.decode_ms([r.baseline])[r.baseline]
+        budget = r.budget_ms or r.budget_fraction * base_ms
+        self.log(f"budget: {budget:.3f} ms per token at context {r.decode.context} on {self.device.spec} "
+                 f"(the all-attention baseline {r.baseline} decodes in {base_ms:.3f} ms)")
+        objective = Objective(r.search.objective, budget_ms=budget, w=r.search.soft_w)
+        storage = r.search.storage or f"sqlite:///{(self.run / 'study.db').resolve()}"
+
+        def evaluate(arch: tuple) -> tuple[float, float]:
+            key = space.to_str(arch)
+            return -self.bpb(key), self.decode_ms([key])[key]
+
+        import contextlib
+
+        self.log(f"search: {r.search.strategy}, {r.search.trials} candidates, proxy {r.proxy.steps} steps, study in {storage}")
+        with (self.progress("searching") if self.progress else contextlib.nullcontext(None)) as update:
+            study = run_search(space, evaluate, objective, r.search, storage, progress=update)
+        trials = pd.DataFrame(completed(study))
+        trials["val_bpb"] = -trials["accuracy"]
+        trials.to_csv(self.run / "trials.csv", index=False)
+        front = trials.iloc[pareto_front(trials["accuracy"], trials["latency_ms"])]
+        front.to_csv(self.run / "pareto.csv", index=False)
+        feasible = trials[trials["latency_ms"] <= budget]
+        winner = feasible.sort_values("val_bpb").iloc[0].to_dict() if len(feasible) else None
+        result: dict[str, Any] = {"space": space.spec, "device": self.device.spec, "fingerprint": self.device.fingerprint(),
+                                  "budget_ms": budget, "baseline": {"arch": r.baseline, "decode_ms": base_ms},
+                                  "decode": dataclasses.asdict(r.decode), "proxy": dataclasses.asdict(r.proxy),
+                                  "trials": len(trials), "winner": None, "compared": []}
+        if winner is not None:
+            key = winner["arch"]
+            compared = {"found": key, "all-attn": f"{key}|all-attn", "all-mamba2": f"{key}|all-mamba2"}
+            self.log("compare: the winner against its all-attention and all-Mamba2 versions")
+            ms = self.decode_ms(list(compared.values()))
+            result["compared"] = [{"model": name, "arch": k, "params": int(self._proxy_row(k)["params"]),
+                                   "val_bpb": self.bpb(k), "decode_ms": ms[k]} for name, k in compared.items()]
+            result["winner"] = {"arch": key, "val_bpb": winner["val_bpb"], "decode_ms": winner["latency_ms"],
+                                "params": space.params(space.from_str(key)), "export": self.export(space.from_str(key))}
+        (self.run / "result.json").write_text(json.dumps(result, indent=2, default=float))
+        self.plot(trials, front, budget, result)
+        self.write_report(result)
+        return result
+
+    def export(self, arch: tuple) -> dict[str, Any]:
+        """The winner trained as the proxy trained it (same seed and steps), its weights and its ONNX at
+        the proxy's sequence length, checked against PyTorch with onnxruntime."""
+        import onnxruntime as ort
+        import torch
+
+        from devices.onnx_io import to_onnx
+        from nas.lm_proxy import train_proxy
+
+        out = self.run / "best"
+        out.mkdir(exist_ok=True)
+        p = self.recipe.proxy
+        model = self.space.build(arch)
+        trained = train_proxy(model, self.data, p.steps, p.batch, p.seq_len, p.lr, p.seed, p.val_windows)
+        model.eval()
+        shape = (1, self.recipe.proxy.seq_len)
+        (out / "model.onnx").write_bytes(to_onnx(model, shape, self.space.to_str(arch), dynamic_batch=True, opset=18))
+        tokens = torch.from_numpy(self.data.val[: shape[1]].astype(np.int64))[None]
+        with torch.no_grad():
+            want = model(tokens).numpy()
+        got = ort.InferenceSession(str(out / "model.onnx")).run(None, {"input": tokens.float().numpy()})[0]
+        err = float(np.max(np.abs(got - want)))
+        ok = bool(np.allclose(got, want, rtol=1e-3, atol=1e-4))
+        torch.save(model.state_dict(), out / "weights.pt")
+        meta = {"arch": self.space.to_str(arch), "space": self.space.spec, "input_shape": list(shape),
+                "input": "byte ids (float in the ONNX graph; cast to int64 inside)", "val_bpb": trained["val_bpb"],
+                "trained_steps": p.steps, "weights": "weights.pt (a state_dict; torch.load(..., weights_only=True))",
+                "onnxruntime_max_abs_diff": err, "onnxruntime_matches": ok}
+        (out / "model.json").write_text(json.dumps(meta, indent=2))
+        if not ok:
+            raise RuntimeError(f"{out / 'model.onnx'}: onnxruntime differs from PyTorch by {err:.2e} (rtol 1e-3, atol 1e-4)")
+        return meta
+
+    def plot(self, trials: pd.DataFrame, front: pd.DataFrame, budget: float, result: dict[str, Any]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        ax.scatter(trials["latency_ms"], trials["val_bpb"], s=12, alpha=0.5, label="candidates")
+        ax.plot(front["latency_ms"], front["val_bpb"], "k.-", label="front")
+        ax.axvline(budget, color="r", ls="--", label=f"budget {budget:.2f} ms")
+        for row in result["compared"]:
+            ax.scatter([row["decode_ms"]], [row["val_bpb"]], marker="*" if row["model"] == "found" else "s", s=90,
+                       label=f"{row['model']}")
+        ax.set_xlabel(f"decode ms per token at context {self.recipe.decode.context} ({self.device.spec})")
+        ax.set_ylabel("validation bits per byte (lower is better)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(self.run / "pareto.png", dpi=120)
+        plt.close(fig)
+
+    def write_report(self, result: dict[str, Any]) -> None:
+        lines = [f"# hybrid_lm run: {self.run.name}", "",
+                 f"Device `{result['device']}`; decode at context {result['decode']['context']}, batch {result['decode']['batch']}; "
+                 f"budget {result['budget_ms']:.3f} ms per token ({self.recipe.budget_fraction or 'fixed'} x the all-attention "
+                 f"baseline `{result['baseline']['arch']}`, {result['baseline']['decode_ms']:.3f} ms); proxy: "
+                 f"{result['proxy']['steps']} steps of batch {result['proxy']['batch']} x {result['proxy']['seq_len']} bytes on "
+                 f"{result['proxy']['text'] or 'pydoc topics'}; {result['trials']} candidates.", ""]
+        if result["winner"] is None:
+            lines.append("No candidate met the budget.")
+        else:
+            lines += ["| model | arch | params | val bits/byte | decode ms/token |", "|---|---|---|---|---|"]
+            lines += [f"| {r['model']} | `{r['arch']}` | {r['params']:,} | {r['val_bpb']:.3f} | {r['decode_ms']:.3f} |"
+                      for r in result["compared"]]
+            lines += ["", "Baselines: the winner with every mixer made attention / Mamba2 (same width, heads, FFNs and depth).",
+                      "", "![front](pareto.png)"]
+        (self.run / "report.md").write_text("\n".join(lines) + "\n")

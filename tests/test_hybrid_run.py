@@ -1,0 +1,60 @@
+"""`hwnas run` with a hybrid_lm recipe: search, compare with the baselines, export; resumes."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from nas.cli import main
+
+RECIPE = {
+    "space": "hybrid_lm:dims=[32,48],heads=[2],max_blocks=4,window=8",
+    "device": "torch-cpu:threads=1",
+    "decode": {"context": 64, "batch": 1},
+    "proxy": {"steps": 3, "batch": 4, "seq_len": 16, "val_windows": 4},
+    "baseline": "d48h2f3/attn,f1,x2/-/-",
+    "budget_ms": 1000.0,
+    "search": {"strategy": "evolution", "trials": 5, "population": 3, "seed": 0},
+}
+
+
+def test_hybrid_run_searches_compares_exports_and_resumes(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    run = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(run)]) == 0
+    result = json.loads((run / "result.json").read_text())
+    trials = pd.read_csv(run / "trials.csv")
+    assert len(trials) == 5 and trials["val_bpb"].between(1, 12).all() and (trials["latency_ms"] > 0).all()
+    assert result["budget_ms"] == 1000.0 and result["baseline"]["decode_ms"] > 0
+    for name in ("pareto.png", "report.md", "best/model.onnx", "proxy.jsonl", "measured.csv"):
+        assert (run / name).exists(), name
+    best = trials.sort_values("val_bpb").iloc[0]
+    assert result["winner"]["arch"] == best["arch"] and result["winner"]["decode_ms"] <= result["budget_ms"]
+    assert [c["model"] for c in result["compared"]] == ["found", "all-attn", "all-mamba2"]
+    assert {c["arch"] for c in result["compared"]} == {best["arch"], best["arch"] + "|all-attn", best["arch"] + "|all-mamba2"}
+    meta = json.loads((run / "best" / "model.json").read_text())
+    assert meta["onnxruntime_matches"] and meta["arch"] == result["winner"]["arch"]
+    assert "embed.weight" in torch.load(run / "best" / "weights.pt", weights_only=True)
+    trained = (run / "proxy.jsonl").read_text()
+    measured = pd.read_csv(run / "measured.csv")
+    assert main(["run", str(recipe), "--out", str(run)]) == 0  # a finished run resumes without new work
+    assert (run / "proxy.jsonl").read_text() == trained
+    assert len(pd.read_csv(run / "measured.csv")) == len(measured)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"proxy": {"steps": 0}}, "proxy.steps must be at least 1"),
+    ({"baseline": "d999h2f3/attn,f1,x1/-/-"}, "gene 'dim'"),
+    ({"search": {"strategy": "nope"}}, "search.strategy must be one of"),
+    ({"decode": {"window": 3}}, "unknown field decode.window"),
+])
+def test_bad_hybrid_recipes_get_one_line_errors(change, message, tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**RECIPE, **change}))
+    assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
