@@ -17,15 +17,23 @@ from nas.spaces import load_space, sample_archs
 
 
 def bench_calibrate(space_spec: str, device: Device, n_test: int = 60, n_ref: int = 10, base: str | None = None,
-                    seed: int = 1, names: tuple[str, ...] = ("hwnas", "flops"),
+                    seed: int = 1, names: tuple[str, ...] | None = None,
                     log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Default predictors: hwnas (from the base), roofline and flops; without a base for the space,
+    roofline, opcount and flops."""
     space = load_space(space_spec)
+    if names is None:
+        try:
+            load_base(base, space.name)
+            names = ("hwnas", "roofline", "flops")
+        except ValueError:
+            names = ("roofline", "opcount", "flops")
     pool = sample_archs(space, 3000, seed=seed)
     test = [a for a in sample_archs(space, n_test + n_ref + 50, seed=seed + 1000) if a not in set(pool)][:n_test]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "lat.csv"
-        fspace = feature_space(load_base(base, space.name)[1], space)  # the base's encoding serves every predictor
+        fspace = feature_space(load_base(base, space.name)[1], space) if "hwnas" in names else space  # the base's encoding
         Xp, layout = features(space, pool, fspace)
 
         def fresh(name: str) -> Any:

@@ -17,7 +17,7 @@ NAIVE = TimingPolicy(warmup_runs=3, warmup_seconds=0.05, runs_per_round=25, min_
 
 def naive_pass(space: Any, device: Device, archs: list[tuple]) -> np.ndarray:
     """One model after another: warm-up, 25 runs, median."""
-    return np.array([device.measure(space.build(a), space.input_shape(a), space.to_str(a), policy=NAIVE).latency_ms for a in archs])
+    return np.array([device.measure(*space.latency_model(a), space.to_str(a), policy=NAIVE).latency_ms for a in archs])
 
 
 def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:

@@ -18,7 +18,7 @@ QUERY_RANGE = {"nasbench201": (900, 1900), "fbnet": (4000, 5000), "ofa_mbv3": (4
 SPLIT_KEY = {"nasbench201": "nasbench201", "fbnet": "fbnet", "ofa_mbv3": "ofa"}
 PUBLISHED = {"nasbench201": "HELP 0.932, BRP-NAS (3,200 samples) 0.805, FLOPs 0.787",
              "fbnet": "HELP 0.910, Meta-SGD 0.806, MAML 0.736", "ofa_mbv3": "n/a"}
-PREDICTORS = ("flops", "opcount", "lut", "mlp", "help", "hwnas")
+PREDICTORS = ("flops", "opcount", "roofline", "lut", "mlp", "gcn", "help", "hwnas")
 
 
 def hardware(device: str) -> str:

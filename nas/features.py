@@ -84,7 +84,9 @@ def features(space: Any, archs: Sequence[tuple], like: Any = None) -> tuple[np.n
     counts = np.column_stack([onehot[:, c].sum(1) for c in _count_groups(enc)])
     agnostic, costs = _agnostic_and_costs(space, archs)
     a, b = onehot.shape[1], onehot.shape[1] + counts.shape[1]
-    layout = {"onehot": [0, a], "counts": [a, b], "agnostic": [b, b + 2]}
+    layout = {"onehot": [0, a], "counts": [a, b], "agnostic": [b, b + 2],
+              "gene_sizes": [len(g.options) for g in enc.genes],  # the graph predictor's nodes and edges
+              "gene_edges": [int(v) for edge in enc.gene_graph() for v in edge]}
     blocks = [onehot, counts, agnostic]
     if costs is not None:
         layout["costs"] = [b + 2, b + 2 + costs.shape[1]]

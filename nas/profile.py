@@ -137,8 +137,7 @@ def profile(
         for g, start in enumerate(range(0, len(todo), group_size)):
             group = anchor + todo[start : start + group_size]
             names = [space.to_str(a) for a in group]
-            models = [space.build(a) for a in group]
-            shapes = [space.input_shape(a) for a in group]
+            models, shapes = map(list, zip(*(space.latency_model(a) for a in group)))
             results = device.measure_many(models, shapes, names, policy=policy, anchor=0 if anchor else None)
             anchor_ms = results[0].latency_ms if anchor else None
             if anchor_ref_ms is None:

@@ -21,6 +21,23 @@ class FlopsProxy(Predictor):
         return nnls_predict(self.block(X, "agnostic")[:, :1], self.w_)
 
 
+@register("roofline")
+class Roofline(Predictor):
+    """Non-negative least squares on the operators' MACs by kind, activation traffic, weights and
+    operator count: needs no source devices, so it serves any space and any device."""
+
+    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> "Roofline":
+        self.w_ = nnls_fit(self.block(X_ref, "costs"), np.asarray(y_ref, float))
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        self.check_fitted("w_")
+        return nnls_predict(self.block(X, "costs"), self.w_)
+
+    def reference_features(self, X: np.ndarray) -> np.ndarray:
+        return self.block(X, "costs")
+
+
 @register("opcount")
 class OpCount(Predictor):
     """Ridge least squares on per-operation counts, FLOPs and params, fitted to the references."""

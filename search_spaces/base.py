@@ -117,14 +117,19 @@ class SearchSpace:
         return self.canonical(tuple(x if p else y for x, y, p in zip(a, b, pick)))
 
     def suggest(self, trial: Any) -> tuple:
-        """Optuna define-by-run: ask `trial` for every gene that matters."""
-        genes: list[Any] = []
-        for gene in self.genes:
-            genes.append(gene.options[0])
-        for i, gene in enumerate(self.genes):
-            if self.active(tuple(genes))[i]:
-                genes[i] = trial.suggest_categorical(gene.name, list(gene.options))
-        return self.canonical(tuple(genes))
+        """Optuna define-by-run: ask `trial` for every gene that matters. A gene's relevance may
+        depend on genes after it (a stage's mixer matters once its repeat count is above 0), so the
+        genes are walked until no further gene becomes relevant."""
+        genes = [gene.options[0] for gene in self.genes]
+        asked: set[int] = set()
+        while True:
+            mask = self.active(tuple(genes))
+            todo = [i for i, on in enumerate(mask) if on and i not in asked]
+            if not todo:
+                return self.canonical(tuple(genes))
+            for i in todo:
+                genes[i] = trial.suggest_categorical(self.genes[i].name, list(self.genes[i].options))
+                asked.add(i)
 
     def size(self) -> int:
         return int(np.prod([len(g.options) for g in self.genes], dtype=object))
@@ -163,6 +168,16 @@ class SearchSpace:
 
     def input_shape(self, arch: tuple) -> tuple[int, int, int, int]:
         raise NotImplementedError
+
+    def gene_graph(self) -> list[tuple[int, int]]:
+        """Directed edges between genes (gene i feeds gene j) for graph predictors: a chain unless a
+        space knows better (NAS-Bench-201: the cell's data flow between edge operations)."""
+        return [(i, i + 1) for i in range(len(self.genes) - 1)]
+
+    def latency_model(self, arch: tuple) -> tuple[nn.Module, tuple[int, ...]]:
+        """What a device times for `arch`, and its input shape (the built network, unless a space
+        times something else, such as one decoding step)."""
+        return self.build(arch), tuple(self.input_shape(arch))
 
     def example_input(self, arch: tuple) -> torch.Tensor:
         """A random input of `input_shape` the built model accepts."""

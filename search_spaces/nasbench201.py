@@ -148,6 +148,10 @@ class NASBench201(SearchSpace):
         """(channels, spatial size) of each stage."""
         return [(self.channels * 2**i, self.resolution // 2**i) for i in range(3)]
 
+    def gene_graph(self) -> list[tuple[int, int]]:
+        """Edge operation i feeds edge operation j when i ends at the node where j starts."""
+        return [(i, j) for i, (t, _) in enumerate(EDGES) for j, (_, s) in enumerate(EDGES) if t == s]
+
     def operators(self, arch: tuple) -> list[Op]:
         arch = self.validate(arch)
         r, c = self.resolution, self.channels

@@ -12,7 +12,7 @@ from nas.features import COSTS, features
 from nas.spaces import load_space, sample_archs
 
 SPACE = "fbnet"
-FAST = {"mlp": {"steps": 600}, "hwnas": {"steps": 600}, "help": {"meta_steps": 300}}
+FAST = {"mlp": {"steps": 600}, "gcn": {"steps": 600}, "hwnas": {"steps": 600}, "help": {"meta_steps": 300}}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_fit_adapt_predict_ranks_an_unseen_device(name, world):
     out = pred.adapt(X[refs], target[refs]).predict(X[500:])
     assert out.shape == (200,) and np.all(np.isfinite(out))
     rho = spearmanr(out, target[500:]).statistic
-    floor = {"flops": 0.3, "opcount": 0.4, "help": 0.7}.get(name, 0.9)  # baselines that use the sources less
+    floor = {"flops": 0.3, "opcount": 0.4, "roofline": 0.3, "help": 0.7, "gcn": 0.7}.get(name, 0.9)  # the weaker baselines
     assert rho > floor, (name, rho)
 
 

@@ -67,6 +67,21 @@ def test_suggest_builds_valid_archs_from_optuna_trials(space):
     assert len(seen) > 1
 
 
+def test_suggest_varies_every_gene_that_can_matter(space):
+    """Genes whose relevance depends on later genes (a stage's mixer on its repeat count) are asked too."""
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen: dict[int, set] = {i: set() for i in range(len(space.genes))}
+    for _ in range(150):
+        trial = study.ask()
+        arch = space.suggest(trial)
+        for i, on in enumerate(space.active(arch)):
+            if on:
+                seen[i].add(arch[i])
+        study.tell(trial, 0.0)
+    assert all(len(seen[i]) > 1 for i, g in enumerate(space.genes) if len(g.options) > 1), \
+        [g.name for i, g in enumerate(space.genes) if len(g.options) > 1 and len(seen[i]) < 2]
+
+
 def test_encoding_is_fixed_length_and_distinguishes_archs(space):
     rng = np.random.default_rng(2)
     archs = {space.sample(rng) for _ in range(300)}
@@ -97,6 +112,13 @@ def test_operator_lists_add_up_and_match_the_built_module(space):
         convs = sum(isinstance(m, torch.nn.Conv2d) for m in space.build(arch).modules())
         assert sum(op.kind == "conv" for op in ops) == convs
         assert all(op.c_in > 0 and op.c_out > 0 and op.in_hw >= op.out_hw >= 1 for op in ops)
+
+
+def test_gene_graph_joins_existing_genes(space):
+    edges = space.gene_graph()
+    assert edges and all(0 <= i < len(space.genes) and 0 <= j < len(space.genes) and i != j for i, j in edges)
+    if space.name == "nasbench201":  # edge ops 0->1 feeds 1->2 and 1->3; 2->3 is fed by 0->2 and 1->2
+        assert {(0, 2), (0, 4)} <= set(edges) and {(1, 5), (2, 5)} <= set(edges) and (0, 1) not in edges
 
 
 def test_bad_strings_get_errors_that_quote_them(space):

@@ -25,14 +25,17 @@ _STAGE = re.compile(r"^(?P<mix>[a-z0-9]+(?:\+[a-z0-9]+)?)(?:@(?P<ratio>\d:\d))?,
 class HybridLMSpace(SearchSpace):
     def __init__(self, dims: Sequence[int] = (96, 128, 192, 256), heads: Sequence[int] = (2, 4),
                  ffn_ratios: Sequence[float] = (2.0, 3.0, 4.0), stages: int = 3, max_repeat: int = 2,
-                 max_blocks: int = 16, window: int = 64, seq_len: int = 128, context: int = 1024) -> None:
+                 max_blocks: int = 16, window: int = 64, seq_len: int = 128, context: int = 1024,
+                 latency: str = "decode") -> None:
         if any(d % h or (2 * d) % h for d in dims for h in heads):
             raise ValueError(f"every dim must be a multiple of every head count, but got dims={list(dims)}, heads={list(heads)}")
         if max_blocks < 1 or stages < 1 or max_repeat < 1:
             raise ValueError(f"`stages, max_repeat, max_blocks >= 1` must hold, but got {stages}, {max_repeat}, {max_blocks}")
         self.dims, self.heads, self.ffn_ratios = tuple(dims), tuple(heads), tuple(float(r) for r in ffn_ratios)
         self.stages, self.max_repeat, self.max_blocks = stages, max_repeat, max_blocks
-        self.window, self.seq_len, self.context = window, seq_len, context
+        if latency not in ("decode", "prefill"):
+            raise ValueError(f"latency must be 'decode' or 'prefill', but got {latency!r}")
+        self.window, self.seq_len, self.context, self.latency = window, seq_len, context, latency
         genes = [Gene("dim", self.dims), Gene("heads", self.heads), Gene("ffn_ratio", self.ffn_ratios)]
         for s in range(stages):
             genes += [Gene(f"s{s}_mix", MIXERS + PAIRS), Gene(f"s{s}_ratio", RATIOS), Gene(f"s{s}_ffn", (0, 1, 2)),
@@ -149,6 +152,15 @@ class HybridLMSpace(SearchSpace):
 
     def input_shape(self, arch: tuple) -> tuple[int, int]:
         return (1, self.seq_len)
+
+    def latency_model(self, arch: tuple) -> tuple[torch.nn.Module, tuple[int, ...]]:
+        """`latency="decode"`: one decoding step at `context` tokens (batch 1); "prefill": a forward
+        pass over `seq_len` tokens."""
+        if self.latency == "prefill":
+            return super().latency_model(arch)
+        from search_spaces.hybrid_lm.model import DecodeStep
+
+        return DecodeStep(self.build(arch).eval(), 1, self.context), (1, 1)
 
     def example_input(self, arch: tuple) -> torch.Tensor:
         return torch.randint(0, VOCAB, self.input_shape(arch))

@@ -1,0 +1,104 @@
+"""BRP-NAS-style graph network: each gene is a node (its one-hot value and its position), edges
+follow the space's gene graph (the cell's data flow in NAS-Bench-201, a chain elsewhere); graph
+convolutions, a mean over nodes, one head per source device; a new device gets a ridge head on the
+graph embedding (log space)."""
+from __future__ import annotations
+
+import numpy as np
+
+from predictors.base import Layout, Predictor
+from predictors.linalg import ridge_fit, ridge_predict
+from predictors.registry import register
+
+
+@register("gcn")
+class GraphRegressor(Predictor):
+    def __init__(self, layout: Layout | None = None, seed: int = 0, hidden: int = 128, layers: int = 3,
+                 steps: int = 2000, lr: float = 1e-3) -> None:
+        super().__init__(layout, seed)
+        self.hidden, self.layers, self.steps, self.lr = hidden, layers, steps, lr
+
+    def _graph(self) -> tuple[list[int], np.ndarray]:
+        if not self.layout or "gene_sizes" not in self.layout:
+            raise ValueError(f"predictor {self.name!r} needs the gene layout (gene_sizes, gene_edges); re-make the base")
+        sizes = list(self.layout["gene_sizes"])
+        g = len(sizes)
+        A = np.eye(g)
+        e = self.layout.get("gene_edges", [])
+        for i, j in zip(e[0::2], e[1::2]):
+            A[i, j] = A[j, i] = 1.0
+        return sizes, A / A.sum(1, keepdims=True)
+
+    def _nodes(self, X: np.ndarray) -> np.ndarray:
+        """(n, genes, max options + genes): each gene's one-hot, padded, then its position."""
+        sizes, _ = self._graph()
+        H = self.block(X, "onehot")
+        width = max(sizes)
+        out = np.zeros((len(X), len(sizes), width + len(sizes)), np.float32)
+        start = 0
+        for k, size in enumerate(sizes):
+            out[:, k, :size] = H[:, start : start + size]
+            out[:, k, width + k] = 1.0
+            start += size
+        return out
+
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> "GraphRegressor":
+        import torch
+
+        Y = np.atleast_2d(np.asarray(Y, float).T).T
+        if np.any(Y[~np.isnan(Y)] <= 0):
+            raise ValueError("latencies must be > 0 ms")
+        torch.manual_seed(self.seed)
+        L = np.log(Y)
+        self.mu_, self.sd_ = np.nanmean(L, 0), np.nanstd(L, 0) + 1e-6
+        T = torch.tensor(np.nan_to_num((L - self.mu_) / self.sd_), dtype=torch.float32)
+        M = torch.tensor(~np.isnan(L), dtype=torch.float32)
+        N = torch.tensor(self._nodes(X))
+        A = torch.tensor(self._graph()[1], dtype=torch.float32)
+        dims = [N.shape[2]] + [self.hidden] * self.layers
+        convs = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        head = torch.nn.Linear(self.hidden, T.shape[1])
+        params = list(convs.parameters()) + list(head.parameters())
+        opt = torch.optim.AdamW(params, self.lr, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.steps)
+        gen = torch.Generator().manual_seed(self.seed)
+
+        def embed(x: torch.Tensor) -> torch.Tensor:
+            for conv in convs:
+                x = torch.relu(conv(A @ x))
+            return x.mean(1)
+
+        for _ in range(self.steps):
+            b = torch.randint(0, len(N), (128,), generator=gen)
+            loss = (((head(embed(N[b])) - T[b]) ** 2) * M[b]).sum() / M[b].sum().clamp(min=1)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        for i, conv in enumerate(convs):
+            setattr(self, f"W{i}_", conv.weight.detach().numpy().T.copy())
+            setattr(self, f"b{i}_", conv.bias.detach().numpy().copy())
+        self.head_w_, self.head_b_ = head.weight.detach().numpy().T.copy(), head.bias.detach().numpy().copy()
+        return self
+
+    def embed(self, X: np.ndarray) -> np.ndarray:
+        self.check_fitted("W0_")
+        x, A = self._nodes(X), self._graph()[1].astype(np.float32)
+        for i in range(self.layers):
+            x = np.maximum(np.einsum("ij,njf->nif", A, x) @ getattr(self, f"W{i}_") + getattr(self, f"b{i}_"), 0)
+        return x.mean(1)
+
+    def sources(self, X: np.ndarray) -> np.ndarray:
+        """Predicted ms on every source device, (n, devices)."""
+        return np.exp((self.embed(X) @ self.head_w_ + self.head_b_) * self.sd_ + self.mu_)
+
+    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> "GraphRegressor":
+        self.hmu_, self.hsd_, self.hw_, self.hb_ = ridge_fit(self.embed(X_ref), np.log(np.asarray(y_ref, float)), 10.0)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        self.check_fitted("hw_")
+        return np.exp(ridge_predict(self.embed(X), self.hmu_, self.hsd_, self.hw_, self.hb_))
+
+    def reference_features(self, X: np.ndarray) -> np.ndarray:
+        return self.sources(X)
