@@ -36,6 +36,7 @@ class ProxyConfig:
     text: str | None = None
     val_windows: int = 32
     seed: int = 0
+    device: str = "cpu"  # or cuda
 
 
 @dataclass
@@ -83,6 +84,8 @@ def hybrid_recipe_from_dict(raw: Any, source: str) -> HybridRecipe:
     for name in ("steps", "batch", "seq_len"):
         if getattr(recipe.proxy, name) < 1:
             raise ValueError(f"{source}: proxy.{name} must be at least 1, but got {getattr(recipe.proxy, name)}")
+    if recipe.proxy.device != "cpu" and not recipe.proxy.device.startswith("cuda"):
+        raise ValueError(f"{source}: proxy.device must be cpu or cuda[:N], but got {recipe.proxy.device!r}")
     if recipe.decode.context < 1 or recipe.decode.batch < 1:
         raise ValueError(f"{source}: decode.context and decode.batch must be at least 1")
     try:
@@ -143,7 +146,7 @@ class HybridRun:
         if key not in self._proxy:
             p = self.recipe.proxy
             model = self.model(key)
-            r = train_proxy(model, self.data, p.steps, p.batch, p.seq_len, p.lr, p.seed, p.val_windows)
+            r = train_proxy(model, self.data, p.steps, p.batch, p.seq_len, p.lr, p.seed, p.val_windows, device=p.device)
             row = {"arch": key, "val_bpb": r["val_bpb"], "final_train_loss": float(np.mean(r["train_loss"][-10:])),
                    "params": count_params(model)}
             with self.proxy_path.open("a") as f:
@@ -224,7 +227,7 @@ class HybridRun:
         out.mkdir(exist_ok=True)
         p = self.recipe.proxy
         model = self.space.build(arch)
-        trained = train_proxy(model, self.data, p.steps, p.batch, p.seq_len, p.lr, p.seed, p.val_windows)
+        trained = train_proxy(model, self.data, p.steps, p.batch, p.seq_len, p.lr, p.seed, p.val_windows, device=p.device)
         model.eval()
         shape = (1, self.recipe.proxy.seq_len)
         (out / "model.onnx").write_bytes(to_onnx(model, shape, self.space.to_str(arch), dynamic_batch=True, opset=18))
