@@ -112,3 +112,8 @@ def test_a_tight_cap_shrinks_every_arch_to_fit():
     archs = {tight.sample(rng) for _ in range(200)}
     assert all(1 <= len(tight.blocks(a)) <= 2 for a in archs)
     assert all(tight.from_str(tight.to_str(a)) == a for a in archs)
+
+
+def test_size_counts_the_distinct_architectures_within_the_cap():
+    small = search_spaces.create("hybrid_lm", dims=[64], heads=[2], ffn_ratios=[2.0, 3.0], stages=2, max_blocks=4)
+    assert small.size() == len(list(small.enumerate())) == 1150

@@ -107,6 +107,30 @@ class HybridLMSpace(SearchSpace):
                     genes[i] = genes[i].partition("+")[0]
                 return
 
+    def size(self) -> int:
+        """Distinct architectures within the block cap."""
+        forms: list[tuple[int, bool]] = []  # (blocks, has FFN) of one stage's non-empty forms, per repeat
+        for mix in MIXERS + PAIRS:
+            for ratio in (RATIOS[:3] if "+" in mix else RATIOS[:1]):
+                for ffn in (0, 1, 2):
+                    forms.append((len(self.unit(mix, ratio, ffn)), ffn > 0))
+        counts = {(0, False): 1}  # (blocks so far, any FFN) -> ways
+        for s in range(self.stages):
+            nxt: dict[tuple[int, bool], int] = {}
+            for (blocks, ffn_any), ways in counts.items():
+                if s > 0:
+                    nxt[blocks, ffn_any] = nxt.get((blocks, ffn_any), 0) + ways
+                for unit, has_ffn in forms:
+                    for repeat in range(1, self.max_repeat + 1):
+                        total = blocks + unit * repeat
+                        if total <= self.max_blocks:
+                            key = (total, ffn_any or has_ffn)
+                            nxt[key] = nxt.get(key, 0) + ways
+            counts = nxt
+        plain = sum(w for (_, f), w in counts.items() if not f)
+        with_ffn = sum(w for (_, f), w in counts.items() if f)
+        return len(self.dims) * len(self.heads) * (plain + len(self.ffn_ratios) * with_ffn)
+
     # ---- strings ---------------------------------------------------------------------------
     def to_str(self, arch: tuple) -> str:
         arch = self.validate(arch)
