@@ -69,7 +69,7 @@ def op_costs(op_lists: Sequence[Sequence[Op]]) -> np.ndarray:
 
 def _agnostic_and_costs(space: Any, archs: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray | None]:
     try:
-        C = op_costs([space.operators(a) for a in archs])
+        C = op_costs([space.latency_operators(a) for a in archs])
     except NotImplementedError:
         return np.array([space.flops_params(a) for a in archs], dtype=np.float64) / 1e6, None
     return C[:, -2:], C[:, :-2]

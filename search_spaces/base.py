@@ -169,6 +169,10 @@ class SearchSpace:
     def input_shape(self, arch: tuple) -> tuple[int, int, int, int]:
         raise NotImplementedError
 
+    def latency_operators(self, arch: tuple) -> list[Op]:
+        """The operators of what `latency_model` times (latency features come from these)."""
+        return self.operators(arch)
+
     def gene_graph(self) -> list[tuple[int, int]]:
         """Directed edges between genes (gene i feeds gene j) for graph predictors: a chain unless a
         space knows better (NAS-Bench-201: the cell's data flow between edge operations)."""

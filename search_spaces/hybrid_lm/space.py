@@ -192,9 +192,16 @@ class HybridLMSpace(SearchSpace):
     def operators(self, arch: tuple) -> list[Op]:
         """A forward pass over `seq_len` tokens (what prefill costs); attention scores and recurrent
         state updates are "matmul" work."""
+        return self._operators(arch, self.seq_len, None)
+
+    def latency_operators(self, arch: tuple) -> list[Op]:
+        """What `latency_model` times: one token against `context` cached tokens, or the prefill."""
+        return self._operators(arch, 1, self.context) if self.latency == "decode" else self.operators(arch)
+
+    def _operators(self, arch: tuple, t: int, context: int | None) -> list[Op]:
         arch = self.validate(arch)
         dim, heads, ratio = arch[0], arch[1], arch[2]
-        t, d, kv = self.seq_len, dim // heads, max(1, heads // 2)
+        d, kv = dim // heads, max(1, heads // 2)
         norm = Op("eltwise", dim, dim, extra_params=dim, positions=t)
         ops = [Op("eltwise", dim, dim, positions=t)]  # embedding lookup; its table is the head's weight
         for kind in self.blocks(arch):
@@ -203,7 +210,8 @@ class HybridLMSpace(SearchSpace):
                 hidden = int(dim * ratio)
                 ops += [Op("linear", dim, 2 * hidden, positions=t), Op("linear", hidden, dim, positions=t)]
             elif kind in ("attn", "swa"):
-                span = (t + 1) // 2 if kind == "attn" else min(self.window, t)
+                seen = t if context is None else context + 1  # tokens attended to
+                span = ((seen + 1) // 2 if context is None else seen) if kind == "attn" else min(self.window, seen)
                 ops += [Op("linear", dim, dim, positions=t), Op("linear", dim, 2 * kv * d, positions=t),
                         Op("matmul", d, heads * span, positions=t), Op("matmul", heads * span, d, positions=t),
                         Op("linear", dim, dim, positions=t)]
