@@ -144,7 +144,10 @@ class HybridRun:
         from search_spaces import count_params
 
         if key not in self._proxy:
+            import torch
+
             p = self.recipe.proxy
+            torch.manual_seed(p.seed)  # the same initial weights for the same key, whatever ran before
             model = self.model(key)
             r = train_proxy(model, self.data, p.steps, p.batch, p.seq_len, p.lr, p.seed, p.val_windows, device=p.device)
             row = {"arch": key, "val_bpb": r["val_bpb"], "final_train_loss": float(np.mean(r["train_loss"][-10:])),
@@ -226,6 +229,7 @@ class HybridRun:
         out = self.run / "best"
         out.mkdir(exist_ok=True)
         p = self.recipe.proxy
+        torch.manual_seed(p.seed)
         model = self.space.build(arch)
         trained = train_proxy(model, self.data, p.steps, p.batch, p.seq_len, p.lr, p.seed, p.val_windows, device=p.device)
         model.eval()

@@ -58,3 +58,15 @@ def test_bad_hybrid_recipes_get_one_line_errors(change, message, tmp_path, capsy
     assert main(["run", str(recipe), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_proxy_score_depends_only_on_the_architecture(tmp_path):
+    from nas.hybrid_run import HybridRun, hybrid_recipe_from_dict
+
+    recipe = hybrid_recipe_from_dict(RECIPE, "test")
+    key = "d32h2f3/mamba2,f1,x1/-/-"
+    first = HybridRun(recipe, tmp_path / "a", log=lambda _: None)
+    first.bpb("d48h2f3/attn,f0,x1/-/-")  # other work before must not change the next score
+    second = HybridRun(recipe, tmp_path / "b", log=lambda _: None)
+    assert first.bpb(key) == second.bpb(key)
+    assert second.bpb(key + "|all-mamba2") == second.bpb(key)  # the same network under another name
