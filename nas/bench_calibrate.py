@@ -22,22 +22,24 @@ def bench_calibrate(space_spec: str, device: Device, n_test: int = 60, n_ref: in
     """Default predictors: hwnas (from the base), roofline and flops; without a base for the space,
     roofline, opcount and flops."""
     space = load_space(space_spec)
+    try:
+        base_pred, base_meta, _ = load_base(base, space.name)
+    except ValueError:
+        if base is not None or (names and "hwnas" in names):
+            raise
+        base_pred = base_meta = None
     if names is None:
-        try:
-            load_base(base, space.name)
-            names = ("hwnas", "roofline", "flops")
-        except ValueError:
-            names = ("roofline", "opcount", "flops")
+        names = ("hwnas", "roofline", "flops") if base_pred is not None else ("roofline", "opcount", "flops")
     pool = sample_archs(space, 3000, seed=seed)
     test = [a for a in sample_archs(space, n_test + n_ref + 50, seed=seed + 1000) if a not in set(pool)][:n_test]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         csv = Path(tmp) / "lat.csv"
-        fspace = feature_space(load_base(base, space.name)[1], space) if "hwnas" in names else space  # the base's encoding
+        fspace = feature_space(base_meta, space) if "hwnas" in names else space  # the base's encoding
         Xp, layout = features(space, pool, fspace)
 
         def fresh(name: str) -> Any:
-            return load_base(base, space.name)[0] if name == "hwnas" else predictors.create(name, layout=layout)
+            return base_pred if name == "hwnas" else predictors.create(name, layout=layout)
 
         chosen = {name: [pool[i] for i in fresh(name).choose_references(Xp, n_ref)] for name in names}
         everything = [a for refs in chosen.values() for a in refs] + test

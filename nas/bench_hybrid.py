@@ -20,16 +20,19 @@ def operator_latency(device_spec: str, mixers: Sequence[str] = MIXERS, contexts:
     from search_spaces.hybrid_lm.space import HybridLMSpace
 
     device = get_device(device_spec)
+    space = HybridLMSpace(dims=(dim,), heads=(heads,), ffn_ratios=(3.0,), stages=1, max_repeat=layers,
+                          max_blocks=2 * layers, window=window)
     models, shapes, rows = [], [], []
     for mixer in mixers:
-        for phase, lengths in (("prefill", prompts), ("decode", contexts)):
-            for n in lengths:
-                space = HybridLMSpace(dims=(dim,), heads=(heads,), ffn_ratios=(3.0,), stages=1, max_repeat=layers,
-                                      max_blocks=2 * layers, window=window, seq_len=n if phase == "prefill" else 1)
-                model = space.build(space.from_str(f"d{dim}h{heads}f3/{mixer},f1,x{layers}")).eval()
-                models.append(model if phase == "prefill" else DecodeStep(model, 1, n))
-                shapes.append((1, n) if phase == "prefill" else (1, 1))
-                rows.append({"mixer": mixer, "phase": phase, "tokens": n})
+        model = space.build(space.from_str(f"d{dim}h{heads}f3/{mixer},f1,x{layers}")).eval()
+        for n in prompts:
+            models.append(model)
+            shapes.append((1, n))
+            rows.append({"mixer": mixer, "phase": "prefill", "tokens": n})
+        for n in contexts:
+            models.append(DecodeStep(model, 1, n))
+            shapes.append((1, 1))
+            rows.append({"mixer": mixer, "phase": "decode", "tokens": n})
     log(f"timing {len(models)} models on {device.spec} (interleaved)")
     for row, m in zip(rows, device.measure_many(models, shapes)):
         row["ms"] = m.latency_ms

@@ -264,24 +264,20 @@ def cmd_run(args: argparse.Namespace) -> None:
         if getattr(args, "storage", None):
             recipe.search.storage = args.storage
         run = HybridRun(recipe, args.out or Path("runs") / Path(args.recipe).stem, log=console.print, progress=progress_bar)
-        result = run.execute()
+        result, run_dir = run.execute(), run.run
         w = result["winner"]
-        if w:
-            console.print(f"winner: {w['arch']}: {w['val_bpb']:.3f} bits/byte, {w['decode_ms']:.3f} ms per token "
-                          f"(budget {result['budget_ms']:.3f} ms) -> {run.run / 'best'}")
-        else:
-            console.print(f"no candidate met the {result['budget_ms']:.3f} ms budget")
-        console.print(f"report: {run.run / 'report.md'}")
-        return
-    pipe, console = _pipeline(args)
-    result = pipe.execute()
-    w = result["winner"]
-    if w:
-        console.print(f"winner: test top-1 {w['test_top1']:.4f}, measured {w['measured_ms']:.3f} ms "
-                      f"(budget {result['budget_ms']:.3f} ms, predicted {w['predicted_ms']:.3f} ms) -> {pipe.run / 'best'}")
+        found = w and (f"winner: {w['arch']}: {w['val_bpb']:.3f} bits/byte, {w['decode_ms']:.3f} ms per token "
+                       f"(budget {result['budget_ms']:.3f} ms)")
+        missed = f"no candidate met the {result['budget_ms']:.3f} ms budget"
     else:
-        console.print(f"no candidate met the {result['budget_ms']:.3f} ms budget when measured")
-    console.print(f"report: {pipe.run / 'report.md'}")
+        pipe, console = _pipeline(args)
+        result, run_dir = pipe.execute(), pipe.run
+        w = result["winner"]
+        found = w and (f"winner: test top-1 {w['test_top1']:.4f}, measured {w['measured_ms']:.3f} ms "
+                       f"(budget {result['budget_ms']:.3f} ms, predicted {w['predicted_ms']:.3f} ms)")
+        missed = f"no candidate met the {result['budget_ms']:.3f} ms budget when measured"
+    console.print(f"{found} -> {run_dir / 'best'}" if found else missed)
+    console.print(f"report: {run_dir / 'report.md'}")
 
 
 def cmd_search(args: argparse.Namespace) -> None:

@@ -17,10 +17,9 @@ import pandas as pd
 import yaml
 
 import devices
-from nas.recipes import _fill
+from nas.profile import read_latencies
+from nas.recipes import _fill, check_budget_and_search
 from nas.search import Objective, completed, pareto_front, run_search
-from nas.search.objectives import KINDS
-from nas.search.samplers import STRATEGIES
 from nas.search.study import SearchConfig
 from nas.spaces import load_space
 
@@ -59,7 +58,7 @@ class HybridRecipe:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     baseline: str = "d128h4f3/attn,f1,x2/attn,f1,x2/-"
     budget_ms: float | None = None
-    budget_fraction: float | None = 0.7
+    budget_fraction: float | None = None  # 0.7 when no budget is given
     search: HybridSearchConfig = field(default_factory=HybridSearchConfig)
 
 
@@ -69,18 +68,9 @@ def is_hybrid_recipe(raw: Any) -> bool:
 
 def hybrid_recipe_from_dict(raw: Any, source: str) -> HybridRecipe:
     recipe = _fill(HybridRecipe, raw, "", source)
-    if recipe.budget_ms is not None and recipe.budget_fraction is not None and "budget_fraction" in raw:
-        raise ValueError(f"{source}: give budget_ms or budget_fraction, not both")
-    if recipe.budget_ms is not None:
-        recipe.budget_fraction = None
-    for name in ("budget_ms", "budget_fraction"):
-        value = getattr(recipe, name)
-        if value is not None and (isinstance(value, bool) or value <= 0):
-            raise ValueError(f"{source}: {name} must be a positive number, but got {value!r}")
-    if recipe.search.strategy not in STRATEGIES:
-        raise ValueError(f"{source}: search.strategy must be one of {', '.join(STRATEGIES)}, but got {recipe.search.strategy!r}")
-    if recipe.search.objective not in KINDS:
-        raise ValueError(f"{source}: search.objective must be one of {', '.join(KINDS)}, but got {recipe.search.objective!r}")
+    check_budget_and_search(recipe, source)
+    if recipe.budget_ms is None and recipe.budget_fraction is None:
+        recipe.budget_fraction = 0.7
     for name in ("steps", "batch", "seq_len"):
         if getattr(recipe.proxy, name) < 1:
             raise ValueError(f"{source}: proxy.{name} must be at least 1, but got {getattr(recipe.proxy, name)}")
@@ -117,8 +107,7 @@ class HybridRun:
         self.device = devices.get(recipe.device)
         self.proxy_path, self.measured_path = self.run / "proxy.jsonl", self.run / "measured.csv"
         self._proxy = _read_jsonl(self.proxy_path)
-        self._measured = dict(zip(*pd.read_csv(self.measured_path)[["arch", "latency_ms"]].T.values)) \
-            if self.measured_path.exists() else {}
+        self._measured = read_latencies(self.measured_path)
         from nas.lm_proxy import TextData, load_text
 
         self.data = TextData.from_bytes(load_text(recipe.proxy.text))

@@ -18,7 +18,7 @@ import devices
 import predictors
 from nas.calibration import calibrate, feature_space, reference
 from nas.features import features
-from nas.profile import profile
+from nas.profile import profile, read_latencies
 from nas.recipes import Recipe, to_dict
 from nas.runs import SupernetRun, load_supernet_run, train_supernet
 from nas.search import Objective, completed, pareto_front, run_search
@@ -34,7 +34,7 @@ def _measure(space: Any, device: Any, archs: list[tuple], path: Path, progress: 
     first group's machine state: the calibration, the budget and the verification agree even when
     the machine runs 20% faster or slower from one minute to the next (seen on shared CPUs)."""
     profile(space, device, archs, path, progress=progress)
-    return _read_measured(path)
+    return read_latencies(path)
 
 
 class Pipeline:
@@ -142,7 +142,7 @@ class Pipeline:
         objective = Objective(recipe.search.objective, budget_ms=budget, w=recipe.search.soft_w)
         trials = self.search(sn, pred, pred_meta, objective)
         winner, _ = self.verify(space, trials, budget)
-        return self.report(sn, trials, _read_measured(self.run / "measured.csv"), budget, winner, pred, pred_meta)
+        return self.report(sn, trials, read_latencies(self.run / "measured.csv"), budget, winner, pred, pred_meta)
 
     # ---- results ---------------------------------------------------------------------------------
     def report(self, sn: SupernetRun, trials: list[dict], measured: dict[str, float], budget: float,
@@ -150,13 +150,6 @@ class Pipeline:
         from nas.report import write_report
 
         return write_report(self, sn, trials, measured, budget, winner, pred, pred_meta)
-
-
-def _read_measured(path: Path) -> dict[str, float]:
-    if not path.exists():
-        return {}
-    df = pd.read_csv(path)
-    return dict(zip(df["arch"].astype(str), df["latency_ms"].astype(float)))
 
 
 def export_run(run_dir: str | Path, arch: str | None = None, fmt: str = "onnx", fp16: bool = False, int8: bool = False,

@@ -67,6 +67,16 @@ def read_state(path: Path, space_spec: str, device_spec: str) -> ProfileState:
     return state
 
 
+def read_latencies(path: Path) -> dict[str, float]:
+    """arch -> latency_ms of a measurements CSV (empty when the file does not exist yet)."""
+    import pandas as pd
+
+    if not path.exists():
+        return {}
+    df = pd.read_csv(path)
+    return dict(zip(df["arch"].astype(str), df["latency_ms"].astype(float)))
+
+
 def check_output(path: str | os.PathLike) -> None:
     """Fail now, with the file's name, if `path` cannot hold a profile."""
     path = Path(path)

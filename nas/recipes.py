@@ -118,16 +118,7 @@ def recipe_from_dict(raw: Any, source: str) -> Recipe:
         raise ValueError(f"{source}: data.path is required for {recipe.data.name} (hwnas never downloads)")
     if recipe.data.augment is not None and recipe.data.augment not in AUGMENTS:
         raise ValueError(f"{source}: data.augment must be one of {', '.join(AUGMENTS)}, but got {recipe.data.augment!r}")
-    for name in ("budget_ms", "budget_fraction"):
-        value = getattr(recipe, name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
-            raise ValueError(f"{source}: {name} must be a positive number, but got {value!r}")
-    if recipe.budget_ms is not None and recipe.budget_fraction is not None:
-        raise ValueError(f"{source}: give budget_ms or budget_fraction, not both")
-    if recipe.search.strategy not in STRATEGIES:
-        raise ValueError(f"{source}: search.strategy must be one of {', '.join(STRATEGIES)}, but got {recipe.search.strategy!r}")
-    if recipe.search.objective not in KINDS:
-        raise ValueError(f"{source}: search.objective must be one of {', '.join(KINDS)}, but got {recipe.search.objective!r}")
+    check_budget_and_search(recipe, source)
     if recipe.export.format not in FORMATS:
         raise ValueError(f"{source}: export.format must be one of {', '.join(FORMATS)}, but got {recipe.export.format!r}")
     try:
@@ -139,6 +130,20 @@ def recipe_from_dict(raw: Any, source: str) -> Recipe:
     if recipe.train.device not in DEVICES:
         raise ValueError(f"{source}: train.device must be one of {', '.join(DEVICES)}, but got {recipe.train.device!r}")
     return recipe
+
+
+def check_budget_and_search(recipe: Any, source: str) -> None:
+    """The checks every recipe kind shares: a positive budget given one way, a known strategy and objective."""
+    for name in ("budget_ms", "budget_fraction"):
+        value = getattr(recipe, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+            raise ValueError(f"{source}: {name} must be a positive number, but got {value!r}")
+    if recipe.budget_ms is not None and recipe.budget_fraction is not None:
+        raise ValueError(f"{source}: give budget_ms or budget_fraction, not both")
+    if recipe.search.strategy not in STRATEGIES:
+        raise ValueError(f"{source}: search.strategy must be one of {', '.join(STRATEGIES)}, but got {recipe.search.strategy!r}")
+    if recipe.search.objective not in KINDS:
+        raise ValueError(f"{source}: search.objective must be one of {', '.join(KINDS)}, but got {recipe.search.objective!r}")
 
 
 def to_dict(recipe: Recipe) -> dict[str, Any]:

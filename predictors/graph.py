@@ -8,6 +8,7 @@ import numpy as np
 
 from predictors.base import Layout, Predictor
 from predictors.linalg import ridge_fit, ridge_predict
+from predictors.neural import fit_log_latency
 from predictors.registry import register
 
 
@@ -45,40 +46,27 @@ class GraphRegressor(Predictor):
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "GraphRegressor":
         import torch
 
-        Y = np.atleast_2d(np.asarray(Y, float).T).T
-        if np.any(Y[~np.isnan(Y)] <= 0):
-            raise ValueError("latencies must be > 0 ms")
-        torch.manual_seed(self.seed)
-        L = np.log(Y)
-        self.mu_, self.sd_ = np.nanmean(L, 0), np.nanstd(L, 0) + 1e-6
-        T = torch.tensor(np.nan_to_num((L - self.mu_) / self.sd_), dtype=torch.float32)
-        M = torch.tensor(~np.isnan(L), dtype=torch.float32)
-        N = torch.tensor(self._nodes(X))
+        nodes = self._nodes(X)
         A = torch.tensor(self._graph()[1], dtype=torch.float32)
-        dims = [N.shape[2]] + [self.hidden] * self.layers
-        convs = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
-        head = torch.nn.Linear(self.hidden, T.shape[1])
-        params = list(convs.parameters()) + list(head.parameters())
-        opt = torch.optim.AdamW(params, self.lr, weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.steps)
-        gen = torch.Generator().manual_seed(self.seed)
+        dims = [nodes.shape[2]] + [self.hidden] * self.layers
 
-        def embed(x: torch.Tensor) -> torch.Tensor:
-            for conv in convs:
-                x = torch.relu(conv(A @ x))
-            return x.mean(1)
+        class Net(torch.nn.Module):
+            def __init__(self, devices: int, hidden: int) -> None:
+                super().__init__()
+                self.convs = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+                self.head = torch.nn.Linear(hidden, devices)
 
-        for _ in range(self.steps):
-            b = torch.randint(0, len(N), (128,), generator=gen)
-            loss = (((head(embed(N[b])) - T[b]) ** 2) * M[b]).sum() / M[b].sum().clamp(min=1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        for i, conv in enumerate(convs):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                for conv in self.convs:
+                    x = torch.relu(conv(A @ x))
+                return self.head(x.mean(1))
+
+        net, self.mu_, self.sd_ = fit_log_latency(lambda devices: Net(devices, self.hidden), nodes, Y, self.seed,
+                                                  self.steps, self.lr)
+        for i, conv in enumerate(net.convs):
             setattr(self, f"W{i}_", conv.weight.detach().numpy().T.copy())
             setattr(self, f"b{i}_", conv.bias.detach().numpy().copy())
-        self.head_w_, self.head_b_ = head.weight.detach().numpy().T.copy(), head.bias.detach().numpy().copy()
+        self.head_w_, self.head_b_ = net.head.weight.detach().numpy().T.copy(), net.head.bias.detach().numpy().copy()
         return self
 
     def embed(self, X: np.ndarray) -> np.ndarray:

@@ -1,12 +1,43 @@
 """Neural predictors: a multi-device MLP (BRP-NAS style) and hwnas's mixture of source experts."""
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import numpy as np
 
 from predictors.base import Layout, Predictor
 from predictors.linalg import loo_log_error, nnls_fit, nnls_predict, ridge_fit, ridge_predict
 from predictors.linear import LookupTableMixture
 from predictors.registry import register
+
+
+def fit_log_latency(make_net: Callable[[int], Any], inputs: np.ndarray, Y: np.ndarray, seed: int, steps: int,
+                    lr: float) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Train `make_net(devices)` (inputs batch -> one output per source device) on each device's
+    standardised log latency, NaNs masked: returns (net, mu, sd) of the log latencies."""
+    import torch
+
+    Y = np.atleast_2d(np.asarray(Y, float).T).T
+    if np.any(Y[~np.isnan(Y)] <= 0):
+        raise ValueError("latencies must be > 0 ms")
+    torch.manual_seed(seed)
+    L = np.log(Y)
+    mu, sd = np.nanmean(L, 0), np.nanstd(L, 0) + 1e-6
+    T = torch.tensor(np.nan_to_num((L - mu) / sd), dtype=torch.float32)
+    M = torch.tensor(~np.isnan(L), dtype=torch.float32)
+    Xt = torch.tensor(inputs)
+    net = make_net(T.shape[1])
+    opt = torch.optim.AdamW(net.parameters(), lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        b = torch.randint(0, len(Xt), (128,), generator=gen)
+        loss = (((net(Xt[b]) - T[b]) ** 2) * M[b]).sum() / M[b].sum().clamp(min=1)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return net, mu, sd
 
 
 class _Experts(Predictor):
@@ -23,28 +54,13 @@ class _Experts(Predictor):
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "_Experts":
         import torch
 
-        Y = np.atleast_2d(np.asarray(Y, float).T).T
-        if np.any(Y[~np.isnan(Y)] <= 0):
-            raise ValueError("latencies must be > 0 ms")
-        torch.manual_seed(self.seed)
-        L = np.log(Y)
-        self.mu_, self.sd_ = np.nanmean(L, 0), np.nanstd(L, 0) + 1e-6
-        T = torch.tensor(np.nan_to_num((L - self.mu_) / self.sd_), dtype=torch.float32)
-        M = torch.tensor(~np.isnan(L), dtype=torch.float32)
-        Xt = torch.tensor(self._inputs(X))
-        net = torch.nn.Sequential(torch.nn.Linear(Xt.shape[1], self.hidden), torch.nn.ReLU(),
-                                  torch.nn.Linear(self.hidden, self.hidden), torch.nn.ReLU(),
-                                  torch.nn.Linear(self.hidden, T.shape[1]))
-        opt = torch.optim.AdamW(net.parameters(), self.lr, weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.steps)
-        gen = torch.Generator().manual_seed(self.seed)
-        for _ in range(self.steps):
-            b = torch.randint(0, len(Xt), (128,), generator=gen)
-            loss = (((net(Xt[b]) - T[b]) ** 2) * M[b]).sum() / M[b].sum().clamp(min=1)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
+        def make_net(devices: int) -> torch.nn.Module:
+            return torch.nn.Sequential(torch.nn.Linear(inputs.shape[1], self.hidden), torch.nn.ReLU(),
+                                       torch.nn.Linear(self.hidden, self.hidden), torch.nn.ReLU(),
+                                       torch.nn.Linear(self.hidden, devices))
+
+        inputs = self._inputs(X)
+        net, self.mu_, self.sd_ = fit_log_latency(make_net, inputs, Y, self.seed, self.steps, self.lr)
         layers = [m for m in net if isinstance(m, torch.nn.Linear)]
         for i, layer in enumerate(layers):
             setattr(self, f"W{i}_", layer.weight.detach().numpy().T.copy())

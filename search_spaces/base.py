@@ -57,8 +57,8 @@ def totals(ops: Sequence[Op]) -> tuple[int, int]:
 class SearchSpace:
     """Base class: a space describes its architectures as a tuple of gene values.
 
-    A subclass provides `genes`, `to_str`, `from_str`, `build`, `input_shape`, `flops`, `params`,
-    and may override `active` (which genes matter for a given arch) and `canonical`.
+    A subclass provides `genes`, `to_str`, `from_str`, `build`, `input_shape`, and `operators` (or
+    `flops_params`), and may override `active` (which genes matter for a given arch) and `canonical`.
     """
 
     name: str = ""
@@ -189,17 +189,17 @@ class SearchSpace:
 
     def flops(self, arch: tuple) -> int:
         """Multiply-accumulates of one forward pass at batch 1 (what NAS papers call FLOPs)."""
-        raise NotImplementedError
+        return self.flops_params(arch)[0]
 
     def params(self, arch: tuple) -> int:
-        raise NotImplementedError
+        return self.flops_params(arch)[1]
 
     def flops_params(self, arch: tuple) -> tuple[int, int]:
-        """Both counts at once (spaces that walk their network override this to walk it once)."""
-        return self.flops(arch), self.params(arch)
+        """Both counts at once, from the operator list (a space without one overrides this)."""
+        return totals(self.operators(arch))
 
     def operators(self, arch: tuple) -> list[Op]:
-        """The network's operators with their shapes, for latency features (optional)."""
+        """The network's operators with their shapes (FLOPs, params and latency features)."""
         raise NotImplementedError(f"{self.name}: no operator list")
 
     def __repr__(self) -> str:

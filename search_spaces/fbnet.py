@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from search_spaces.base import Gene, Op, SearchSpace, totals
+from search_spaces.base import Gene, Op, SearchSpace
 from search_spaces.registry import register
 
 OPS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
@@ -150,15 +150,3 @@ class FBNet(SearchSpace):
         ops += [Op("conv", STAGE_CHANNELS[-1], head, 1, 1, hw, hw, 2 * head), Op("pool", head, head, hw, head, hw, 1),
                 Op("linear", head, self.num_classes, extra_params=self.num_classes)]
         return ops
-
-    def _walk(self, arch: tuple) -> tuple[int, int]:
-        return totals(self.operators(arch))
-
-    def flops_params(self, arch: tuple) -> tuple[int, int]:
-        return self._walk(arch)
-
-    def flops(self, arch: tuple) -> int:
-        return self._walk(arch)[0]
-
-    def params(self, arch: tuple) -> int:
-        return self._walk(arch)[1]

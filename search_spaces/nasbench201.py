@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from search_spaces.base import Gene, Op, SearchSpace, totals
+from search_spaces.base import Gene, Op, SearchSpace
 from search_spaces.registry import register
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -167,12 +167,3 @@ class NASBench201(SearchSpace):
         ops += [Op("eltwise", last, last, in_hw=hw, out_hw=hw, extra_params=2 * last), Op("pool", last, last, hw, last, hw, 1),
                 Op("linear", last, self.num_classes, extra_params=self.num_classes)]
         return ops
-
-    def flops_params(self, arch: tuple) -> tuple[int, int]:
-        return totals(self.operators(arch))
-
-    def flops(self, arch: tuple) -> int:
-        return self.flops_params(arch)[0]
-
-    def params(self, arch: tuple) -> int:
-        return self.flops_params(arch)[1]

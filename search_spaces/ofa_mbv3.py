@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from search_spaces.base import Gene, Op, SearchSpace, totals
+from search_spaces.base import Gene, Op, SearchSpace
 from search_spaces.registry import register
 
 KERNELS = (3, 5, 7)
@@ -197,15 +197,3 @@ class OFAMobileNetV3(SearchSpace):
         final, head = make_divisible(FINAL_WIDTH * self.width_mult), self._head_width()
         return ops + [Op("conv", c, final, 1, 1, hw, hw, 2 * final), Op("pool", final, final, hw, final, hw, 1),
                       Op("conv", final, head, 1, 1, 1, 1), Op("linear", head, self.num_classes, extra_params=self.num_classes)]
-
-    def _walk(self, arch: tuple) -> tuple[int, int]:
-        return totals(self.operators(arch))
-
-    def flops_params(self, arch: tuple) -> tuple[int, int]:
-        return self._walk(arch)
-
-    def flops(self, arch: tuple) -> int:
-        return self._walk(arch)[0]
-
-    def params(self, arch: tuple) -> int:
-        return self._walk(arch)[1]

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 import torch
 
-from search_spaces.base import Gene, Op, SearchSpace, totals
+from search_spaces.base import Gene, Op, SearchSpace
 from search_spaces.hybrid_lm.model import MIXERS, VOCAB, HybridLM
 from search_spaces.registry import register
 
@@ -210,8 +210,10 @@ class HybridLMSpace(SearchSpace):
                 hidden = int(dim * ratio)
                 ops += [Op("linear", dim, 2 * hidden, positions=t), Op("linear", hidden, dim, positions=t)]
             elif kind in ("attn", "swa"):
-                seen = t if context is None else context + 1  # tokens attended to
-                span = ((seen + 1) // 2 if context is None else seen) if kind == "attn" else min(self.window, seen)
+                if context is None:  # causal over t tokens: t / 2 keys per query on average
+                    span = (t + 1) // 2 if kind == "attn" else min(self.window, t)
+                else:  # one query against the cache and itself
+                    span = context + 1 if kind == "attn" else min(self.window, context + 1)
                 ops += [Op("linear", dim, dim, positions=t), Op("linear", dim, 2 * kv * d, positions=t),
                         Op("matmul", d, heads * span, positions=t), Op("matmul", heads * span, d, positions=t),
                         Op("linear", dim, dim, positions=t)]
@@ -231,12 +233,3 @@ class HybridLMSpace(SearchSpace):
                         Op("linear", dim, dim, positions=t), Op("eltwise", dim, dim, extra_params=d, positions=t),
                         Op("linear", dim, dim, positions=t)]
         return ops + [norm, Op("linear", dim, VOCAB, positions=t)]
-
-    def flops_params(self, arch: tuple) -> tuple[int, int]:
-        return totals(self.operators(arch))
-
-    def flops(self, arch: tuple) -> int:
-        return self.flops_params(arch)[0]
-
-    def params(self, arch: tuple) -> int:
-        return self.flops_params(arch)[1]
