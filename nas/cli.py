@@ -308,7 +308,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     from nas.quantize.runs import quantize_run
 
     r = quantize_run(args.run, args.device, args.arch, args.tolerance, args.calib, args.method, args.search, args.out,
-                     log=console.print)
+                     log=console.print, activations=args.activations)
     _print_quantized(r, args.out or str(Path(args.run) / "quantized"))
 
 
@@ -324,7 +324,7 @@ def _print_quantized(r: dict, out: str) -> None:
         t.add_row(name, f"{c['int8_layers']}", f"{c['latency_ms']:.4f}", f"{fp32 / c['latency_ms']:.2f}x", f"{100 * c['val_top1']:.2f}",
                   f"{100 * c['test_top1']:.2f}", "yes" if c["within_tolerance"] else "no")
     Console(width=150).print(t)
-    print(f"chosen: {r['chosen']}, {r['speedup_vs_fp32']:.2f}x the speed of fp32, test drop {r['test_drop_points']:.2f} points; "
+    print(f"int8 activations: {r.get('int8_activations')}; chosen: {r['chosen']}, {r['speedup_vs_fp32']:.2f}x the speed of fp32, test drop {r['test_drop_points']:.2f} points; "
           f"written to {out} (model.onnx, model.json, quantize.png)")
 
 
@@ -518,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--calib", type=int, default=256, help="calibration images from the training split")
     s.add_argument("--method", default="interlayer", choices=["hessian", "interlayer"])
     s.add_argument("--search", default="bisect", choices=["bisect", "latency", "ilp"])
+    s.add_argument("--activations", default="auto", choices=["auto", "u8", "s8", "s8sym"],
+                   help="int8 activation type (auto: the faster of u8 and s8 on the device; TensorRT: s8sym)")
     s.add_argument("--out", help="output folder (default: RUN/quantized)")
     s.set_defaults(func=cmd_quantize)
 

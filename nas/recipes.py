@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from nas.data import AUGMENTS
-from nas.export import FORMATS
+from nas.export import FORMATS, check_activations
 from nas.quantize.mixed import check_settings
 from nas.search.objectives import KINDS
 from nas.search.samplers import STRATEGIES
@@ -52,6 +52,7 @@ class QuantizeSection:
     method: str = "interlayer"
     search: str = "bisect"
     calib: int = 256
+    activations: str = "auto"
 
 
 @dataclass
@@ -123,6 +124,8 @@ def recipe_from_dict(raw: Any, source: str) -> Recipe:
         raise ValueError(f"{source}: export.format must be one of {', '.join(FORMATS)}, but got {recipe.export.format!r}")
     try:
         check_settings(recipe.quantize.tolerance, recipe.quantize.method, recipe.quantize.search, "quantize.")
+        if recipe.quantize.activations != "auto":
+            check_activations(recipe.quantize.activations, "quantize.activations")
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from None
     if recipe.references < 5:

@@ -110,11 +110,13 @@ def write_report(pipe: Any, sn: Any, trials: list[dict], measured: dict[str, flo
         pipe.log(f"quantize: per-layer precision for {device.spec}, tolerance {q.tolerance} points")
         done = run / "quantized" / "model.json"
         previous = json.loads(done.read_text()) if done.exists() else {}
-        same = {"arch": winner["arch"], "device": device.spec, "tolerance_points": q.tolerance, "method": q.method, "search": q.search}
+        same = {"arch": winner["arch"], "device": device.spec, "tolerance_points": q.tolerance, "method": q.method, "search": q.search,
+                "activations": q.activations}
         if all(previous.get(k) == v for k, v in same.items()):
             qr = previous
         else:
-            qr = quantize_run(run, device.spec, winner["arch"], q.tolerance, q.calib, q.method, q.search, log=pipe.log, sn=sn)
+            qr = quantize_run(run, device.spec, winner["arch"], q.tolerance, q.calib, q.method, q.search, log=pipe.log, sn=sn,
+                              activations=q.activations)
         result["quantized"] = {k: qr[k] for k in ("chosen", "speedup_vs_fp32", "test_drop_points", "val_drop_points")}
         result["quantized"]["int8_layers"] = sum(p == "int8" for p in qr["precision"].values())
         result["quantized"]["layers"] = len(qr["precision"])

@@ -192,6 +192,29 @@ def test_deployer_puts_exactly_the_chosen_layers_in_int8(trained, tmp_path):
         dep.write(["x"], "bad")
 
 
+def _activation_zero_points(path) -> list[np.ndarray]:
+    proto = onnx.load(str(path))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
+    return [inits[n.input[2]] for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
+
+
+def test_int8_activation_types_reach_the_deployed_graph(trained, tmp_path):
+    from devices.onnx_io import to_onnx
+
+    model, qd = trained
+    layers = quantizable_layers(model, qd.calib[0][0])
+    (tmp_path / "fp32.onnx").write_bytes(to_onnx(model, qd.input_shape))
+    dep = Deployer(tmp_path / "fp32.onnx", layers, [x.numpy() for x, _ in qd.calib], tmp_path / "work")
+    u8 = _activation_zero_points(dep.write(layers, "u8", "u8"))
+    s8 = _activation_zero_points(dep.write(layers, "s8", "s8"))
+    sym = _activation_zero_points(dep.write(layers, "sym", "s8sym"))
+    assert u8 and all(z.dtype == np.uint8 for z in u8)
+    assert s8 and all(z.dtype == np.int8 for z in s8) and any(int(z) != 0 for z in s8)  # asymmetric
+    assert sym and all(z.dtype == np.int8 and int(z) == 0 for z in sym)  # TensorRT needs zero points of 0
+    with pytest.raises(ValueError, match="activations must be one of u8, s8, s8sym, but got 'u16'"):
+        dep.write(layers, "bad", "u16")
+
+
 def test_mixed_precision_end_to_end_on_the_cpu(trained, tmp_path):
     model, qd = trained
     device = devices.get("ort-cpu:threads=1")
@@ -207,6 +230,8 @@ def test_mixed_precision_end_to_end_on_the_cpu(trained, tmp_path):
     assert configs["int8"]["int8_layers"] == 4 and configs["fp32"]["int8_layers"] == 0
     saved = json.loads((tmp_path / "q" / "model.json").read_text())
     assert saved["precision"] == r["precision"] and saved["dataset"] == "digits"
+    trial = saved["int8_activation_trial_ms"]  # auto: both activation types measured, the faster kept
+    assert saved["int8_activations"] == min(trial, key=trial.get) and set(trial) == {"u8", "s8"}
     assert onnx_accuracy(tmp_path / "q" / "model.onnx", qd.test) == pytest.approx(configs[r["chosen"]]["test_top1"])
     assert int8_nodes(tmp_path / "q" / "model.onnx") == sum(p == "int8" for p in r["precision"].values())
     for name in ("quantize.png", "points.csv", "sensitivity.csv"):
@@ -218,6 +243,8 @@ def test_config_errors_name_the_rule():
         QuantizeConfig(search="greedy")
     with pytest.raises(ValueError, match="tolerance=-1"):
         QuantizeConfig(tolerance=-1)
+    with pytest.raises(ValueError, match="activations must be one of u8, s8, s8sym, but got 'int4'"):
+        QuantizeConfig(activations="int4")
 
 
 def test_the_precision_latency_model_counts_borders_and_recovers_a_linear_device():

@@ -1,7 +1,7 @@
-"""Deploying a precision configuration with onnxruntime.quantization: static QDQ int8 (S8S8, weights
-per channel), after `quant_pre_process`, the layers that stay in float passed as `nodes_to_exclude`
-(`nas.export.quantize_int8`). Activation ranges are calibrated once and reused for every
-configuration (onnxruntime's calibration cache where it has one)."""
+"""Deploying a precision configuration with onnxruntime.quantization: static QDQ int8 (weights per
+channel; activations uint8 or int8, whichever the device runs faster), after `quant_pre_process`, the
+layers that stay in float passed as `nodes_to_exclude` (`nas.export.quantize_int8`). Activation ranges
+are calibrated once and reused for every configuration (onnxruntime's calibration cache where it has one)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnx
 
-from nas.export import onnx_accuracy, prepare_int8, quantize_int8
+from nas.export import check_activations, onnx_accuracy, prepare_int8, quantize_int8
 from nas.quantize.layers import onnx_nodes
 
 __all__ = ["Deployer", "int8_nodes", "onnx_accuracy"]
@@ -19,7 +19,8 @@ __all__ = ["Deployer", "int8_nodes", "onnx_accuracy"]
 class Deployer:
     """Writes int8 variants of one float ONNX model for any set of int8 layers."""
 
-    def __init__(self, fp32_onnx: str | Path, layers: list[str], calibration: Sequence[np.ndarray], workdir: str | Path) -> None:
+    def __init__(self, fp32_onnx: str | Path, layers: list[str], calibration: Sequence[np.ndarray], workdir: str | Path,
+                 activations: str = "u8") -> None:
         self.work = Path(workdir)
         self.work.mkdir(parents=True, exist_ok=True)
         self.fp32 = Path(fp32_onnx)
@@ -30,8 +31,9 @@ class Deployer:
         self.nodes = onnx_nodes(onnx.load(str(self.pre)), self.layers)
         self.calibration = list(calibration)
         self.cache = self.work / "calibration.json"
+        self.activations = check_activations(activations)
 
-    def write(self, int8: Iterable[str], name: str) -> Path:
+    def write(self, int8: Iterable[str], name: str, activations: str | None = None) -> Path:
         """The model with exactly these layers in int8 (every other op onnxruntime would quantize stays float
         where it only touches float layers)."""
         int8 = set(int8)
@@ -42,7 +44,8 @@ class Deployer:
         if not int8:
             dst.write_bytes(self.fp32.read_bytes())
             return dst
-        quantize_int8(self.pre, dst, self.calibration, [self.nodes[n] for n in self.layers if n not in int8], self.cache)
+        quantize_int8(self.pre, dst, self.calibration, [self.nodes[n] for n in self.layers if n not in int8], self.cache,
+                      activations or self.activations)
         return dst
 
 

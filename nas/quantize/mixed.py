@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from nas.export import check_activations
 from nas.quantize.deploy import Deployer, int8_nodes, onnx_accuracy
 from nas.quantize.fakequant import FakeQuant
 from nas.quantize.latency import PrecisionLatency, layer_profile
@@ -32,9 +33,12 @@ class QuantizeConfig:
     sensitivity_batches: int = 2
     rounds: int = 4
     screen: int = 8  # moves measured per round of the latency search, ranked by the precision-aware model (0: all)
+    activations: str = "auto"  # u8 | s8 | s8sym, or auto: the faster of u8 and s8 for uniform int8, measured
 
     def __post_init__(self) -> None:
         check_settings(self.tolerance, self.method, self.search)
+        if self.activations != "auto":
+            check_activations(self.activations)
 
 
 def check_settings(tolerance: float, method: str, search: str, prefix: str = "") -> None:
@@ -125,8 +129,24 @@ class MixedPrecision:
         self.fp32_path = self.work / "fp32.onnx"
         self.fp32_path.write_bytes(to_onnx(self.model, self.data.input_shape, dynamic_batch=True, opset=18))
         self.deployer = Deployer(self.fp32_path, self.layers, [x.numpy() for x, _ in self.data.calib], self.work)
+        self.deployer.activations = self.choose_activations()
         self.base_val = _accuracy_torch(self.model, self.data.val)
         self.floor = self.base_val - self.config.tolerance / 100 - 1e-9
+
+    def choose_activations(self) -> str:
+        """The configured int8 activation type; for `auto`, TensorRT's symmetric int8, or else the faster of
+        uint8 and int8 activations for the uniform int8 model, measured interleaved on the device."""
+        if self.config.activations != "auto":
+            return self.config.activations
+        if self.device.name.startswith("tensorrt"):
+            return "s8sym"
+        kinds = ("u8", "s8")
+        paths = [self.deployer.write(self.layers, f"uniform_{k}", k) for k in kinds]
+        ms = [m.latency_ms for m in self.device.measure_many([str(p) for p in paths], [self.data.input_shape] * 2)]
+        choice = kinds[int(np.argmin(ms))]
+        self.log(f"int8 activations: {choice} ({' vs '.join(f'{k} {t:.3f} ms' for k, t in zip(kinds, ms))} for uniform int8)")
+        self.activation_times = dict(zip(kinds, ms))
+        return choice
 
     def sensitivities(self, method: str | None = None) -> dict[str, float]:
         """Per-layer scores of `method` (cached in sensitivity.csv with every score computed so far)."""
@@ -248,7 +268,8 @@ class MixedPrecision:
         result = {
             "device": self.device.spec, "fingerprint": self.device.fingerprint(), "tolerance_points": self.config.tolerance,
             "method": self.config.method, "search": self.config.search, "input_shape": list(self.data.input_shape),
-            "chosen": best["config"], "precision": {n: ("int8" if n in chosen else "fp32") for n in self.layers},
+            "chosen": best["config"], "activations": self.config.activations, "int8_activations": self.deployer.activations,
+            "int8_activation_trial_ms": getattr(self, "activation_times", None), "precision": {n: ("int8" if n in chosen else "fp32") for n in self.layers},
             "configs": table.to_dict("records"),
             "speedup_vs_fp32": float(fp32["latency_ms"] / best["latency_ms"]),
             "test_drop_points": float(100 * (fp32["test_top1"] - best["test_top1"])),
