@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from devices.base import Device, Measurement
-from devices.registry import get, names, parse_spec, register
+from devices.registry import get, names, parse_spec, register, with_option
 from devices.timing import Runner, TimingPolicy, interleave
 
 # Importing the backends registers them.

@@ -6,10 +6,20 @@ from typing import Any, Sequence
 import numpy as np
 
 from devices.base import CallableRunner, Device, ModelLike, Option, sample_input
+from devices.int8 import int8_onnx
 from devices.onnx_io import to_onnx
 from devices.registry import register
 
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def _precision(text: str) -> str:
+    if text not in PRECISIONS:
+        raise ValueError(f"must be one of {', '.join(PRECISIONS)}")
+    return text
+
+
+PRECISIONS = ("fp32", "int8", "int8-s8")
 
 
 def _opt_level(text: str) -> str:
@@ -24,6 +34,8 @@ class _OrtDevice(Device):
         "threads": Option(int, 1, "intra-op threads (0: onnxruntime's default)"),
         "batch": Option(int, None, "batch size of the input"),
         "opt": Option(_opt_level, "all", "graph optimisation level"),
+        "precision": Option(_precision, "fp32", "fp32, or time the model's uniform int8 deployment: int8 (uint8 "
+                            "activations, x86's fast path) or int8-s8 (int8 activations)"),
     }
 
     def _session(self, data: bytes) -> Any:
@@ -44,7 +56,10 @@ class _OrtDevice(Device):
 
     def prepare(self, model: ModelLike, input_shape: Sequence[int], arch: str | None = None) -> CallableRunner:
         shape = self.batch_shape(input_shape)
-        sess = self._session(to_onnx(model, shape, arch))
+        data = to_onnx(model, shape, arch)
+        if self.config["precision"] != "fp32":
+            data = int8_onnx(data, shape, "u8" if self.config["precision"] == "int8" else "s8")
+        sess = self._session(data)
         name = sess.get_inputs()[0].name
         x = sample_input(shape)
         return self._runner(sess, name, x)
@@ -53,7 +68,7 @@ class _OrtDevice(Device):
         return CallableRunner(lambda: sess.run(None, {name: x}))
 
     def describe(self) -> dict[str, Any]:
-        return {"threads": self.config["threads"], "gpu": ""}
+        return {"threads": self.config["threads"], "gpu": "", "precision": self.config["precision"]}
 
 
 @register("ort-cpu")
@@ -79,4 +94,4 @@ class OrtCUDA(_OrtDevice):
     def describe(self) -> dict[str, Any]:
         from devices.torch_backend import gpu_name
 
-        return {"threads": self.config["threads"], "gpu": gpu_name()}
+        return {"threads": self.config["threads"], "gpu": gpu_name(), "precision": self.config["precision"]}

@@ -49,3 +49,15 @@ def get(spec: str) -> Any:
     if hasattr(cls, "from_spec"):
         return cls.from_spec(spec, rest)
     return cls(spec, **parse_options(spec, rest))
+
+
+def with_option(spec: str, key: str, value: str) -> str:
+    """The spec with one option set, e.g. ('ort-cpu:threads=1', 'precision', 'int8') ->
+    'ort-cpu:threads=1,precision=int8'; raises if the backend has no such option."""
+    name, rest = parse_spec(spec)
+    cls = _BACKENDS.get(name)
+    if cls is None or key not in getattr(cls, "options", {}):
+        having = ", ".join(n for n in names() if key in getattr(_BACKENDS[n], "options", {}))
+        raise ValueError(f"device {spec!r} has no option {key!r}; backends with it: {having}")
+    options = {**parse_options(spec, rest), key: value}
+    return f"{name}:" + ",".join(f"{k}={v}" for k, v in options.items())

@@ -28,8 +28,8 @@ def _task(data_spec: str, resolution: int) -> Any:
     name, _, path = data_spec.partition(":")
     if name in ("cifar10", "cifar100") and not path:
         raise ValueError(f"--data {name} needs a path: {name}:/path/to/the/folder/with/the/binary/archive")
-    if name not in ("digits", "cifar10", "cifar100"):
-        raise ValueError(f"--data must be digits, cifar10:PATH or cifar100:PATH, but got {data_spec!r}")
+    if name not in ("digits", "digits-hard", "cifar10", "cifar100"):
+        raise ValueError(f"--data must be digits, digits-hard, cifar10:PATH or cifar100:PATH, but got {data_spec!r}")
     return load_data(DataConfig(name=name, path=path or None, resolution=resolution))
 
 

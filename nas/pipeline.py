@@ -19,7 +19,7 @@ import predictors
 from nas.calibration import calibrate, feature_space, reference
 from nas.features import features
 from nas.profile import profile, read_latencies
-from nas.recipes import Recipe, to_dict
+from nas.recipes import Recipe, search_device_spec, to_dict
 from nas.runs import SupernetRun, load_supernet_run, train_supernet
 from nas.search import Objective, completed, pareto_front, run_search
 from nas.spaces import parse_space_spec
@@ -44,7 +44,8 @@ class Pipeline:
         self.recipe, self.run, self.log = recipe, Path(run_dir), log
         self.progress = progress  # a context-manager factory: progress(description) -> update(done, total)
         self.run.mkdir(parents=True, exist_ok=True)
-        self.device = devices.get(recipe.device)
+        self.device = devices.get(search_device_spec(recipe))  # what the search measures
+        self.deploy_device = devices.get(recipe.device)  # where the quantized winner runs (the same without quantize.joint)
 
     def _bar(self, description: str) -> Any:
         import contextlib
@@ -96,7 +97,7 @@ class Pipeline:
     def search(self, sn: SupernetRun, pred: Any, pred_meta: dict, objective: Objective) -> list[dict]:
         space, cfg = sn.net.space, self.recipe.search
         storage = cfg.storage or f"sqlite:///{(self.run / 'study.db').resolve()}"
-        acc = sn.accuracy("val")
+        acc = sn.accuracy("val", int8=self.recipe.quantize.enabled and self.recipe.quantize.joint)
         fspace = feature_space(pred_meta, space)
 
         def evaluate(arch: tuple) -> tuple[float, float]:

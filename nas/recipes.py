@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 
 from nas.data import AUGMENTS
-from nas.export import FORMATS, check_activations
+from devices.int8 import check_activations
+from nas.export import FORMATS
 from nas.quantize.mixed import check_settings
 from nas.search.objectives import KINDS
 from nas.search.samplers import STRATEGIES
@@ -53,6 +54,7 @@ class QuantizeSection:
     search: str = "bisect"
     calib: int = 256
     activations: str = "auto"
+    joint: bool = False  # search on the device's uniform int8 latency and fake-int8 accuracy, then quantize
 
 
 @dataclass
@@ -72,7 +74,7 @@ class Recipe:
     quantize: QuantizeSection = field(default_factory=QuantizeSection)
 
 
-DATASETS = ("digits", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("digits", "digits-hard", "cifar10", "cifar100", "imagefolder")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -115,7 +117,7 @@ def recipe_from_dict(raw: Any, source: str) -> Recipe:
     recipe = _fill(Recipe, raw, "", source)
     if recipe.data.name not in DATASETS:
         raise ValueError(f"{source}: data.name must be one of {', '.join(DATASETS)}, but got {recipe.data.name!r}")
-    if recipe.data.name != "digits" and not recipe.data.path:
+    if not recipe.data.name.startswith("digits") and not recipe.data.path:
         raise ValueError(f"{source}: data.path is required for {recipe.data.name} (hwnas never downloads)")
     if recipe.data.augment is not None and recipe.data.augment not in AUGMENTS:
         raise ValueError(f"{source}: data.augment must be one of {', '.join(AUGMENTS)}, but got {recipe.data.augment!r}")
@@ -126,6 +128,8 @@ def recipe_from_dict(raw: Any, source: str) -> Recipe:
         check_settings(recipe.quantize.tolerance, recipe.quantize.method, recipe.quantize.search, "quantize.")
         if recipe.quantize.activations != "auto":
             check_activations(recipe.quantize.activations, "quantize.activations")
+        if recipe.quantize.enabled and recipe.quantize.joint:
+            search_device_spec(recipe)
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from None
     if recipe.references < 5:
@@ -149,6 +153,20 @@ def check_budget_and_search(recipe: Any, source: str) -> None:
         raise ValueError(f"{source}: search.objective must be one of {', '.join(KINDS)}, but got {recipe.search.objective!r}")
 
 
+def search_device_spec(recipe: Recipe) -> str:
+    """The device the search measures on: the recipe's device, or its uniform int8 deployment when
+    `quantize.joint` is set."""
+    from devices import with_option
+
+    q = recipe.quantize
+    if not (q.enabled and q.joint):
+        return recipe.device
+    try:
+        return with_option(recipe.device, "precision", "int8-s8" if q.activations.startswith("s8") else "int8")
+    except ValueError as err:
+        raise ValueError(f"quantize.joint: {err}") from None
+
+
 def to_dict(recipe: Recipe) -> dict[str, Any]:
     return dataclasses.asdict(recipe)
 
@@ -156,10 +174,12 @@ def to_dict(recipe: Recipe) -> dict[str, Any]:
 def load_data(cfg: DataConfig) -> Any:
     """The recipe's dataset, with its augmentation settings (default: crop_flip for CIFAR, timm for
     image folders, none for digits, whose digits must not be mirrored)."""
-    from nas.data import cifar, digits, imagefolder
+    from nas.data import cifar, digits, digits_hard, imagefolder
 
     if cfg.name == "digits":
         data = digits(cfg.resolution)
+    elif cfg.name == "digits-hard":
+        data = digits_hard(cfg.resolution)
     elif cfg.name == "imagefolder":
         data = imagefolder(cfg.path, cfg.resolution, auto_augment=cfg.auto_augment)
     else:

@@ -107,6 +107,7 @@ def write_report(pipe: Any, sn: Any, trials: list[dict], measured: dict[str, flo
         from nas.quantize.runs import quantize_run
 
         q = recipe.quantize
+        device = pipe.deploy_device
         pipe.log(f"quantize: per-layer precision for {device.spec}, tolerance {q.tolerance} points")
         done = run / "quantized" / "model.json"
         previous = json.loads(done.read_text()) if done.exists() else {}
@@ -120,6 +121,10 @@ def write_report(pipe: Any, sn: Any, trials: list[dict], measured: dict[str, flo
         result["quantized"] = {k: qr[k] for k in ("chosen", "speedup_vs_fp32", "test_drop_points", "val_drop_points")}
         result["quantized"]["int8_layers"] = sum(p == "int8" for p in qr["precision"].values())
         result["quantized"]["layers"] = len(qr["precision"])
+        chosen = next(c for c in qr["configs"] if c["config"] == qr["chosen"])
+        result["quantized"].update({"device": device.spec, "latency_ms": chosen["latency_ms"], "test_top1": chosen["test_top1"],
+                                    "val_top1": chosen["val_top1"], "int8_activations": qr.get("int8_activations"),
+                                    "joint": q.joint, "within_budget": bool(chosen["latency_ms"] <= budget)})
         (run / "result.json").write_text(json.dumps(result, indent=2, default=str))
     (run / "report.md").write_text(_markdown(result, recipe, front, pm))
     return result
@@ -160,7 +165,12 @@ def _markdown(r: dict, recipe: Any, front: pd.DataFrame, pm: pd.DataFrame) -> st
         lines += ["", "## Quantization", "",
                   f"Per-layer precision within {recipe.quantize.tolerance} points: {q['int8_layers']} of {q['layers']} layers "
                   f"in int8 (`{q['chosen']}`), {q['speedup_vs_fp32']:.2f}x the speed of fp32 on the device, test drop "
-                  f"{q['test_drop_points']:.2f} points. See `quantized/` (model.onnx, model.json, quantize.png)."]
+                  f"{q['test_drop_points']:.2f} points. Deployed on `{q.get('device')}`: {_ms(q.get('latency_ms'))}, test top-1 "
+                  f"{q.get('test_top1', float('nan')):.4f}. See `quantized/` (model.onnx, model.json, quantize.png)."]
+        if q.get("joint"):
+            lines += ["", "Joint search (`quantize.joint`): the search measured each candidate's uniform int8 deployment "
+                      f"(`{r['device']}`) and scored its fake-int8 validation accuracy, so the budget and the accuracies "
+                      "above are after quantization."]
     p = r["predictor"]
     lines += ["", "## Latency predictor", "",
               f"On the {p['measured']} architectures measured in this run (the front's candidates and the ends of the "

@@ -25,9 +25,9 @@ class SupernetRun:
     data: TaskData
     step: int
 
-    def accuracy(self, split: str = "val") -> SubnetAccuracy:
-        """Subnet accuracy, cached in the run directory for this checkpoint."""
-        return SubnetAccuracy(self.net, self.data, split, self.path / "accuracy.jsonl", tag=f"step{self.step}")
+    def accuracy(self, split: str = "val", int8: bool = False) -> SubnetAccuracy:
+        """Subnet accuracy (in fake int8 with `int8`), cached in the run directory for this checkpoint."""
+        return SubnetAccuracy(self.net, self.data, split, self.path / "accuracy.jsonl", tag=f"step{self.step}", int8=int8)
 
 
 def train_supernet(recipe: Recipe, run: Path, progress: Callable[[int, int], None] | None = None) -> list[dict]:

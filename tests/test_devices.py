@@ -32,7 +32,7 @@ def agent():
     server.server_close()
 
 
-@pytest.fixture(params=["ort-cpu:threads=1", "torch-cpu:threads=1", "remote"])
+@pytest.fixture(params=["ort-cpu:threads=1", "ort-cpu:threads=1,precision=int8", "torch-cpu:threads=1", "remote"])
 def device(request, agent):
     if request.param == "remote":
         return devices.get(f"remote:{agent},token=secret")
@@ -75,6 +75,19 @@ def test_onnx_bytes_and_files_measure_like_modules(tmp_path):
         dev.measure(tmp_path / "missing.onnx", (1, 3, 32, 32))
 
 
+def test_the_int8_precision_option_times_the_quantized_deployment():
+    from devices.int8 import int8_onnx, is_quantized
+
+    data = to_onnx(tiny(32), (1, 3, 32, 32))
+    q = int8_onnx(data, (1, 3, 32, 32))
+    assert not is_quantized(data) and is_quantized(q)
+    assert int8_onnx(q, (1, 3, 32, 32)) is q  # a quantized model is timed as it is
+    dev = devices.get("ort-cpu:threads=1,precision=int8")
+    assert dev.fingerprint()["precision"] == "int8"
+    with pytest.raises(ValueError, match="precision='int4' is invalid: must be one of fp32, int8, int8-s8"):
+        devices.get("ort-cpu:precision=int4")
+
+
 def test_table_device_replays_the_recorded_value(tmp_path):
     path = tmp_path / "lat.csv"
     pd.DataFrame({"arch": ["a", "b"], "pixel9": [3.5, 7.25]}).to_csv(path, index=False)
@@ -89,7 +102,7 @@ def test_table_device_replays_the_recorded_value(tmp_path):
 def test_spec_errors_name_the_spec_and_the_choices():
     with pytest.raises(KeyError, match="Unknown device 'phone'.*ort-cpu"):
         devices.get("phone")
-    with pytest.raises(ValueError, match="unknown option 'thread'; allowed: batch, opt, threads"):
+    with pytest.raises(ValueError, match="unknown option 'thread'; allowed: batch, opt, precision, threads"):
         devices.get("ort-cpu:thread=2")
     with pytest.raises(ValueError, match="threads='two' is invalid"):
         devices.get("ort-cpu:threads=two")

@@ -80,6 +80,26 @@ def test_a_quantize_section_quantizes_the_winner_for_the_device(finished):
     assert "## Quantization" in (run / "report.md").read_text()
 
 
+def test_a_joint_search_measures_and_scores_candidates_after_quantization(finished, tmp_path):
+    from nas.supernet.train import evaluate
+
+    run, _ = finished
+    recipe = {**RECIPE, "supernet": str(run / "supernet"), "quantize": {**RECIPE["quantize"], "joint": True, "activations": "u8"}}
+    result = Pipeline(recipe_from_dict(recipe, "test"), tmp_path / "joint", log=lambda s: None).execute()
+    assert result["device"] == "ort-cpu:threads=1,precision=int8"  # the search measured int8 deployments
+    assert result["quantized"]["device"] == "ort-cpu:threads=1" and result["quantized"]["joint"]
+    assert result["budget_ms"] == pytest.approx(0.7 * result["largest"]["measured_ms"])
+    w = result["winner"]
+    assert w is not None and w["measured_ms"] <= result["budget_ms"]
+    sn = load_supernet_run(run / "supernet")
+    arch = sn.net.space.from_str(w["arch"])
+    assert w["val_top1"] == pytest.approx(evaluate(sn.net, arch, sn.data, "val", int8=True))  # scored in fake int8
+    rows = [json.loads(line) for line in (run / "supernet" / "accuracy.jsonl").read_text().splitlines()]
+    assert any(r["tag"].endswith("-int8") and r["arch"] == w["arch"] for r in rows)
+    with pytest.raises(ValueError, match="quantize.joint: device 'torch-cpu' has no option 'precision'; backends with it: ort-cpu, ort-cuda"):
+        recipe_from_dict({**recipe, "device": "torch-cpu"}, "test")
+
+
 def test_a_finished_run_resumes_without_new_work(finished):
     run, result = finished
     before = {p.name: p.stat().st_mtime_ns for p in (run / "supernet").iterdir()}

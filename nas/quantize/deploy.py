@@ -10,7 +10,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnx
 
-from nas.export import check_activations, onnx_accuracy, prepare_int8, quantize_int8
+from devices.int8 import check_activations, prepare_int8, quantize_int8
+from nas.export import onnx_accuracy
 from nas.quantize.layers import onnx_nodes
 
 __all__ = ["Deployer", "int8_nodes", "onnx_accuracy"]

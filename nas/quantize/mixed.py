@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from nas.export import check_activations
+from devices.int8 import check_activations
 from nas.quantize.deploy import Deployer, int8_nodes, onnx_accuracy
 from nas.quantize.fakequant import FakeQuant
 from nas.quantize.latency import PrecisionLatency, layer_profile

@@ -15,11 +15,13 @@ from nas.supernet.train import evaluate
 
 
 class SubnetAccuracy:
-    """`acc(arch) -> top-1` with BN recalibration; results cached in `cache_path` when given."""
+    """`acc(arch) -> top-1` with BN recalibration (of the uniform int8 deployment with `int8`); results
+    cached in `cache_path` when given."""
 
     def __init__(self, net: OFASupernet, data: TaskData, split: str = "val", cache_path: str | Path | None = None,
-                 tag: str = "", calib_batches: int = 5) -> None:
-        self.net, self.data, self.split, self.tag, self.calib_batches = net, data, split, tag, calib_batches
+                 tag: str = "", calib_batches: int = 5, int8: bool = False) -> None:
+        self.net, self.data, self.split, self.calib_batches, self.int8 = net, data, split, calib_batches, int8
+        self.tag = f"{tag}-int8" if int8 else tag
         self.cache_path = Path(cache_path) if cache_path else None
         self.cache: dict[str, float] = {}
         self.hits = self.misses = 0
@@ -31,7 +33,7 @@ class SubnetAccuracy:
                     if n == len(self.cache_path.read_text().splitlines()):
                         continue  # a line cut short by a kill: evaluated again
                     raise ValueError(f"{self.cache_path}:{n}: not a JSON line") from None
-                if row.get("tag") == tag and row.get("split") == split:
+                if row.get("tag") == self.tag and row.get("split") == split:
                     self.cache[row["arch"]] = float(row["acc"])
 
     def __call__(self, arch: tuple) -> float:
@@ -40,7 +42,7 @@ class SubnetAccuracy:
             self.hits += 1
             return self.cache[key]
         self.misses += 1
-        acc = evaluate(self.net, arch, self.data, self.split, self.calib_batches)
+        acc = evaluate(self.net, arch, self.data, self.split, self.calib_batches, int8=self.int8)
         self.cache[key] = acc
         if self.cache_path:
             with self.cache_path.open("a") as f:

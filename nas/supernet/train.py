@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,17 +46,29 @@ def _device(net: torch.nn.Module) -> torch.device:
 
 @torch.no_grad()
 def evaluate(net: OFASupernet, arch: tuple, data: TaskData, split: str = "val", calib_batches: int = 5,
-             batch_size: int = 128) -> float:
-    """Top-1 of a subnet: BN statistics recalibrated on training batches first."""
+             batch_size: int = 128, int8: bool = False) -> float:
+    """Top-1 of a subnet: BN statistics recalibrated on training batches first. With `int8`, of the
+    extracted subnet with every Conv and Linear in fake int8 (per-channel weights, activation ranges
+    calibrated on 128 training images), as its uniform int8 deployment computes it."""
     dev = _device(net)
     net.set_active(arch)
     r = net.space.resolution(arch)
     recalibrate_bn(net, (resize(x.to(dev), r) for x, _ in batches(data.train, batch_size, 12345, data)), calib_batches)
     net.eval()
+    model: torch.nn.Module = net
+    fq = None
+    if int8:
+        from nas.quantize.fakequant import FakeQuant
+        from nas.quantize.layers import quantizable_layers
+
+        model = net.extract(arch).to(dev).eval()
+        calib = [resize(x.to(dev), r) for x, _ in itertools.islice(batches(data.train, 32, None, data), 4)]
+        fq = FakeQuant(model, quantizable_layers(model, calib[0][:1])).calibrate(calib)
     correct = total = 0
-    for x, y in batches(getattr(data, split), batch_size, None, data):
-        correct += int((net(resize(x.to(dev), r)).argmax(1).cpu() == y).sum())
-        total += len(y)
+    with torch.no_grad(), fq.active(fq.layers) if fq else contextlib.nullcontext(model) as m:
+        for x, y in batches(getattr(data, split), batch_size, None, data):
+            correct += int((m(resize(x.to(dev), r)).argmax(1).cpu() == y).sum())
+            total += len(y)
     return correct / max(total, 1)
 
 
