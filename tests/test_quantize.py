@@ -254,7 +254,7 @@ def test_the_precision_latency_model_counts_borders_and_recovers_a_linear_device
     profile = {n: (("depthwise", "pointwise", "conv")[i % 3], 1.0 + i) for i, n in enumerate(layers)}
     model = PrecisionLatency(layers, profile)
     f = model.features([set(), set(layers), {"l3", "l4"}])
-    assert list(f[:, -2]) == [0, 2, 2] and list(f[:, -1]) == [0, 12, 2]
+    assert list(f[:, -3]) == [0, 2, 2] and list(f[:, -1]) == [0, 12, 2]
 
     def device(c):  # int8 pays on conv and pointwise, costs on depthwise; each border costs 0.3 ms
         s = set(c)
@@ -268,3 +268,34 @@ def test_the_precision_latency_model_counts_borders_and_recovers_a_linear_device
     assert np.allclose(fitted.predict(held), [device(c) for c in held], rtol=1e-3)
     gains = {n: device(set()) - device({n}) for n in layers}
     assert not np.allclose(additive(device(set()), gains, held), [device(c) for c in held], rtol=0.02)
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 3, padding=1)
+        self.fc = nn.Linear(3, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv2(torch.relu(self.conv1(x))) + x
+        return self.fc(y.mean((2, 3)))
+
+
+def test_layer_edges_follow_the_data_flow_through_joins_and_borders_count_what_crosses(tmp_path):
+    from devices.int8 import prepare_int8
+    from devices.onnx_io import to_onnx
+    from nas.quantize.latency import PrecisionLatency, layer_profile
+    from nas.quantize.layers import JOIN, layer_edges
+
+    model = Residual().eval()
+    example = torch.zeros(1, 3, 8, 8)
+    (tmp_path / "m.onnx").write_bytes(to_onnx(model, example.shape))
+    prepare_int8(tmp_path / "m.onnx", tmp_path / "m.pre.onnx")
+    proto = onnx.load(str(tmp_path / "m.pre.onnx"))
+    layers = quantizable_layers(model, example)
+    edges = layer_edges(proto, onnx_nodes(proto, layers))
+    assert edges == [(None, "conv1", 192.0), ("conv1", "conv2", 192.0), (JOIN, "fc", 3.0), ("fc", None, 10.0)]
+    latency = PrecisionLatency(layers, layer_profile(model, layers, example), edges)
+    f = latency.features([set(), {"conv1"}, {"conv2"}, set(layers)])
+    # conv1 alone: its input and its output cross (192 + 192), and the residual add turns int8 (3 into fc)
+    assert list(f[:, -3]) == [0, 3, 2, 2] and np.allclose(f[:, -2] * 1e6, [0, 387, 195, 202])

@@ -12,7 +12,7 @@ import onnx
 
 from devices.int8 import check_activations, prepare_int8, quantize_int8
 from nas.export import onnx_accuracy
-from nas.quantize.layers import onnx_nodes
+from nas.quantize.layers import layer_edges, onnx_nodes
 
 __all__ = ["Deployer", "int8_nodes", "onnx_accuracy"]
 
@@ -33,6 +33,10 @@ class Deployer:
         self.calibration = list(calibration)
         self.cache = self.work / "calibration.json"
         self.activations = check_activations(activations)
+
+    def edges(self) -> list:
+        """The data flow between the layers (`layers.layer_edges`) of the model that is quantized."""
+        return layer_edges(onnx.load(str(self.pre)), self.nodes)
 
     def write(self, int8: Iterable[str], name: str, activations: str | None = None) -> Path:
         """The model with exactly these layers in int8 (every other op onnxruntime would quantize stays float

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.quantize.layers import trace_layers
+from nas.quantize.layers import JOIN, trace_layers
 
 KINDS = ("conv", "depthwise", "pointwise", "dense")
 
@@ -37,10 +37,15 @@ def layer_profile(model: nn.Module, layers: list[str], example: torch.Tensor) ->
 
 
 class PrecisionLatency:
-    """t(config) = b + sum_k a_k MACs_int8,k + sum_k f_k MACs_fp32,k + c * borders + d * int8 layers, all >= 0."""
+    """t(config) = b + sum_k a_k MACs_int8,k + sum_k f_k MACs_fp32,k + c * borders + e * border elements
+    + d * int8 layers, all >= 0.
 
-    def __init__(self, layers: list[str], profile: dict[str, tuple[str, float]]) -> None:
-        self.layers, self.profile = list(layers), profile
+    Borders are the data-flow edges (`layers.layer_edges`) whose two ends differ in precision, and the
+    elements are what crosses them (each is quantized or dequantized); without edges, the forward order
+    stands for the data flow and borders are counted only."""
+
+    def __init__(self, layers: list[str], profile: dict[str, tuple[str, float]], edges: list | None = None) -> None:
+        self.layers, self.profile, self.edges = list(layers), profile, edges
 
     def features(self, configs: Iterable[Iterable[str]]) -> np.ndarray:
         rows = []
@@ -52,8 +57,13 @@ class PrecisionLatency:
                 kind, macs = self.profile[n]
                 (int8 if n in s else fp32)[kind] += macs
             flags = [n in s for n in self.layers]
-            borders = sum(a != b for a, b in zip(flags, flags[1:])) + flags[0] + flags[-1]
-            rows.append([1.0, *int8.values(), *fp32.values(), float(borders), float(sum(flags))])
+            if self.edges is None:
+                borders, elements = sum(a != b for a, b in zip(flags, flags[1:])) + flags[0] + flags[-1], 0.0
+            else:
+                low = lambda n: bool(s) if n == JOIN else n in s  # noqa: E731
+                crossing = [e for e in self.edges if low(e[0]) != low(e[1])]
+                borders, elements = len(crossing), sum(e[2] for e in crossing) / 1e6
+            rows.append([1.0, *int8.values(), *fp32.values(), float(borders), elements, float(sum(flags))])
         return np.array(rows)
 
     def fit(self, configs: Sequence[Iterable[str]], latency_ms: Sequence[float]) -> "PrecisionLatency":

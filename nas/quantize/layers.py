@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 import torch
 from torch import nn
 
@@ -63,3 +65,57 @@ def blocks(layers: list[str]) -> list[list[str]]:
     for name in layers:
         groups.setdefault(name.rsplit(".", 1)[0] if "." in name else name, []).append(name)
     return list(groups.values())
+
+
+Edge = tuple[Any, Any, float]  # (producer, consumer, elements); producer None: the model input, consumer None: its output
+JOINS = ("Add", "Mul", "Concat")
+JOIN = "*"  # a producer that onnxruntime quantizes whenever any layer is int8 (a residual add, a gate)
+
+
+def layer_edges(proto: Any, nodes: dict[str, str]) -> list[Edge]:
+    """The data flow between quantizable layers through the ONNX graph (activations, pooling, residual
+    reshapes in between), with the number of elements each layer reads: where two ends of an edge differ
+    in precision, the deployed model quantizes or dequantizes that tensor. A join (residual add, gate,
+    concatenation) is a producer of its own (`JOIN`): onnxruntime runs it in int8 once any layer is."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    sizes: dict[str, float] = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = [d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim]
+        sizes[vi.name] = float(np.prod(dims)) if dims else 0.0
+    layer_of = {node: layer for layer, node in nodes.items()}
+    producer = {out: n for n in proto.graph.node for out in n.output}
+    graph_inputs = {i.name for i in proto.graph.input}
+
+    def sources(tensor: str) -> set[Any]:
+        found: set[Any] = set()
+        stack, seen = [tensor], set()
+        while stack:
+            t = stack.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            if t in graph_inputs:
+                found.add(None)
+                continue
+            node = producer.get(t)
+            if node is None:
+                continue  # an initializer
+            if node.name in layer_of:
+                found.add(layer_of[node.name])
+            elif node.op_type in JOINS:
+                found.add(JOIN)
+            else:
+                stack.extend(node.input)
+        return found
+
+    edges: list[Edge] = []
+    nodes_by_name = {n.name: n for n in proto.graph.node}
+    for layer, name in nodes.items():
+        x = nodes_by_name[name].input[0]
+        edges += [(src, layer, sizes.get(x, 0.0)) for src in sorted(sources(x), key=str)]
+    for out in proto.graph.output:
+        for src in sorted(s for s in sources(out.name) if s not in (None, JOIN)):
+            edges.append((src, None, sizes.get(nodes_by_name[nodes[src]].output[0], 0.0)))
+    return edges

@@ -217,11 +217,12 @@ class MixedPrecision:
             groups += [[n] for n in self.layers if [n] not in groups]
         accuracy = lambda s: self.fake_accuracy(s) if self.fake_accuracy(s) < self.floor else self.deployed_accuracy(s)  # noqa: E731
         profile = layer_profile(self.model, self.layers, self.data.calib[0][0])
+        edges = self.deployer.edges()
 
         def screen(candidates: list[set[str]]) -> list[float]:
             """The precision-aware latency model, refitted on everything measured so far."""
             seen = list(self.latency)
-            model = PrecisionLatency(self.layers, profile).fit(seen, [self.latency[k] for k in seen])
+            model = PrecisionLatency(self.layers, profile, edges).fit(seen, [self.latency[k] for k in seen])
             return list(model.predict(candidates))
 
         chosen, _ = greedy_blocks(current, groups, accuracy, self.floor, self.measure, rounds=self.config.rounds,
