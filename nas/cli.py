@@ -408,6 +408,28 @@ def cmd_bench_search(args: argparse.Namespace) -> None:
     print(f"accuracy evaluations: {info['evaluated']} new, {info['cached']} from the run's cache")
 
 
+def cmd_bench_joint(args: argparse.Namespace) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from nas.bench_joint import bench_joint
+    from nas.progress import console, progress_bar
+
+    rows, info = bench_joint(args.run, args.out, args.budget_fraction, args.trials, args.tolerance, args.device,
+                             log=console.print, progress=progress_bar)
+    t = Table("search", "winner", "searched on", "val top-1 (as searched)", "deployed precision", "int8 layers",
+              "deployed latency (ms)", "within budget", "deployed test top-1", "fp32 test top-1",
+              title=f"{info['dataset']} ({info['test_images']} test images), budget {info['budget_ms']:.3f} ms deployed on "
+                    f"{info['device']}, tolerance {info['tolerance']} points; deployed winners measured interleaved")
+    pct = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
+    for r in rows:
+        t.add_row(r["mode"], str(r["arch"]), r["search_device"], pct(r["search_val_top1"]), str(r["config"]), r["int8_layers"],
+                  "-" if r["deployed_ms"] is None else f"{r['deployed_ms']:.3f}", "yes" if r["within_budget"] else "no",
+                  pct(r["test_top1"]), pct(r["fp32_test_top1"]))
+    Console(width=200).print(t)
+    print(f"written to {args.out} (bench_joint.json, and a run directory per search)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hwnas", description="Hardware-aware neural architecture search.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -570,6 +592,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tolerance", type=float, default=0.5)
     s.add_argument("--out", default="runs/bench_quantize")
     s.set_defaults(func=cmd_bench_quantize)
+    s = b.add_parser("joint", help="joint architecture + precision search against fp32 search then quantize, one budget")
+    s.add_argument("run", help="a run directory with a trained supernet (RUN/supernet)")
+    s.add_argument("--budget-fraction", type=float, default=0.6, help="of the largest subnet's measured fp32 latency")
+    s.add_argument("--trials", type=int, help="candidates per search (default: the run's recipe)")
+    s.add_argument("--tolerance", type=float, default=0.5)
+    s.add_argument("--device", help="device spec (default: the run's)")
+    s.add_argument("--out", default="runs/bench_joint")
+    s.set_defaults(func=cmd_bench_joint)
     s = b.add_parser("search", help="strategies on a finished run: hypervolume of their fronts, winners measured")
     s.add_argument("run")
     s.add_argument("--strategies", default="random,evolution,nsga2,optuna-nsga2,optuna-tpe")

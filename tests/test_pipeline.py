@@ -81,14 +81,18 @@ def test_a_quantize_section_quantizes_the_winner_for_the_device(finished):
 
 
 def test_a_joint_search_measures_and_scores_candidates_after_quantization(finished, tmp_path):
+    from nas.bench_joint import bench_joint
     from nas.supernet.train import evaluate
 
     run, _ = finished
-    recipe = {**RECIPE, "supernet": str(run / "supernet"), "quantize": {**RECIPE["quantize"], "joint": True, "activations": "u8"}}
-    result = Pipeline(recipe_from_dict(recipe, "test"), tmp_path / "joint", log=lambda s: None).execute()
-    assert result["device"] == "ort-cpu:threads=1,precision=int8"  # the search measured int8 deployments
+    rows, info = bench_joint(run, tmp_path / "bench", budget_fraction=0.7, trials=8, tolerance=1.0, log=lambda s: None)
+    assert [r["mode"] for r in rows] == ["fp32 search, then quantize", "joint search"]
+    assert rows[0]["search_device"] == "ort-cpu:threads=1" and rows[1]["search_device"] == "ort-cpu:threads=1,precision=int8"
+    for r in rows:
+        assert r["within_budget"] == (r["deployed_ms"] <= info["budget_ms"])
+    result = json.loads((tmp_path / "bench" / "joint" / "result.json").read_text())
+    assert result["budget_ms"] == pytest.approx(info["budget_ms"])  # one budget, on the deployed latency
     assert result["quantized"]["device"] == "ort-cpu:threads=1" and result["quantized"]["joint"]
-    assert result["budget_ms"] == pytest.approx(0.7 * result["largest"]["measured_ms"])
     w = result["winner"]
     assert w is not None and w["measured_ms"] <= result["budget_ms"]
     sn = load_supernet_run(run / "supernet")
@@ -96,6 +100,7 @@ def test_a_joint_search_measures_and_scores_candidates_after_quantization(finish
     assert w["val_top1"] == pytest.approx(evaluate(sn.net, arch, sn.data, "val", int8=True))  # scored in fake int8
     rows = [json.loads(line) for line in (run / "supernet" / "accuracy.jsonl").read_text().splitlines()]
     assert any(r["tag"].endswith("-int8") and r["arch"] == w["arch"] for r in rows)
+    recipe = {**RECIPE, "quantize": {**RECIPE["quantize"], "joint": True}}
     with pytest.raises(ValueError, match="quantize.joint: device 'torch-cpu' has no option 'precision'; backends with it: ort-cpu, ort-cuda"):
         recipe_from_dict({**recipe, "device": "torch-cpu"}, "test")
 

@@ -174,6 +174,15 @@ def test_greedy_block_search_takes_measured_moves_that_pay_and_respects_the_floo
     screened, few = greedy_blocks({"c"}, groups, accuracy, 0.5, measure, screen=measure, keep=1)
     assert screened == {"b1", "b2"} and len(few) < len(history)  # only the predicted-best move is measured
 
+    calls = []
+
+    def lucky_once(configs):  # every move is 5% slower, but {"c", "a"} measures fast the first time
+        calls.append(1)
+        return [10.0 if s == {"c"} else 5.0 if s == {"c", "a"} and len(calls) == 1 else 10.5 for s in configs]
+
+    kept, tried = greedy_blocks({"c"}, groups, lambda s: 1.0, 0.5, lucky_once)
+    assert kept == {"c"} and len(calls) == 2  # the second measurement did not confirm the move
+
 
 def test_deployer_puts_exactly_the_chosen_layers_in_int8(trained, tmp_path):
     from devices.onnx_io import to_onnx

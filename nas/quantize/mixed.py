@@ -236,13 +236,14 @@ class MixedPrecision:
 
     def confirm(self, chosen: set[str], ranked: list[str]) -> set[str]:
         """Keep the configuration only if the deployed model (onnxruntime) holds the tolerance on the
-        validation split; otherwise drop the most sensitive int8 layers until it does."""
+        validation split; otherwise the largest prefix of it, in sensitivity order, that does (bisection
+        on the deployed accuracy)."""
         current = [n for n in ranked if n in chosen]
-        while current and self.deployed_accuracy(current) < self.floor:
-            current = current[: len(current) - max(1, len(current) // 8)]
-        if len(current) < len(chosen):
-            self.log(f"confirm: the deployed model needed {len(chosen) - len(current)} layers back in float")
-        return set(current)
+        if not current or self.deployed_accuracy(current) >= self.floor:
+            return set(current)
+        k = bisect(current, self.deployed_accuracy, self.floor)
+        self.log(f"confirm: the deployed model needed {len(current) - k} layers back in float")
+        return set(current[:k])
 
     def finish(self, found: dict[str, set[str]]) -> dict[str, Any]:
         """Measure fp32, uniform int8 and the found configurations interleaved; the answer is the fastest

@@ -1,0 +1,71 @@
+"""`hwnas bench joint RUN`: the joint architecture + precision search against searching in fp32 and
+quantizing the winner afterwards, on one trained supernet and one budget on the deployed latency.
+
+Both searches run the whole `hwnas run` pipeline on the run's supernet (predictor calibrated on ten
+references, search, verification on the device, per-layer quantization of the winner within the
+tolerance); they differ only in what a candidate is scored by: fp32 latency and accuracy, or its
+uniform int8 deployment's latency and fake-int8 accuracy. The two deployed winners are finally
+measured interleaved, so the comparison does not depend on when each pipeline ran."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+import devices
+from nas.pipeline import Pipeline
+from nas.recipes import recipe_from_dict, to_dict
+from nas.runs import load_search_run
+
+Log = Callable[[str], None]
+MODES = (("fp32 search, then quantize", False), ("joint search", True))
+
+
+def bench_joint(run_dir: str | Path, out: str | Path, budget_fraction: float = 0.6, trials: int | None = None,
+                tolerance: float = 0.5, device: str | None = None, log: Log = print, progress: Any = None) -> tuple[list[dict], dict]:
+    if not 0 < budget_fraction <= 1:
+        raise ValueError(f"`0 < budget_fraction <= 1` must hold, but got budget_fraction={budget_fraction}")
+    sn, _ = load_search_run(run_dir)
+    raw = to_dict(sn.recipe)
+    spec = device or raw["device"]
+    base = devices.get(spec)
+    space = sn.net.space
+    largest = space.to_str(sn.net.largest())
+    from nas.profile import profile, read_latencies
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    profile(space, base, [sn.net.largest()], out / "largest.csv")
+    largest_ms = read_latencies(out / "largest.csv")[largest]
+    budget = budget_fraction * largest_ms
+    log(f"budget: {budget:.3f} ms on {spec}, deployed ({budget_fraction} of the largest subnet's fp32 {largest_ms:.3f} ms)")
+    results: dict[str, dict] = {}
+    for label, joint in MODES:
+        recipe = {**raw, "device": spec, "supernet": str(sn.path), "budget_ms": budget, "budget_fraction": None,
+                  "search": {**raw["search"], **({"trials": trials} if trials else {})},
+                  "quantize": {**raw["quantize"], "enabled": True, "joint": joint, "tolerance": tolerance}}
+        run = out / ("joint" if joint else "fp32_then_quantize")
+        log(f"{label}: {run}")
+        (run / "bench_recipe.yaml").parent.mkdir(parents=True, exist_ok=True)
+        (run / "bench_recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+        results[label] = Pipeline(recipe_from_dict(recipe, str(run / "bench_recipe.yaml")), run, log=log, progress=progress).execute()
+    deployed = {label: out / ("joint" if joint else "fp32_then_quantize") / "quantized" / "model.onnx" for label, joint in MODES
+                if results[label].get("quantized")}
+    shape = space.input_shape(sn.net.largest())
+    ms = base.measure_many([str(p) for p in deployed.values()], [shape] * len(deployed)) if deployed else []
+    final = {label: m.latency_ms for label, m in zip(deployed, ms)}
+    rows = []
+    for label, joint in MODES:
+        r = results[label]
+        w, q = r.get("winner") or {}, r.get("quantized") or {}
+        rows.append({"mode": label, "arch": w.get("arch"), "search_device": r["device"], "search_ms": w.get("measured_ms"),
+                     "search_val_top1": w.get("val_top1"), "config": q.get("chosen"),
+                     "int8_layers": f"{q.get('int8_layers', 0)}/{q.get('layers', 0)}", "deployed_ms": final.get(label),
+                     "within_budget": final.get(label, float("inf")) <= budget, "test_top1": q.get("test_top1"),
+                     "fp32_test_top1": w.get("test_top1")})
+    info = {"budget_ms": budget, "largest_fp32_ms": largest_ms, "device": spec, "dataset": sn.data.name,
+            "tolerance": tolerance, "test_images": len(sn.data.test)}
+    (out / "bench_joint.json").write_text(json.dumps({"info": info, "rows": rows}, indent=2, default=str))
+    return rows, info
