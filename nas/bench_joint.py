@@ -4,7 +4,7 @@ quantizing the winner afterwards, on one trained supernet and one budget on the 
 Both searches run the whole `hwnas run` pipeline on the run's supernet (predictor calibrated on ten
 references, search, verification on the device, per-layer quantization of the winner within the
 tolerance); they differ only in what a candidate is scored by: fp32 latency and accuracy, or its
-uniform int8 deployment's latency and fake-int8 accuracy. The two deployed winners are finally
+uniform int8 deployment's latency and accuracy. The two deployed winners are finally
 measured interleaved, so the comparison does not depend on when each pipeline ran."""
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ class QuantizeSection:
     search: str = "bisect"
     calib: int = 256
     activations: str = "auto"
-    joint: bool = False  # search on the device's uniform int8 latency and fake-int8 accuracy, then quantize
+    joint: bool = False  # search on the device's uniform int8 deployment's latency and accuracy, then quantize
 
 
 @dataclass

@@ -169,7 +169,7 @@ def _markdown(r: dict, recipe: Any, front: pd.DataFrame, pm: pd.DataFrame) -> st
                   f"{q.get('test_top1', float('nan')):.4f}. See `quantized/` (model.onnx, model.json, quantize.png)."]
         if q.get("joint"):
             lines += ["", "Joint search (`quantize.joint`): the search measured each candidate's uniform int8 deployment "
-                      f"(`{r['device']}`) and scored its fake-int8 validation accuracy, so the budget and the accuracies "
+                      f"(`{r['device']}`) and scored the validation accuracy of that deployment, so the budget and the accuracies "
                       "above are after quantization."]
     p = r["predictor"]
     lines += ["", "## Latency predictor", "",

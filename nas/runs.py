@@ -26,7 +26,7 @@ class SupernetRun:
     step: int
 
     def accuracy(self, split: str = "val", int8: bool = False) -> SubnetAccuracy:
-        """Subnet accuracy (in fake int8 with `int8`), cached in the run directory for this checkpoint."""
+        """Subnet accuracy (of its uniform int8 deployment with `int8`), cached in the run directory for this checkpoint."""
         return SubnetAccuracy(self.net, self.data, split, self.path / "accuracy.jsonl", tag=f"step{self.step}", int8=int8)
 
 

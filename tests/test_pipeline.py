@@ -97,9 +97,9 @@ def test_a_joint_search_measures_and_scores_candidates_after_quantization(finish
     assert w is not None and w["measured_ms"] <= result["budget_ms"]
     sn = load_supernet_run(run / "supernet")
     arch = sn.net.space.from_str(w["arch"])
-    assert w["val_top1"] == pytest.approx(evaluate(sn.net, arch, sn.data, "val", int8=True))  # scored in fake int8
+    assert w["val_top1"] == pytest.approx(evaluate(sn.net, arch, sn.data, "val", int8=True))  # scored as deployed in int8
     rows = [json.loads(line) for line in (run / "supernet" / "accuracy.jsonl").read_text().splitlines()]
-    assert any(r["tag"].endswith("-int8") and r["arch"] == w["arch"] for r in rows)
+    assert any(r["tag"].endswith("-int8-ort") and r["arch"] == w["arch"] for r in rows)
     recipe = {**RECIPE, "quantize": {**RECIPE["quantize"], "joint": True}}
     with pytest.raises(ValueError, match="quantize.joint: device 'torch-cpu' has no option 'precision'; backends with it: ort-cpu, ort-cuda"):
         recipe_from_dict({**recipe, "device": "torch-cpu"}, "test")

@@ -48,28 +48,39 @@ def _device(net: torch.nn.Module) -> torch.device:
 def evaluate(net: OFASupernet, arch: tuple, data: TaskData, split: str = "val", calib_batches: int = 5,
              batch_size: int = 128, int8: bool = False) -> float:
     """Top-1 of a subnet: BN statistics recalibrated on training batches first. With `int8`, of the
-    extracted subnet with every Conv and Linear in fake int8 (per-channel weights, activation ranges
-    calibrated on 128 training images), as its uniform int8 deployment computes it."""
+    subnet's uniform int8 deployment (`int8_accuracy`)."""
     dev = _device(net)
     net.set_active(arch)
     r = net.space.resolution(arch)
     recalibrate_bn(net, (resize(x.to(dev), r) for x, _ in batches(data.train, batch_size, 12345, data)), calib_batches)
     net.eval()
-    model: torch.nn.Module = net
-    fq = None
     if int8:
-        from nas.quantize.fakequant import FakeQuant
-        from nas.quantize.layers import quantizable_layers
-
-        model = net.extract(arch).to(dev).eval()
-        calib = [resize(x.to(dev), r) for x, _ in itertools.islice(batches(data.train, 32, None, data), 4)]
-        fq = FakeQuant(model, quantizable_layers(model, calib[0][:1])).calibrate(calib)
+        return int8_accuracy(net.extract(arch).cpu().eval(), data, split, r)
     correct = total = 0
-    with torch.no_grad(), fq.active(fq.layers) if fq else contextlib.nullcontext(model) as m:
+    with torch.no_grad():
         for x, y in batches(getattr(data, split), batch_size, None, data):
-            correct += int((m(resize(x.to(dev), r)).argmax(1).cpu() == y).sum())
+            correct += int((net(resize(x.to(dev), r)).argmax(1).cpu() == y).sum())
             total += len(y)
     return correct / max(total, 1)
+
+
+def int8_accuracy(model: torch.nn.Module, data: TaskData, split: str, resolution: int, calib_images: int = 256) -> float:
+    """Top-1 of the model's uniform int8 deployment under onnxruntime (QDQ, per-channel weights, uint8
+    activations calibrated on training images, as `hwnas quantize` deploys it): what fake quantization
+    in PyTorch only approximates, since onnxruntime also quantizes residual adds, gates and activations."""
+    import tempfile
+
+    from devices.int8 import prepare_int8, quantize_int8
+    from devices.onnx_io import to_onnx
+    from nas.export import onnx_accuracy
+
+    calib = [resize(x, resolution).numpy() for x, _ in itertools.islice(batches(data.train, 32, None, data), max(1, calib_images // 32))]
+    with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
+        src, pre, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(to_onnx(model, (1, 3, resolution, resolution), dynamic_batch=True, opset=18))
+        prepare_int8(src, pre)
+        quantize_int8(pre, dst, calib, activations="u8")
+        return onnx_accuracy(dst, ((resize(x, resolution), y) for x, y in batches(getattr(data, split), 256, None, data)))
 
 
 def _lr(step: int, total: int, base: float) -> float:
