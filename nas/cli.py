@@ -420,7 +420,8 @@ def cmd_bench_joint(args: argparse.Namespace) -> None:
     t = Table("search", "winner", "searched on", "val top-1 (as searched)", "deployed precision", "int8 layers",
               "deployed latency (ms)", "within budget", "deployed test top-1", "fp32 test top-1",
               title=f"{info['dataset']} ({info['test_images']} test images), budget {info['budget_ms']:.3f} ms deployed on "
-                    f"{info['device']}, tolerance {info['tolerance']} points; deployed winners measured interleaved")
+                    f"{info['device']} (final group: {info['final_budget_ms']:.3f} ms), tolerance {info['tolerance']} points; "
+                    "deployed winners measured interleaved with the largest subnet")
     pct = lambda v: "-" if v is None else f"{100 * v:.2f}"  # noqa: E731
     for r in rows:
         t.add_row(r["mode"], str(r["arch"]), r["search_device"], pct(r["search_val_top1"]), str(r["config"]), r["int8_layers"],
