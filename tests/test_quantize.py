@@ -303,8 +303,15 @@ def test_layer_edges_follow_the_data_flow_through_joins_and_borders_count_what_c
     proto = onnx.load(str(tmp_path / "m.pre.onnx"))
     layers = quantizable_layers(model, example)
     edges = layer_edges(proto, onnx_nodes(proto, layers))
-    assert edges == [(None, "conv1", 192.0), ("conv1", "conv2", 192.0), (JOIN, "fc", 3.0), ("fc", None, 10.0)]
+    add = (JOIN, frozenset({"conv2", "fc"}))  # the residual add touches conv2 and, through the mean, fc
+    assert edges == [(None, "conv1", 192.0), ("conv1", "conv2", 192.0), (add, "fc", 3.0), ("fc", None, 10.0)]
     latency = PrecisionLatency(layers, layer_profile(model, layers, example), edges)
     f = latency.features([set(), {"conv1"}, {"conv2"}, set(layers)])
-    # conv1 alone: its input and its output cross (192 + 192), and the residual add turns int8 (3 into fc)
-    assert list(f[:, -3]) == [0, 3, 2, 2] and np.allclose(f[:, -2] * 1e6, [0, 387, 195, 202])
+    # conv1 alone: its input and its output cross (192 + 192); conv2 alone: its input, and the add turns int8
+    assert list(f[:, -3]) == [0, 2, 2, 2] and np.allclose(f[:, -2] * 1e6, [0, 384, 195, 202])
+    dep = Deployer(tmp_path / "m.onnx", layers, [np.random.default_rng(0).standard_normal((4, 3, 8, 8), dtype=np.float32)],
+                   tmp_path / "work")
+    quantized_adds = lambda p: sum(n.op_type == "Add" and n.output[0] in  # noqa: E731
+        {m.input[0] for m in onnx.load(str(p)).graph.node if m.op_type == "QuantizeLinear"} for n in onnx.load(str(p)).graph.node)
+    assert quantized_adds(dep.write({"conv1"}, "c1")) == 0  # the add touches only float layers: it stays float
+    assert quantized_adds(dep.write({"conv2"}, "c2")) == 1

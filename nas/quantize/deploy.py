@@ -12,7 +12,7 @@ import onnx
 
 from devices.int8 import check_activations, prepare_int8, quantize_int8
 from nas.export import onnx_accuracy
-from nas.quantize.layers import layer_edges, onnx_nodes
+from nas.quantize.layers import layer_edges, neighbour_layers, onnx_nodes
 
 __all__ = ["Deployer", "int8_nodes", "onnx_accuracy"]
 
@@ -29,7 +29,9 @@ class Deployer:
         if not self.pre.exists():
             prepare_int8(self.fp32, self.pre)
         self.layers = list(layers)
-        self.nodes = onnx_nodes(onnx.load(str(self.pre)), self.layers)
+        proto = onnx.load(str(self.pre))
+        self.nodes = onnx_nodes(proto, self.layers)
+        self.neighbours = neighbour_layers(proto, self.nodes)
         self.calibration = list(calibration)
         self.cache = self.work / "calibration.json"
         self.activations = check_activations(activations)
@@ -49,8 +51,9 @@ class Deployer:
         if not int8:
             dst.write_bytes(self.fp32.read_bytes())
             return dst
-        quantize_int8(self.pre, dst, self.calibration, [self.nodes[n] for n in self.layers if n not in int8], self.cache,
-                      activations or self.activations)
+        exclude = [self.nodes[n] for n in self.layers if n not in int8]
+        exclude += [node for node, touches in self.neighbours.items() if not touches & int8]
+        quantize_int8(self.pre, dst, self.calibration, exclude, self.cache, activations or self.activations)
         return dst
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nas.quantize.layers import JOIN, trace_layers
+from nas.quantize.layers import trace_layers
 
 KINDS = ("conv", "depthwise", "pointwise", "dense")
 
@@ -60,7 +60,7 @@ class PrecisionLatency:
             if self.edges is None:
                 borders, elements = sum(a != b for a, b in zip(flags, flags[1:])) + flags[0] + flags[-1], 0.0
             else:
-                low = lambda n: bool(s) if n == JOIN else n in s  # noqa: E731
+                low = lambda n: bool(n[1] & s) if isinstance(n, tuple) else n in s  # noqa: E731
                 crossing = [e for e in self.edges if low(e[0]) != low(e[1])]
                 borders, elements = len(crossing), sum(e[2] for e in crossing) / 1e6
             rows.append([1.0, *int8.values(), *fp32.values(), float(borders), elements, float(sum(flags))])

@@ -69,14 +69,15 @@ def blocks(layers: list[str]) -> list[list[str]]:
 
 Edge = tuple[Any, Any, float]  # (producer, consumer, elements); producer None: the model input, consumer None: its output
 JOINS = ("Add", "Mul", "Concat")
-JOIN = "*"  # a producer that onnxruntime quantizes whenever any layer is int8 (a residual add, a gate)
+JOIN = "*"  # a join as a producer: (JOIN, the layers it touches); it runs in int8 when one of them does
 
 
 def layer_edges(proto: Any, nodes: dict[str, str]) -> list[Edge]:
     """The data flow between quantizable layers through the ONNX graph (activations, pooling, residual
     reshapes in between), with the number of elements each layer reads: where two ends of an edge differ
     in precision, the deployed model quantizes or dequantizes that tensor. A join (residual add, gate,
-    concatenation) is a producer of its own (`JOIN`): onnxruntime runs it in int8 once any layer is."""
+    concatenation) is a producer of its own, `(JOIN, layers it touches)`: the deployment quantizes it
+    when one of those layers is int8 (`neighbour_layers`)."""
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(proto)
@@ -85,6 +86,7 @@ def layer_edges(proto: Any, nodes: dict[str, str]) -> list[Edge]:
         dims = [d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim]
         sizes[vi.name] = float(np.prod(dims)) if dims else 0.0
     layer_of = {node: layer for layer, node in nodes.items()}
+    touches = neighbour_layers(proto, nodes)
     producer = {out: n for n in proto.graph.node for out in n.output}
     graph_inputs = {i.name for i in proto.graph.input}
 
@@ -105,7 +107,7 @@ def layer_edges(proto: Any, nodes: dict[str, str]) -> list[Edge]:
             if node.name in layer_of:
                 found.add(layer_of[node.name])
             elif node.op_type in JOINS:
-                found.add(JOIN)
+                found.add((JOIN, frozenset(touches[node.name])))
             else:
                 stack.extend(node.input)
         return found
@@ -116,6 +118,50 @@ def layer_edges(proto: Any, nodes: dict[str, str]) -> list[Edge]:
         x = nodes_by_name[name].input[0]
         edges += [(src, layer, sizes.get(x, 0.0)) for src in sorted(sources(x), key=str)]
     for out in proto.graph.output:
-        for src in sorted(s for s in sources(out.name) if s not in (None, JOIN)):
+        for src in sorted(s for s in sources(out.name) if isinstance(s, str)):
             edges.append((src, None, sizes.get(nodes_by_name[nodes[src]].output[0], 0.0)))
     return edges
+
+
+def neighbour_layers(proto: Any, nodes: dict[str, str]) -> dict[str, set[str]]:
+    """For every other node of the graph (activations, adds, gates, pooling), the layers it touches:
+    reached through chains of single-input nodes, up and down, stopping at layers and at other
+    multi-input nodes. onnxruntime quantizes such a node whenever it is not excluded, so a node that
+    touches no int8 layer must be excluded for a float island to stay float."""
+    layer_of = {node: layer for layer, node in nodes.items()}
+    inits = {i.name for i in proto.graph.initializer}
+    producer = {out: n for n in proto.graph.node for out in n.output}
+    consumers: dict[str, list] = {}
+    for n in proto.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    data_inputs = lambda n: [i for i in n.input if i and i not in inits and i in producer]  # noqa: E731
+
+    def up(tensor: str, found: set[str]) -> None:
+        node = producer.get(tensor)
+        if node is None:
+            return
+        if node.name in layer_of:
+            found.add(layer_of[node.name])
+        elif len(data_inputs(node)) == 1:
+            up(data_inputs(node)[0], found)
+
+    def down(tensor: str, found: set[str]) -> None:
+        for node in consumers.get(tensor, []):
+            if node.name in layer_of:
+                found.add(layer_of[node.name])
+            elif len(data_inputs(node)) == 1:
+                for out in node.output:
+                    down(out, found)
+
+    out: dict[str, set[str]] = {}
+    for node in proto.graph.node:
+        if node.name in layer_of:
+            continue
+        found: set[str] = set()
+        for t in data_inputs(node):
+            up(t, found)
+        for t in node.output:
+            down(t, found)
+        out[node.name] = found
+    return out
