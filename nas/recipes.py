@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from nas.data import AUGMENTS
 from devices.int8 import check_activations
+from nas.data import AUGMENTS
 from nas.export import FORMATS
 from nas.quantize.mixed import check_settings
 from nas.search.objectives import KINDS

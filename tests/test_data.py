@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from nas.data import cifar, digits
+from nas.data import cifar, digits, digits_hard
 
 
 def test_digits_split_is_fixed_stratified_and_disjoint():
@@ -23,6 +23,21 @@ def _records(n, label_bytes, rng):
     labels = rng.integers(0, 10, (n, label_bytes)).astype(np.uint8)
     pixels = rng.integers(0, 256, (n, 3072)).astype(np.uint8)
     return np.concatenate([labels, pixels], axis=1), labels, pixels
+
+
+def test_digits_hard_is_four_fixed_distortions_of_each_digits_split():
+    plain, hard = digits(16), digits_hard(16)
+    assert hard.name == "digits-hard" and len(hard.test) == 4 * len(plain.test) == 1440
+    assert len(hard.train) == 4 * len(plain.train) and len(hard.val) == 4 * len(plain.val)
+    assert torch.equal(hard.test.labels, plain.test.labels.repeat(4))  # the test split stays the test split
+    again = digits_hard(16)
+    assert torch.equal(again.test.images, hard.test.images)  # fixed, not random per call
+    x = hard.test.images
+    assert 0 <= float(x.min()) and float(x.max()) <= 1 and x.shape[1:] == (3, 16, 16)
+    assert not torch.allclose(x[:, 0], x[:, 1])  # tinted per channel: colour carries no label
+    assert float((x[: len(plain.test)] - plain.test.images).abs().mean()) > 0.1
+    with pytest.raises(ValueError, match="variants=0"):
+        digits_hard(16, variants=0)
 
 
 @pytest.mark.parametrize("classes, label_bytes", [(10, 1), (100, 2)])
