@@ -256,19 +256,20 @@ def test_config_errors_name_the_rule():
         QuantizeConfig(activations="int4")
 
 
-def test_the_precision_latency_model_counts_borders_and_recovers_a_linear_device():
+def test_the_precision_latency_model_counts_borders_and_weights_and_recovers_a_linear_device():
     from nas.quantize.latency import PrecisionLatency, additive, random_configs
 
     layers = [f"l{i}" for i in range(12)]
-    profile = {n: (("depthwise", "pointwise", "conv")[i % 3], 1.0 + i) for i, n in enumerate(layers)}
+    profile = {n: (("depthwise", "pointwise", "conv")[i % 3], 1.0 + i, 0.2 * (i % 4)) for i, n in enumerate(layers)}
     model = PrecisionLatency(layers, profile)
     f = model.features([set(), set(layers), {"l3", "l4"}])
     assert list(f[:, -3]) == [0, 2, 2] and list(f[:, -1]) == [0, 12, 2]
 
     def device(c):  # int8 pays on conv and pointwise, costs on depthwise; each border costs 0.3 ms
-        s = set(c)
+        s = set(c)  # and reading weights costs 4x as much in fp32
         flags = [n in s for n in layers]
         t = 2.0 + sum(profile[n][1] * (0.05 if n in s and profile[n][0] != "depthwise" else 0.1) for n in layers)
+        t += sum(profile[n][2] * (0.5 if n in s else 2.0) for n in layers)
         return t + 0.3 * (sum(a != b for a, b in zip(flags, flags[1:])) + flags[0] + flags[-1])
 
     train = [set(), set(layers)] + random_configs(layers, 10, seed=0)

@@ -20,25 +20,30 @@ from nas.quantize.layers import trace_layers
 KINDS = ("conv", "depthwise", "pointwise", "dense")
 
 
-def layer_profile(model: nn.Module, layers: list[str], example: torch.Tensor) -> dict[str, tuple[str, float]]:
-    """Each layer's kind and millions of multiply-accumulates at the example's shape."""
+def layer_profile(model: nn.Module, layers: list[str], example: torch.Tensor) -> dict[str, tuple[str, float, float]]:
+    """Each layer's kind, millions of multiply-accumulates at the example's shape, and millions of weights."""
     traced = trace_layers(model, example)
-    out: dict[str, tuple[str, float]] = {}
+    out: dict[str, tuple[str, float, float]] = {}
     for name in layers:
         mod, shape = traced[name]
         outputs = shape.numel()
+        weights = mod.weight.numel() / 1e6
         if isinstance(mod, nn.Linear):
-            out[name] = ("dense", mod.in_features * outputs / 1e6)
+            out[name] = ("dense", mod.in_features * outputs / 1e6, weights)
             continue
         k = mod.kernel_size[0] * mod.kernel_size[1]
         kind = "depthwise" if mod.groups > 1 and mod.groups == mod.in_channels else "pointwise" if k == 1 else "conv"
-        out[name] = (kind, outputs * (mod.in_channels // mod.groups * k) / 1e6)
+        out[name] = (kind, outputs * (mod.in_channels // mod.groups * k) / 1e6, weights)
     return out
 
 
 class PrecisionLatency:
-    """t(config) = b + sum_k a_k MACs_int8,k + sum_k f_k MACs_fp32,k + c * borders + e * border elements
-    + d * int8 layers, all >= 0.
+    """t(config) = b + sum_k a_k MACs_int8,k + sum_k f_k MACs_fp32,k + w_8 weights_int8 + w_32 weights_fp32
+    + c * borders + e * border elements + d * int8 layers, all >= 0.
+
+    Weights count apart from MACs because a layer with many weights and few outputs (a late, wide
+    convolution at 2x2) is bound by reading its weights, four times the bytes in fp32: in ResNet-18 at
+    64 px the two last convolutions cost 1.5 ms more in fp32, the first four 0.55 ms, at equal MACs.
 
     Borders are the data-flow edges (`layers.layer_edges`) whose two ends differ in precision, and the
     elements are what crosses them (each is quantized or dequantized); without edges, the forward order
@@ -53,9 +58,11 @@ class PrecisionLatency:
             s = set(config)
             int8 = dict.fromkeys(KINDS, 0.0)
             fp32 = dict.fromkeys(KINDS, 0.0)
+            weights = [0.0, 0.0]
             for n in self.layers:
-                kind, macs = self.profile[n]
+                kind, macs, w = self.profile[n]
                 (int8 if n in s else fp32)[kind] += macs
+                weights[n not in s] += w
             flags = [n in s for n in self.layers]
             if self.edges is None:
                 borders, elements = sum(a != b for a, b in zip(flags, flags[1:])) + flags[0] + flags[-1], 0.0
@@ -63,7 +70,7 @@ class PrecisionLatency:
                 low = lambda n: bool(n[1] & s) if isinstance(n, tuple) else n in s  # noqa: E731
                 crossing = [e for e in self.edges if low(e[0]) != low(e[1])]
                 borders, elements = len(crossing), sum(e[2] for e in crossing) / 1e6
-            rows.append([1.0, *int8.values(), *fp32.values(), float(borders), elements, float(sum(flags))])
+            rows.append([1.0, *int8.values(), *fp32.values(), *weights, float(borders), elements, float(sum(flags))])
         return np.array(rows)
 
     def fit(self, configs: Sequence[Iterable[str]], latency_ms: Sequence[float]) -> "PrecisionLatency":
