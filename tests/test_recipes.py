@@ -24,7 +24,7 @@ def test_a_quantize_section_turns_quantization_on(tmp_path):
     "text, message",
     [
         ("train:\n  epoch: 3\n", "unknown field train.epoch; allowed: epochs,"),
-        ("data:\n  name: mnist\n", "data.name must be one of digits, cifar10, cifar100, imagefolder, but got 'mnist'"),
+        ("data:\n  name: mnist\n", "data.name must be one of digits, digits-hard, cifar10, cifar100, imagefolder, but got 'mnist'"),
         ("data:\n  name: cifar10\n", "data.path is required for cifar10"),
         ("train:\n  lr: fast\n", "train.lr must be a number, but got 'fast'"),
         ("colour: red\n", "unknown field colour"),
