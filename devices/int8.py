@@ -87,17 +87,19 @@ def is_quantized(data: bytes) -> bool:
     return any(n.op_type == "QuantizeLinear" or n.op_type.startswith("QLinear") for n in onnx.load_from_string(data).graph.node)
 
 
-def int8_onnx(data: bytes, input_shape: Sequence[int], activations: str = "u8", batches: int = 4) -> bytes:
-    """The uniform int8 deployment of a float ONNX model, for timing: activation ranges calibrated on
-    standard-normal inputs (onnxruntime's int8 kernels take the same time whatever the ranges). A model
-    that is already quantized is returned as it is."""
+def int8_onnx(data: bytes, input_shape: Sequence[int], activations: str = "u8",
+              calibration: Iterable[np.ndarray] | None = None) -> bytes:
+    """The uniform int8 deployment of a float ONNX model. Activation ranges come from `calibration`, or,
+    for timing only, from standard-normal inputs (onnxruntime's int8 kernels take the same time whatever
+    the ranges). A model that is already quantized is returned as it is."""
     if is_quantized(data):
         return data
-    rng = np.random.default_rng(0)
-    calib = [rng.standard_normal(tuple(input_shape)).astype(np.float32) for _ in range(batches)]
+    if calibration is None:
+        rng = np.random.default_rng(0)
+        calibration = [rng.standard_normal(tuple(input_shape)).astype(np.float32) for _ in range(4)]
     with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
         src, pre, dst = Path(tmp) / "model.onnx", Path(tmp) / "model.pre.onnx", Path(tmp) / "model.int8.onnx"
         src.write_bytes(data)
         prepare_int8(src, pre)
-        quantize_int8(pre, dst, calib, activations=activations)
+        quantize_int8(pre, dst, calibration, activations=activations)
         return dst.read_bytes()

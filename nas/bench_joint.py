@@ -18,11 +18,12 @@ import yaml
 
 import devices
 from nas.pipeline import Pipeline
+from nas.profile import profile, read_latencies
 from nas.recipes import recipe_from_dict, to_dict
 from nas.runs import load_search_run
 
 Log = Callable[[str], None]
-MODES = (("fp32 search, then quantize", False), ("joint search", True))
+MODES = (("fp32 search, then quantize", False, "fp32_then_quantize"), ("joint search", True, "joint"))
 
 
 def bench_joint(run_dir: str | Path, out: str | Path, budget_fraction: float = 0.6, trials: int | None = None,
@@ -33,38 +34,34 @@ def bench_joint(run_dir: str | Path, out: str | Path, budget_fraction: float = 0
     raw = to_dict(sn.recipe)
     spec = device or raw["device"]
     base = devices.get(spec)
-    space = sn.net.space
-    largest = space.to_str(sn.net.largest())
-    from nas.profile import profile, read_latencies
-
+    space, largest = sn.net.space, sn.net.largest()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    profile(space, base, [sn.net.largest()], out / "largest.csv")
-    largest_ms = read_latencies(out / "largest.csv")[largest]
+    profile(space, base, [largest], out / "largest.csv")
+    largest_ms = read_latencies(out / "largest.csv")[space.to_str(largest)]
     budget = budget_fraction * largest_ms
     log(f"budget: {budget:.3f} ms on {spec}, deployed ({budget_fraction} of the largest subnet's fp32 {largest_ms:.3f} ms)")
     results: dict[str, dict] = {}
-    for label, joint in MODES:
+    for label, joint, folder in MODES:
         recipe = {**raw, "device": spec, "supernet": str(sn.path), "budget_ms": budget, "budget_fraction": None,
                   "search": {**raw["search"], **({"trials": trials} if trials else {})},
                   "quantize": {**raw["quantize"], "enabled": True, "joint": joint, "tolerance": tolerance}}
-        run = out / ("joint" if joint else "fp32_then_quantize")
+        run = out / folder
         log(f"{label}: {run}")
-        (run / "bench_recipe.yaml").parent.mkdir(parents=True, exist_ok=True)
+        run.mkdir(parents=True, exist_ok=True)
         (run / "bench_recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
         results[label] = Pipeline(recipe_from_dict(recipe, str(run / "bench_recipe.yaml")), run, log=log, progress=progress).execute()
-    deployed = {label: out / ("joint" if joint else "fp32_then_quantize") / "quantized" / "model.onnx" for label, joint in MODES
-                if results[label].get("quantized")}
+    deployed = {label: out / folder / "quantized" / "model.onnx" for label, _, folder in MODES if results[label].get("quantized")}
     # the arbiter: both deployed winners and the fp32 largest subnet in one interleaved group, so the
     # budget and the winners are measured in the same machine state
-    shape = space.input_shape(sn.net.largest())
-    models = [sn.net.extract(sn.net.largest()).eval()] + [str(p) for p in deployed.values()]
+    shape = space.input_shape(largest)
+    models = [sn.net.extract(largest).eval()] + [str(p) for p in deployed.values()]
     ms = [m.latency_ms for m in base.measure_many(models, [shape] * len(models))]
     final_budget = budget_fraction * ms[0]
     final = dict(zip(deployed, ms[1:]))
     log(f"final group: largest fp32 {ms[0]:.3f} ms, budget {final_budget:.3f} ms")
     rows = []
-    for label, joint in MODES:
+    for label, _, _ in MODES:
         r = results[label]
         w, q = r.get("winner") or {}, r.get("quantized") or {}
         rows.append({"mode": label, "arch": w.get("arch"), "search_device": r["device"], "search_ms": w.get("measured_ms"),

@@ -87,7 +87,7 @@ def predictor_row(label: str, job: MixedPrecision, fit: int = 10, test: int = 16
     train, held = [set(), set(job.layers)] + configs[:fit], configs[fit:]
     times = job.measure(train + held)
     profile = layer_profile(job.model, job.layers, job.data.calib[0][0])
-    model = PrecisionLatency(job.layers, profile, job.deployer.edges()).fit(train, times[: len(train)])
+    model = PrecisionLatency(job.layers, profile, job.deployer.edges).fit(train, times[: len(train)])
     truth = times[len(train):]
     return {"model": label, "layers": len(job.layers), "fit": len(train), "test": len(held),
             "additive_mape": mape(additive(times[0], gains, held), truth), "additive_measurements": len(job.layers) + 1,

@@ -22,13 +22,13 @@ RTOL, ATOL = 1e-3, 1e-4
 FORMATS = ("onnx", "tensorrt")
 
 
-def _session(path: str | Path) -> Any:
-    """A quiet onnxruntime CPU session."""
+def _session(model: str | Path | bytes) -> Any:
+    """A quiet onnxruntime CPU session on an ONNX file or ONNX bytes."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=["CPUExecutionProvider"])
 
 
 def _ort_run(path: Path, x: np.ndarray) -> np.ndarray:
@@ -47,8 +47,8 @@ def check_onnx(path: Path, model: nn.Module, inputs: torch.Tensor) -> dict[str, 
     return {"max_abs_diff": err, "rtol": RTOL, "atol": ATOL, "batch": int(inputs.shape[0])}
 
 
-def onnx_accuracy(path: str | Path, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Top-1 of an ONNX file under onnxruntime on (normalised images, labels) batches: what a user gets."""
+def onnx_accuracy(path: str | Path | bytes, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Top-1 of an ONNX model (file or bytes) under onnxruntime on (normalised images, labels) batches: what a user gets."""
     sess = _session(path)
     name = sess.get_inputs()[0].name
     correct = total = 0

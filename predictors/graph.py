@@ -7,13 +7,12 @@ from __future__ import annotations
 import numpy as np
 
 from predictors.base import Layout, Predictor
-from predictors.linalg import ridge_fit, ridge_predict
-from predictors.neural import fit_log_latency
+from predictors.neural import EmbeddingHead, fit_log_latency
 from predictors.registry import register
 
 
 @register("gcn")
-class GraphRegressor(Predictor):
+class GraphRegressor(EmbeddingHead, Predictor):
     def __init__(self, layout: Layout | None = None, seed: int = 0, hidden: int = 128, layers: int = 3,
                  steps: int = 2000, lr: float = 1e-3) -> None:
         super().__init__(layout, seed)
@@ -79,14 +78,3 @@ class GraphRegressor(Predictor):
     def sources(self, X: np.ndarray) -> np.ndarray:
         """Predicted ms on every source device, (n, devices)."""
         return np.exp((self.embed(X) @ self.head_w_ + self.head_b_) * self.sd_ + self.mu_)
-
-    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> "GraphRegressor":
-        self.hmu_, self.hsd_, self.hw_, self.hb_ = ridge_fit(self.embed(X_ref), np.log(np.asarray(y_ref, float)), 10.0)
-        return self
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        self.check_fitted("hw_")
-        return np.exp(ridge_predict(self.embed(X), self.hmu_, self.hsd_, self.hw_, self.hb_))
-
-    def reference_features(self, X: np.ndarray) -> np.ndarray:
-        return self.sources(X)

@@ -40,6 +40,22 @@ def fit_log_latency(make_net: Callable[[int], Any], inputs: np.ndarray, Y: np.nd
     return net, mu, sd
 
 
+class EmbeddingHead:
+    """A new device's ridge head (log space) on a network's embedding; the source heads' predictions are
+    the references' features. For predictors with `embed(X)` and `sources(X)`."""
+
+    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> Any:
+        self.hmu_, self.hsd_, self.hw_, self.hb_ = ridge_fit(self.embed(X_ref), np.log(np.asarray(y_ref, float)), 10.0)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        self.check_fitted("hw_")
+        return np.exp(ridge_predict(self.embed(X), self.hmu_, self.hsd_, self.hw_, self.hb_))
+
+    def reference_features(self, X: np.ndarray) -> np.ndarray:
+        return self.sources(X)
+
+
 class _Experts(Predictor):
     """A shared MLP trunk with one head per source device, trained on log-latency (NaNs masked)."""
 
@@ -78,19 +94,8 @@ class _Experts(Predictor):
 
 
 @register("mlp")
-class MLPRegressor(_Experts):
+class MLPRegressor(EmbeddingHead, _Experts):
     """BRP-NAS-style MLP; a new device gets a ridge head on the trunk's embedding (log space)."""
-
-    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> "MLPRegressor":
-        self.hmu_, self.hsd_, self.hw_, self.hb_ = ridge_fit(self.embed(X_ref), np.log(np.asarray(y_ref, float)), 10.0)
-        return self
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        self.check_fitted("hw_")
-        return np.exp(ridge_predict(self.embed(X), self.hmu_, self.hsd_, self.hw_, self.hb_))
-
-    def reference_features(self, X: np.ndarray) -> np.ndarray:
-        return self.sources(X)
 
 
 @register("hwnas")

@@ -4,6 +4,7 @@ layers that stay in float passed as `nodes_to_exclude` (`nas.export.quantize_int
 are calibrated once and reused for every configuration (onnxruntime's calibration cache where it has one)."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -36,6 +37,7 @@ class Deployer:
         self.cache = self.work / "calibration.json"
         self.activations = check_activations(activations)
 
+    @functools.cached_property
     def edges(self) -> list:
         """The data flow between the layers (`layers.layer_edges`) of the model that is quantized."""
         return layer_edges(onnx.load(str(self.pre)), self.nodes)

@@ -85,6 +85,7 @@ class MixedPrecision:
         self.deployed_val: dict[frozenset, float] = {}
         self.latency: dict[frozenset, float] = {}
         self.paths: dict[frozenset, Path] = {}
+        self.activation_times: dict[str, float] | None = None  # both int8 activation types, timed by `auto`
         self._gains: dict[str, float] = {}
 
     # ---- accuracy ------------------------------------------------------------------------------
@@ -217,12 +218,11 @@ class MixedPrecision:
             groups += [[n] for n in self.layers if [n] not in groups]
         accuracy = lambda s: self.fake_accuracy(s) if self.fake_accuracy(s) < self.floor else self.deployed_accuracy(s)  # noqa: E731
         profile = layer_profile(self.model, self.layers, self.data.calib[0][0])
-        edges = self.deployer.edges()
 
         def screen(candidates: list[set[str]]) -> list[float]:
             """The precision-aware latency model, refitted on everything measured so far."""
             seen = list(self.latency)
-            model = PrecisionLatency(self.layers, profile, edges).fit(seen, [self.latency[k] for k in seen])
+            model = PrecisionLatency(self.layers, profile, self.deployer.edges).fit(seen, [self.latency[k] for k in seen])
             return list(model.predict(candidates))
 
         chosen, _ = greedy_blocks(current, groups, accuracy, self.floor, self.measure, rounds=self.config.rounds,
@@ -271,7 +271,7 @@ class MixedPrecision:
             "device": self.device.spec, "fingerprint": self.device.fingerprint(), "tolerance_points": self.config.tolerance,
             "method": self.config.method, "search": self.config.search, "input_shape": list(self.data.input_shape),
             "chosen": best["config"], "activations": self.config.activations, "int8_activations": self.deployer.activations,
-            "int8_activation_trial_ms": getattr(self, "activation_times", None), "precision": {n: ("int8" if n in chosen else "fp32") for n in self.layers},
+            "int8_activation_trial_ms": self.activation_times, "precision": {n: ("int8" if n in chosen else "fp32") for n in self.layers},
             "configs": table.to_dict("records"),
             "speedup_vs_fp32": float(fp32["latency_ms"] / best["latency_ms"]),
             "test_drop_points": float(100 * (fp32["test_top1"] - best["test_top1"])),

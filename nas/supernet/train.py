@@ -68,19 +68,14 @@ def int8_accuracy(model: torch.nn.Module, data: TaskData, split: str, resolution
     """Top-1 of the model's uniform int8 deployment under onnxruntime (QDQ, per-channel weights, uint8
     activations calibrated on training images, as `hwnas quantize` deploys it): what fake quantization
     in PyTorch only approximates, since onnxruntime also quantizes residual adds, gates and activations."""
-    import tempfile
-
-    from devices.int8 import prepare_int8, quantize_int8
+    from devices.int8 import int8_onnx
     from devices.onnx_io import to_onnx
     from nas.export import onnx_accuracy
 
+    shape = (1, 3, resolution, resolution)
     calib = [resize(x, resolution).numpy() for x, _ in itertools.islice(batches(data.train, 32, None, data), max(1, calib_images // 32))]
-    with tempfile.TemporaryDirectory(prefix="hwnas-int8-") as tmp:
-        src, pre, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(to_onnx(model, (1, 3, resolution, resolution), dynamic_batch=True, opset=18))
-        prepare_int8(src, pre)
-        quantize_int8(pre, dst, calib, activations="u8")
-        return onnx_accuracy(dst, ((resize(x, resolution), y) for x, y in batches(getattr(data, split), 256, None, data)))
+    deployed = int8_onnx(to_onnx(model, shape, dynamic_batch=True, opset=18), shape, "u8", calib)
+    return onnx_accuracy(deployed, ((resize(x, resolution), y) for x, y in batches(getattr(data, split), 256, None, data)))
 
 
 def _lr(step: int, total: int, base: float) -> float:
