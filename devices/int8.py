@@ -1,8 +1,15 @@
 """Static int8 of an ONNX model with onnxruntime.quantization: QDQ, per-channel int8 weights,
 activations uint8 or int8 (`quantize_int8`); and a device's `precision=int8` option (`int8_onnx`),
-which times the int8 deployment of whatever model it is handed."""
+which times the int8 deployment of whatever model it is handed.
+
+Activation ranges are calibrated (`activation_ranges`), then tightened where every consumer of a tensor
+saturates (`saturation_bounds`): a convolution feeding hard-swish needs no values below -3, where
+hard-swish is 0 whatever its input. onnxruntime quantizes such a convolution's output over its whole
+calibrated range; in MobileNetV3 that range reached -229 at the head, a step of 0.9, and the uniform
+int8 model fell from 65% to 12% top-1. Tightened, it keeps 64.7%."""
 from __future__ import annotations
 
+import math
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -43,8 +50,107 @@ def check_activations(text: str, name: str = "activations") -> str:
     return text
 
 
+CALIBRATIONS = ("minmax", "percentile", "entropy")
+
+
+def check_calibration(text: str, name: str = "calibration") -> str:
+    if text not in CALIBRATIONS:
+        raise ValueError(f"{name} must be one of {', '.join(CALIBRATIONS)}, but got {text!r}")
+    return text
+
+
+def _method(name: str) -> Any:
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+            "entropy": CalibrationMethod.Entropy}[check_calibration(name)]
+
+
+def activation_ranges(prepared: Path, calibration: Iterable[np.ndarray], method: str = "minmax") -> dict[str, tuple[float, float]]:
+    """Every activation tensor's calibrated (low, high), by onnxruntime's calibrator for `method`."""
+    from onnxruntime.quantization import create_calibrator
+
+    with tempfile.TemporaryDirectory(prefix="hwnas-calib-") as tmp:
+        calibrator = create_calibrator(Path(prepared), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=_method(method))
+        calibrator.collect_data(_Reader(_input_name(Path(prepared)), calibration))
+        data = calibrator.compute_data()
+    out = {}
+    for name, tensor in getattr(data, "data", data).items():
+        lo, hi = tensor.range_value if hasattr(tensor, "range_value") else tensor
+        out[name] = (float(np.min(lo)), float(np.max(hi)))
+    return out
+
+
+def _flat_outside(node: Any, tensor: str, producers: dict[str, Any], constants: dict[str, np.ndarray]
+                  ) -> tuple[float, float] | None:
+    """The interval of `tensor` outside which `node`'s output no longer changes, if it has one."""
+    import onnx
+
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Relu":
+        return 0.0, math.inf
+    if node.op_type == "HardSwish":
+        return -3.0, math.inf
+    if node.op_type == "HardSigmoid":
+        alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
+        return -beta / alpha, (1 - beta) / alpha
+    if node.op_type == "Clip" and node.input[0] == tensor:
+        bound = [float(constants[i]) if i in constants else None for i in (list(node.input[1:]) + ["", ""])[:2]]
+        if "min" in attrs or "max" in attrs:  # opset < 11
+            bound = [attrs.get("min"), attrs.get("max")]
+        return (-math.inf if bound[0] is None else bound[0]), (math.inf if bound[1] is None else bound[1])
+    if node.op_type == "Mul" and len(node.input) == 2:  # x * hard_sigmoid(x): hard-swish, 0 below the gate's zero
+        other = producers.get(node.input[1] if node.input[0] == tensor else node.input[0])
+        if other is not None and other.op_type == "HardSigmoid" and other.input[0] == tensor:
+            low, _ = _flat_outside(other, tensor, producers, constants)
+            return low, math.inf
+    return None
+
+
+def saturation_bounds(proto: Any) -> dict[str, tuple[float, float]]:
+    """Per activation tensor, an interval outside which every consumer's output is constant (Relu, Clip,
+    HardSigmoid, HardSwish, x * HardSigmoid(x)): quantizing the tensor over more than that interval only
+    coarsens the values that matter."""
+    from onnx import numpy_helper
+
+    constants = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer if not i.dims}
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].t.ByteSize():
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for node in proto.graph.node:
+        for i in set(node.input):
+            consumers.setdefault(i, []).append(node)
+    outputs = {o.name for o in proto.graph.output}
+    bounds = {}
+    for tensor, nodes in consumers.items():
+        if tensor in outputs or tensor in constants:
+            continue
+        flat = [_flat_outside(n, tensor, producers, constants) for n in nodes]
+        if all(f is not None for f in flat):
+            low, high = min(f[0] for f in flat), max(f[1] for f in flat)
+            if math.isfinite(low) or math.isfinite(high):
+                bounds[tensor] = (low, high)
+    return bounds
+
+
+def tightened_ranges(ranges: dict[str, tuple[float, float]], bounds: dict[str, tuple[float, float]]
+                     ) -> dict[str, tuple[float, float]]:
+    """The calibrated ranges that `bounds` narrows, narrowed."""
+    out = {}
+    for tensor, (lo, hi) in ranges.items():
+        if tensor in bounds:
+            low, high = max(lo, bounds[tensor][0]), min(hi, bounds[tensor][1])
+            if (low, high) != (lo, hi) and low < high:
+                out[tensor] = (low, high)
+    return out
+
+
 def quantize_int8(prepared: Path, dst: Path, calibration: Iterable[np.ndarray], exclude: list[str] | None = None,
-                  cache: Path | None = None, activations: str = "u8") -> None:
+                  cache: Path | None = None, activations: str = "u8",
+                  ranges: dict[str, tuple[float, float]] | None = None, method: str = "minmax") -> None:
     """Static QDQ int8 of a `prepare_int8` output: per-channel int8 weights, activation ranges from the
     calibration batches (or from onnxruntime's calibration cache `cache`, where this onnxruntime has one),
     the nodes in `exclude` left in float.
@@ -52,20 +158,32 @@ def quantize_int8(prepared: Path, dst: Path, calibration: Iterable[np.ndarray], 
     `activations`: "u8" (U8S8: x86's VNNI / VPMADDUBSW kernels; ResNet-18 at 224 px ran 3.4x faster
     than fp32 on onnxruntime's CPU provider here, against 1.3x with S8S8), "s8" (S8S8, asymmetric) or "s8sym" (symmetric int8, zero point 0, what
     TensorRT requires). Weights use 7 bits for U8S8 on an x86 CPU without VNNI, where VPMADDUBSW's
-    16-bit sums saturate (onnxruntime's `reduce_range`)."""
+    16-bit sums saturate (onnxruntime's `reduce_range`).
+
+    `ranges`: the `activation_ranges` of `prepared` for `method`, when the caller has them; tightened by
+    `saturation_bounds` and handed to onnxruntime as tensor overrides."""
     import inspect
+
+    import onnx
 
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     check_activations(activations)
+    calibration = list(calibration)
+    if ranges is None:
+        ranges = activation_ranges(prepared, calibration, method)
+    tight = tightened_ranges(ranges, saturation_bounds(onnx.load(str(prepared), load_external_data=False)))
     kwargs: dict[str, Any] = {}
     if cache is not None and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
         kwargs["calibration_cache_path"] = str(cache)
-    extra = {"ActivationSymmetric": True} if activations == "s8sym" else {}
+    extra: dict[str, Any] = {"ActivationSymmetric": True} if activations == "s8sym" else {}
+    if tight:
+        extra["TensorQuantOverrides"] = {t: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for t, (lo, hi) in tight.items()}
     quantize_static(str(prepared), str(dst), _Reader(_input_name(prepared), calibration), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8 if activations == "u8" else QuantType.QInt8,
                     weight_type=QuantType.QInt8, nodes_to_exclude=exclude or [],
-                    reduce_range=activations == "u8" and saturating_u8s8(), extra_options=extra, **kwargs)
+                    reduce_range=activations == "u8" and saturating_u8s8(), extra_options=extra,
+                    calibrate_method=_method(method), **kwargs)
 
 
 def saturating_u8s8() -> bool:

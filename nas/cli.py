@@ -308,7 +308,7 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     from nas.quantize.runs import quantize_run
 
     r = quantize_run(args.run, args.device, args.arch, args.tolerance, args.calib, args.method, args.search, args.out,
-                     log=console.print, activations=args.activations)
+                     log=console.print, activations=args.activations, calibration=args.calibration)
     _print_quantized(r, args.out or str(Path(args.run) / "quantized"))
 
 
@@ -543,6 +543,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--search", default="bisect", choices=["bisect", "latency", "ilp"])
     s.add_argument("--activations", default="auto", choices=["auto", "u8", "s8", "s8sym"],
                    help="int8 activation type (auto: the faster of u8 and s8 on the device; TensorRT: s8sym)")
+    s.add_argument("--calibration", default="minmax", choices=["minmax", "percentile", "entropy"],
+                   help="activation ranges: onnxruntime's calibrator (ranges that saturating consumers cut are tightened)")
     s.add_argument("--out", help="output folder (default: RUN/quantized)")
     s.set_defaults(func=cmd_quantize)
 

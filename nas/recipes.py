@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from devices.int8 import check_activations
+from devices.int8 import check_activations, check_calibration
 from nas.data import AUGMENTS
 from nas.export import FORMATS
 from nas.quantize.mixed import check_settings
@@ -54,6 +54,7 @@ class QuantizeSection:
     search: str = "bisect"
     calib: int = 256
     activations: str = "auto"
+    calibration: str = "minmax"
     joint: bool = False  # search on the device's uniform int8 deployment's latency and accuracy, then quantize
 
 
@@ -128,6 +129,7 @@ def recipe_from_dict(raw: Any, source: str) -> Recipe:
         check_settings(recipe.quantize.tolerance, recipe.quantize.method, recipe.quantize.search, "quantize.")
         if recipe.quantize.activations != "auto":
             check_activations(recipe.quantize.activations, "quantize.activations")
+        check_calibration(recipe.quantize.calibration, "quantize.calibration")
         if recipe.quantize.enabled and recipe.quantize.joint:
             search_device_spec(recipe)
     except ValueError as err:

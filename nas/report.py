@@ -112,12 +112,12 @@ def write_report(pipe: Any, sn: Any, trials: list[dict], measured: dict[str, flo
         done = run / "quantized" / "model.json"
         previous = json.loads(done.read_text()) if done.exists() else {}
         same = {"arch": winner["arch"], "device": device.spec, "tolerance_points": q.tolerance, "method": q.method, "search": q.search,
-                "activations": q.activations}
+                "activations": q.activations, "calibration": q.calibration}
         if all(previous.get(k) == v for k, v in same.items()):
             qr = previous
         else:
             qr = quantize_run(run, device.spec, winner["arch"], q.tolerance, q.calib, q.method, q.search, log=pipe.log, sn=sn,
-                              activations=q.activations)
+                              activations=q.activations, calibration=q.calibration)
         result["quantized"] = {k: qr[k] for k in ("chosen", "speedup_vs_fp32", "test_drop_points", "val_drop_points")}
         result["quantized"]["int8_layers"] = sum(p == "int8" for p in qr["precision"].values())
         result["quantized"]["layers"] = len(qr["precision"])

@@ -254,6 +254,8 @@ def test_config_errors_name_the_rule():
         QuantizeConfig(tolerance=-1)
     with pytest.raises(ValueError, match="activations must be one of u8, s8, s8sym, but got 'int4'"):
         QuantizeConfig(activations="int4")
+    with pytest.raises(ValueError, match="calibration must be one of minmax, percentile, entropy, but got 'kl'"):
+        QuantizeConfig(calibration="kl")
 
 
 def test_the_precision_latency_model_counts_borders_and_weights_and_recovers_a_linear_device():
@@ -316,3 +318,59 @@ def test_layer_edges_follow_the_data_flow_through_joins_and_borders_count_what_c
         {m.input[0] for m in onnx.load(str(p)).graph.node if m.op_type == "QuantizeLinear"} for n in onnx.load(str(p)).graph.node)
     assert quantized_adds(dep.write({"conv1"}, "c1")) == 0  # the add touches only float layers: it stays float
     assert quantized_adds(dep.write({"conv2"}, "c2")) == 1
+
+
+class Saturating(nn.Module):
+    """A convolution whose outputs reach far below -3 into hard-swish (two spellings) and a hard-sigmoid gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(3, 8, 1), nn.Conv2d(8, 8, 1), nn.Conv2d(8, 8, 1)
+        self.fc = nn.Linear(8, 4)
+        with torch.no_grad():
+            self.a.bias[0] = -1000.0  # one channel far below hard-swish's flat end, as in MobileNetV3's head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.hardswish(self.a(x))
+        z = self.b(y)
+        z = z * F.hardsigmoid(z)
+        return self.fc((z * F.hardsigmoid(self.c(z))).mean((2, 3)))
+
+
+def test_ranges_that_saturating_consumers_cut_are_tightened_and_int8_stays_close(tmp_path, monkeypatch):
+    import onnxruntime as ort
+
+    import devices.int8 as int8
+    from devices.onnx_io import to_onnx
+
+    torch.manual_seed(0)
+    model = Saturating().eval()
+    (tmp_path / "m.onnx").write_bytes(to_onnx(model, (1, 3, 8, 8)))
+    int8.prepare_int8(tmp_path / "m.onnx", tmp_path / "m.pre.onnx")
+    proto = onnx.load(str(tmp_path / "m.pre.onnx"))
+    bounds = int8.saturation_bounds(proto)
+    consumers = lambda t: {n.op_type for n in proto.graph.node if t in n.input}  # noqa: E731
+    conv_out = {n.name.split("/")[1]: n.output[0] for n in proto.graph.node if n.op_type == "Conv"}
+    assert bounds[conv_out["a"]][0] == pytest.approx(-3.0) and bounds[conv_out["a"]][1] == np.inf  # hard-swish
+    assert bounds[conv_out["b"]] == (pytest.approx(-3.0), np.inf)  # z * hardsigmoid(z)
+    assert bounds[conv_out["c"]] == (pytest.approx(-3.0), pytest.approx(3.0))  # a gate alone saturates both ways
+    assert not any("Add" in consumers(t) or "MatMul" in consumers(t) or "Gemm" in consumers(t) for t in bounds)
+
+    rng = np.random.default_rng(0)
+    calib = [rng.standard_normal((8, 3, 8, 8)).astype(np.float32) for _ in range(4)]
+    ranges = int8.activation_ranges(tmp_path / "m.pre.onnx", calib)
+    assert ranges[conv_out["a"]][0] < -900  # what onnxruntime would quantize over
+    tight = int8.tightened_ranges(ranges, bounds)
+    assert tight[conv_out["a"]] == (pytest.approx(-3.0), ranges[conv_out["a"]][1])
+
+    x = rng.standard_normal((16, 3, 8, 8)).astype(np.float32)
+    ref = model(torch.from_numpy(x)).detach().numpy()
+
+    def error(name: str) -> float:
+        int8.quantize_int8(tmp_path / "m.pre.onnx", tmp_path / name, calib)
+        out = ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+        return float(np.abs(out - ref).max() / np.abs(ref).max())
+
+    tightened = error("tight.onnx")
+    monkeypatch.setattr(int8, "saturation_bounds", lambda proto: {})
+    assert tightened < 0.05 and error("loose.onnx") > 10 * tightened

@@ -30,6 +30,7 @@ def test_a_quantize_section_turns_quantization_on(tmp_path):
         ("colour: red\n", "unknown field colour"),
         ("quantize:\n  search: greedy\n", "quantize.search must be one of bisect, latency, ilp, but got 'greedy'"),
         ("quantize:\n  tolerance: -2\n", "tolerance=-2"),
+        ("quantize:\n  calibration: kl\n", "quantize.calibration must be one of minmax, percentile, entropy, but got 'kl'"),
     ],
 )
 def test_bad_recipes_name_the_field(text, message, tmp_path):

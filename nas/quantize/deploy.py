@@ -1,17 +1,19 @@
 """Deploying a precision configuration with onnxruntime.quantization: static QDQ int8 (weights per
 channel; activations uint8 or int8, whichever the device runs faster), after `quant_pre_process`, the
-layers that stay in float passed as `nodes_to_exclude` (`nas.export.quantize_int8`). Activation ranges
-are calibrated once and reused for every configuration (onnxruntime's calibration cache where it has one)."""
+layers that stay in float passed as `nodes_to_exclude` (`devices.int8.quantize_int8`). Activation ranges
+are calibrated once and reused for every configuration (`ranges.json`, and onnxruntime's calibration cache
+where it has one); ranges that saturating consumers make too wide are tightened (`devices.int8`)."""
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 import onnx
 
-from devices.int8 import check_activations, prepare_int8, quantize_int8
+from devices.int8 import activation_ranges, check_activations, check_calibration, prepare_int8, quantize_int8
 from nas.export import onnx_accuracy
 from nas.quantize.layers import layer_edges, neighbour_layers, onnx_nodes
 
@@ -22,7 +24,7 @@ class Deployer:
     """Writes int8 variants of one float ONNX model for any set of int8 layers."""
 
     def __init__(self, fp32_onnx: str | Path, layers: list[str], calibration: Sequence[np.ndarray], workdir: str | Path,
-                 activations: str = "u8") -> None:
+                 activations: str = "u8", method: str = "minmax") -> None:
         self.work = Path(workdir)
         self.work.mkdir(parents=True, exist_ok=True)
         self.fp32 = Path(fp32_onnx)
@@ -36,6 +38,22 @@ class Deployer:
         self.calibration = list(calibration)
         self.cache = self.work / "calibration.json"
         self.activations = check_activations(activations)
+        self.method = check_calibration(method)
+
+    @functools.cached_property
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """Every activation tensor's calibrated range (`devices.int8.activation_ranges`), kept in the work folder."""
+        path = self.work / f"ranges.{self.method}.json"
+        if path.exists():
+            return {k: (lo, hi) for k, (lo, hi) in json.loads(path.read_text()).items()}
+        ranges = activation_ranges(self.pre, self.calibration, self.method)
+        path.write_text(json.dumps(ranges))
+        return ranges
+
+    def layer_input_ranges(self) -> dict[str, tuple[float, float]]:
+        """Each layer's input range as the deployment quantizes it, for the fake quantization to mirror."""
+        inputs = {n.name: n.input[0] for n in onnx.load(str(self.pre), load_external_data=False).graph.node}
+        return {layer: self.ranges[inputs[node]] for layer, node in self.nodes.items() if inputs.get(node) in self.ranges}
 
     @functools.cached_property
     def edges(self) -> list:
@@ -55,7 +73,8 @@ class Deployer:
             return dst
         exclude = [self.nodes[n] for n in self.layers if n not in int8]
         exclude += [node for node, touches in self.neighbours.items() if not touches & int8]
-        quantize_int8(self.pre, dst, self.calibration, exclude, self.cache, activations or self.activations)
+        quantize_int8(self.pre, dst, self.calibration, exclude, self.cache.with_suffix(f".{self.method}.json"),
+                      activations or self.activations, self.ranges, self.method)
         return dst
 
 

@@ -1,5 +1,6 @@
 """Fake quantization in PyTorch, as onnxruntime's QDQ int8 does it: weights per output channel,
-symmetric; activations (each quantized layer's input) per tensor, asymmetric, min/max calibrated.
+symmetric; activations (each quantized layer's input) per tensor, asymmetric, over min/max ranges
+calibrated here, or over the deployment's own ranges once they are set (`MixedPrecision.prepare`).
 Used to score a precision configuration's accuracy quickly; the deployed model confirms it."""
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from devices.int8 import check_activations
+from devices.int8 import check_activations, check_calibration
 from nas.quantize.deploy import Deployer, int8_nodes, onnx_accuracy
 from nas.quantize.fakequant import FakeQuant
 from nas.quantize.latency import PrecisionLatency, layer_profile
@@ -34,11 +34,13 @@ class QuantizeConfig:
     rounds: int = 4
     screen: int = 8  # moves measured per round of the latency search, ranked by the precision-aware model (0: all)
     activations: str = "auto"  # u8 | s8 | s8sym, or auto: the faster of u8 and s8 for uniform int8, measured
+    calibration: str = "minmax"  # minmax | percentile | entropy: onnxruntime's calibrators, mirrored by the fake quantization
 
     def __post_init__(self) -> None:
         check_settings(self.tolerance, self.method, self.search)
         if self.activations != "auto":
             check_activations(self.activations)
+        check_calibration(self.calibration)
 
 
 def check_settings(tolerance: float, method: str, search: str, prefix: str = "") -> None:
@@ -129,7 +131,10 @@ class MixedPrecision:
 
         self.fp32_path = self.work / "fp32.onnx"
         self.fp32_path.write_bytes(to_onnx(self.model, self.data.input_shape, dynamic_batch=True, opset=18))
-        self.deployer = Deployer(self.fp32_path, self.layers, [x.numpy() for x, _ in self.data.calib], self.work)
+        self.deployer = Deployer(self.fp32_path, self.layers, [x.numpy() for x, _ in self.data.calib], self.work,
+                                 method=self.config.calibration)
+        self.fq.ranges_.update(self.deployer.layer_input_ranges())
+        self.val_cache.clear()
         self.deployer.activations = self.choose_activations()
         self.base_val = _accuracy_torch(self.model, self.data.val)
         self.floor = self.base_val - self.config.tolerance / 100 - 1e-9
@@ -270,7 +275,8 @@ class MixedPrecision:
         result = {
             "device": self.device.spec, "fingerprint": self.device.fingerprint(), "tolerance_points": self.config.tolerance,
             "method": self.config.method, "search": self.config.search, "input_shape": list(self.data.input_shape),
-            "chosen": best["config"], "activations": self.config.activations, "int8_activations": self.deployer.activations,
+            "chosen": best["config"], "activations": self.config.activations,
+            "calibration": self.config.calibration, "int8_activations": self.deployer.activations,
             "int8_activation_trial_ms": self.activation_times, "precision": {n: ("int8" if n in chosen else "fp32") for n in self.layers},
             "configs": table.to_dict("records"),
             "speedup_vs_fp32": float(fp32["latency_ms"] / best["latency_ms"]),

@@ -39,11 +39,11 @@ def quantize_run_inputs(run_dir: str | Path, arch: str | None = None, calib: int
 
 def quantize_run(run_dir: str | Path, device: str | None = None, arch: str | None = None, tolerance: float = 0.5,
                  calib: int = 256, method: str = "interlayer", search: str = "bisect", out: str | Path | None = None,
-                 log: Callable[[str], None] = print, sn: Any = None, activations: str = "auto") -> dict[str, Any]:
+                 log: Callable[[str], None] = print, sn: Any = None, activations: str = "auto", calibration: str = "minmax") -> dict[str, Any]:
     """`sn`: the run's supernet, when the caller has it loaded."""
     import devices
 
-    cfg = QuantizeConfig(tolerance=tolerance, method=method, search=search, activations=activations)
+    cfg = QuantizeConfig(tolerance=tolerance, method=method, search=search, activations=activations, calibration=calibration)
     model, data, result = quantize_run_inputs(run_dir, arch, calib, sn)
     spec = device or result.get("device")
     if not spec:
