@@ -86,6 +86,27 @@ def hybrid_recipe_from_dict(raw: Any, source: str) -> HybridRecipe:
     return recipe
 
 
+def matched_model(model: Any, mixer: str) -> Any:
+    """`model` (a HybridLM) with every mixer made `mixer`, the FFN hidden size chosen to match its parameter count."""
+    import torch
+
+    from search_spaces import count_params
+    from search_spaces.hybrid_lm.model import MIXERS, HybridLM
+
+    if mixer not in MIXERS:
+        raise ValueError(f"Unknown mixer {mixer!r}; known: {', '.join(MIXERS)}")
+    rng = torch.random.get_rng_state()
+    kinds = [k if k == "ffn" else mixer for k in model.kinds]
+    ffns, ratio = kinds.count("ffn"), model.ffn_ratio
+    if ffns:
+        hidden = int(model.dim * ratio)
+        trial = HybridLM(kinds, model.dim, model.heads, (hidden + 0.5) / model.dim, model.window)
+        hidden = max(1, round(hidden + (count_params(model) - count_params(trial)) / (3 * model.dim * ffns)))  # SwiGLU: 3 x dim x hidden
+        ratio = (hidden + 0.5) / model.dim
+    torch.random.set_rng_state(rng)  # the weights depend on the seed the caller set, not on the trial build
+    return HybridLM(kinds, model.dim, model.heads, ratio, model.window)
+
+
 def _read_jsonl(path: Path) -> dict[str, dict]:
     if not path.exists():
         return {}
@@ -114,15 +135,21 @@ class HybridRun:
 
     # ---- scores ------------------------------------------------------------------------------
     def model(self, key: str) -> Any:
-        """The network of a space string, or of `STRING|all-MIXER` (its blocks' mixers all made MIXER)."""
-        from search_spaces.hybrid_lm.model import HybridLM
-
-        text, _, variant = key.partition("|all-")
+        """The network of a space string, or of `STRING|MIXER-only`: its blocks' mixers all made MIXER, at the
+        same width, heads and depth, with the FFNs' hidden size set so the parameter count is the original's
+        (as close as whole units allow; unchanged where there are no FFNs)."""
+        text, _, variant = key.partition("|")
         arch = self.space.from_str(text)
         if not variant:
             return self.space.build(arch)
-        kinds = [k if k == "ffn" else variant for k in self.space.blocks(arch)]
-        return HybridLM(kinds, arch[0], arch[1], arch[2], self.space.window)
+        if not variant.endswith("-only"):
+            raise ValueError(f"unknown variant {variant!r} of {text!r}; known: MIXER-only")
+        import torch
+
+        rng = torch.random.get_rng_state()
+        original = self.space.build(arch)
+        torch.random.set_rng_state(rng)
+        return matched_model(original, variant.removesuffix("-only"))
 
     def bpb(self, key: str) -> float:
         """Validation bits per byte after the recipe's proxy training (cached per key)."""
@@ -194,8 +221,8 @@ class HybridRun:
                                   "trials": len(trials), "winner": None, "compared": []}
         if winner is not None:
             key = winner["arch"]
-            compared = {"found": key, "all-attn": f"{key}|all-attn", "all-mamba2": f"{key}|all-mamba2"}
-            self.log("compare: the winner against its all-attention and all-Mamba2 versions")
+            compared = {"found": key, "all-attn": f"{key}|attn-only", "all-mamba2": f"{key}|mamba2-only"}
+            self.log("compare: the winner against all-attention and all-Mamba2 stacks of its depth and parameter count")
             ms = self.decode_ms(list(compared.values()))
             result["compared"] = [{"model": name, "arch": k, "params": int(self._proxy_row(k)["params"]),
                                    "val_bpb": self.bpb(k), "decode_ms": ms[k]} for name, k in compared.items()]
@@ -274,6 +301,7 @@ class HybridRun:
             lines += ["| model | arch | params | val bits/byte | decode ms/token |", "|---|---|---|---|---|"]
             lines += [f"| {r['model']} | `{r['arch']}` | {r['params']:,} | {r['val_bpb']:.3f} | {r['decode_ms']:.3f} |"
                       for r in result["compared"]]
-            lines += ["", "Baselines: the winner with every mixer made attention / Mamba2 (same width, heads, FFNs and depth).",
+            lines += ["", "Baselines: the winner with every mixer made attention / Mamba2 (same width, heads and depth; the FFNs' "
+                      "hidden size set to match the winner's parameter count where it has FFNs).",
                       "", "![front](pareto.png)"]
         (self.run / "report.md").write_text("\n".join(lines) + "\n")

@@ -35,7 +35,7 @@ def test_hybrid_run_searches_compares_exports_and_resumes(tmp_path, capsys):
     best = trials.sort_values("val_bpb").iloc[0]
     assert result["winner"]["arch"] == best["arch"] and result["winner"]["decode_ms"] <= result["budget_ms"]
     assert [c["model"] for c in result["compared"]] == ["found", "all-attn", "all-mamba2"]
-    assert {c["arch"] for c in result["compared"]} == {best["arch"], best["arch"] + "|all-attn", best["arch"] + "|all-mamba2"}
+    assert {c["arch"] for c in result["compared"]} == {best["arch"], best["arch"] + "|attn-only", best["arch"] + "|mamba2-only"}
     meta = json.loads((run / "best" / "model.json").read_text())
     assert meta["onnxruntime_matches"] and meta["arch"] == result["winner"]["arch"]
     assert "embed.weight" in torch.load(run / "best" / "weights.pt", weights_only=True)
@@ -69,4 +69,20 @@ def test_the_proxy_score_depends_only_on_the_architecture(tmp_path):
     first.bpb("d48h2f3/attn,f0,x1/-/-")  # other work before must not change the next score
     second = HybridRun(recipe, tmp_path / "b", log=lambda _: None)
     assert first.bpb(key) == second.bpb(key)
-    assert second.bpb(key + "|all-mamba2") == second.bpb(key)  # the same network under another name
+    assert second.bpb(key + "|mamba2-only") == second.bpb(key)  # the same network under another name
+
+
+def test_baselines_keep_depth_and_match_the_parameter_count():
+    from nas.hybrid_run import matched_model
+    from nas.spaces import load_space
+    from search_spaces import count_params
+
+    space = load_space("hybrid_lm:dims=[128],heads=[2],max_blocks=8")
+    hybrid = space.build(space.from_str("d128h2f2/swa+mamba2@1:1,f1,x2/-/-"))
+    for mixer in ("attn", "mamba2"):
+        base = matched_model(hybrid, mixer)
+        assert [k if k == "ffn" else "mixer" for k in base.kinds] == [k if k == "ffn" else "mixer" for k in hybrid.kinds]
+        assert set(base.kinds) == {mixer, "ffn"}
+        assert abs(count_params(base) - count_params(hybrid)) <= 3 * 128 * base.kinds.count("ffn")  # within one hidden unit
+    with pytest.raises(ValueError, match="Unknown mixer 'rnn'; known: attn, swa, mamba2, deltanet, gdn"):
+        matched_model(hybrid, "rnn")

@@ -99,7 +99,7 @@ def test_a_joint_search_measures_and_scores_candidates_after_quantization(finish
     arch = sn.net.space.from_str(w["arch"])
     assert w["val_top1"] == pytest.approx(evaluate(sn.net, arch, sn.data, "val", int8=True))  # scored as deployed in int8
     rows = [json.loads(line) for line in (run / "supernet" / "accuracy.jsonl").read_text().splitlines()]
-    assert any(r["tag"].endswith("-int8-ort") and r["arch"] == w["arch"] for r in rows)
+    assert any(r["tag"].endswith("-int8-ort-v2") and r["arch"] == w["arch"] for r in rows)
     recipe = {**RECIPE, "quantize": {**RECIPE["quantize"], "joint": True}}
     with pytest.raises(ValueError, match="quantize.joint: device 'torch-cpu' has no option 'precision'; backends with it: ort-cpu, ort-cuda"):
         recipe_from_dict({**recipe, "device": "torch-cpu"}, "test")

@@ -9,6 +9,7 @@ import json
 import os
 from pathlib import Path
 
+from devices.int8 import DEPLOYMENT
 from nas.data import TaskData
 from search_spaces.ofa_mbv3_supernet import OFASupernet
 from nas.supernet.train import evaluate
@@ -21,7 +22,7 @@ class SubnetAccuracy:
     def __init__(self, net: OFASupernet, data: TaskData, split: str = "val", cache_path: str | Path | None = None,
                  tag: str = "", calib_batches: int = 5, int8: bool = False) -> None:
         self.net, self.data, self.split, self.calib_batches, self.int8 = net, data, split, calib_batches, int8
-        self.tag = f"{tag}-int8-ort" if int8 else tag
+        self.tag = f"{tag}-{DEPLOYMENT}" if int8 else tag
         self.cache_path = Path(cache_path) if cache_path else None
         self.cache: dict[str, float] = {}
         self.hits = self.misses = 0

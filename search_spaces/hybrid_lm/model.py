@@ -54,6 +54,7 @@ class HybridLM(nn.Module):
     def __init__(self, kinds: Sequence[str], dim: int, heads: int, ffn_ratio: float, window: int) -> None:
         super().__init__()
         self.kinds = tuple(kinds)
+        self.dim, self.heads, self.ffn_ratio, self.window = dim, heads, ffn_ratio, window
         self.embed = nn.Embedding(VOCAB, dim)
         nn.init.normal_(self.embed.weight, std=0.02)
         self.blocks = nn.ModuleList(Block(k, dim, heads, ffn_ratio, window) for k in kinds)
