@@ -1,6 +1,7 @@
 """The `hybrid_lm` space, after Nemotron-Flash: stages of a repeated unit; a unit holds at most two
-mixer types in a ratio (1:1, 1:2, 1:3, or 0:1, which is the second type alone), each mixer followed
-by 0-2 FFNs; plus hidden size, heads and FFN ratio, under a cap on the number of blocks.
+mixer types in a ratio (1:1, 1:2, 1:3, or 0:1, which is the second type alone), in order (`mamba2+swa`
+is Mamba2 then sliding-window attention, `swa+mamba2` the reverse: they train differently), each mixer
+followed by 0-2 FFNs; plus hidden size, heads and FFN ratio, under a cap on the number of blocks.
 
 String form: `d128h4f3/attn+mamba2@1:3,f1,x2/gdn,f2,x1/-`: width, heads and FFN ratio, then per
 stage the mixer (or pair and ratio), FFNs per mixer and repeats of the unit; `-` is an empty stage."""
@@ -16,7 +17,7 @@ from search_spaces.base import Gene, Op, SearchSpace
 from search_spaces.hybrid_lm.model import MIXERS, VOCAB, HybridLM
 from search_spaces.registry import register
 
-PAIRS = tuple(f"{a}+{b}" for a, b in itertools.combinations(MIXERS, 2))
+PAIRS = tuple(f"{a}+{b}" for a, b in itertools.permutations(MIXERS, 2))  # ordered: the first type leads each unit
 RATIOS = ("1:1", "1:2", "1:3", "0:1")
 _STAGE = re.compile(r"^(?P<mix>[a-z0-9]+(?:\+[a-z0-9]+)?)(?:@(?P<ratio>\d:\d))?,f(?P<ffn>\d),x(?P<repeat>\d)$")
 
