@@ -269,6 +269,9 @@ def cmd_run(args: argparse.Namespace) -> None:
         found = w and (f"winner: {w['arch']}: {w['val_bpb']:.3f} bits/byte, {w['decode_ms']:.3f} ms per token "
                        f"(budget {result['budget_ms']:.3f} ms)")
         missed = f"no candidate met the {result['budget_ms']:.3f} ms budget"
+        for row in result["compared"]:
+            console.print(f"  {row['model']}: {row['params']:,} params, {row['val_bpb']:.3f} bits/byte, {row['decode_ms']:.3f} ms "
+                          f"per token (one interleaved group){'; the found model ' + row['found_vs_this'] + ' it' if 'found_vs_this' in row else ''}")
     else:
         pipe, console = _pipeline(args)
         result, run_dir = pipe.execute(), pipe.run

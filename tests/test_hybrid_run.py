@@ -35,6 +35,7 @@ def test_hybrid_run_searches_compares_exports_and_resumes(tmp_path, capsys):
     best = trials.sort_values("val_bpb").iloc[0]
     assert result["winner"]["arch"] == best["arch"] and result["winner"]["decode_ms"] <= result["budget_ms"]
     assert [c["model"] for c in result["compared"]] == ["found", "all-attn", "all-mamba2"]
+    assert all(c["found_vs_this"] in ("dominates", "dominated", "equal", "trade-off") for c in result["compared"][1:])
     assert {c["arch"] for c in result["compared"]} == {best["arch"], best["arch"] + "|attn-only", best["arch"] + "|mamba2-only"}
     meta = json.loads((run / "best" / "model.json").read_text())
     assert meta["onnxruntime_matches"] and meta["arch"] == result["winner"]["arch"]
@@ -86,3 +87,13 @@ def test_baselines_keep_depth_and_match_the_parameter_count():
         assert abs(count_params(base) - count_params(hybrid)) <= 3 * 128 * base.kinds.count("ffn")  # within one hidden unit
     with pytest.raises(ValueError, match="Unknown mixer 'rnn'; known: attn, swa, mamba2, deltanet, gdn"):
         matched_model(hybrid, "rnn")
+
+
+def test_dominance_reads_lower_as_better_in_every_figure():
+    from nas.hybrid_run import dominance
+
+    assert dominance((2.1, 0.3), (2.2, 0.4)) == "dominates"
+    assert dominance((2.1, 0.4), (2.2, 0.4)) == "dominates"
+    assert dominance((2.3, 0.3), (2.2, 0.4)) == "trade-off"
+    assert dominance((2.3, 0.5), (2.2, 0.4)) == "dominated"
+    assert dominance((2.2, 0.4), (2.2, 0.4)) == "equal"
