@@ -89,3 +89,31 @@ def proxy_agreement(n_archs: int = 12, short_steps: int = 100, long_steps: int =
         rows.append(row)
     s, l = [r["short_bpb"] for r in rows], [r["long_bpb"] for r in rows]
     return rows, {"spearman": float(spearmanr(s, l).statistic), "kendall": float(kendalltau(s, l).statistic)}
+
+
+def compare_run(run_dir: str | Path, groups: int = 3, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """A finished hybrid run's winner against its parameter-matched all-attention and all-Mamba2 baselines:
+    bits per byte from the run's proxy, decode ms per token as the median of `groups` fresh interleaved groups."""
+    import json
+
+    import yaml
+
+    from nas.hybrid_run import HybridRun, dominance, hybrid_recipe_from_dict
+
+    run_dir = Path(run_dir)
+    try:
+        result = json.loads((run_dir / "result.json").read_text())
+        recipe = hybrid_recipe_from_dict(yaml.safe_load((run_dir / "recipe.yaml").read_text()), str(run_dir / "recipe.yaml"))
+    except OSError as err:
+        raise ValueError(f"{run_dir} is not a finished hybrid_lm run: {err.strerror}: {err.filename}") from None
+    if not result.get("compared"):
+        raise ValueError(f"{run_dir / 'result.json'}: no winner to compare (no candidate met the budget)")
+    run = HybridRun(recipe, run_dir, log=log)
+    keys = [r["arch"] for r in result["compared"]]
+    log(f"decode at context {recipe.decode.context} on {run.device.spec}: {groups} interleaved groups of {len(keys)} models")
+    times = [run.decode_group(keys) for _ in range(groups)]
+    rows = [{"model": r["model"], "arch": r["arch"], "params": r["params"], "val_bpb": run.bpb(r["arch"]),
+             "decode_ms": float(np.median([t[r["arch"]] for t in times]))} for r in result["compared"]]
+    for row in rows[1:]:
+        row["found_vs_this"] = dominance((rows[0]["val_bpb"], rows[0]["decode_ms"]), (row["val_bpb"], row["decode_ms"]))
+    return rows

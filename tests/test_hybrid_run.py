@@ -46,6 +46,14 @@ def test_hybrid_run_searches_compares_exports_and_resumes(tmp_path, capsys):
     assert (run / "proxy.jsonl").read_text() == trained
     assert len(pd.read_csv(run / "measured.csv")) == len(measured)
 
+    from nas.bench_hybrid import compare_run
+
+    rows = compare_run(run, groups=2, log=lambda _: None)  # bench hybrid --run: the proxy scores reused, decode timed again
+    assert [(r["model"], r["val_bpb"]) for r in rows] == [(c["model"], c["val_bpb"]) for c in result["compared"]]
+    assert all(r["decode_ms"] > 0 for r in rows) and (run / "proxy.jsonl").read_text() == trained
+    with pytest.raises(ValueError, match="is not a finished hybrid_lm run"):
+        compare_run(tmp_path / "nothing")
+
 
 @pytest.mark.parametrize("change, message", [
     ({"proxy": {"steps": 0}}, "proxy.steps must be at least 1"),
