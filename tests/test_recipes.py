@@ -1,6 +1,8 @@
 """Recipes and the train-supernet / eval-subnet commands."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from nas.cli import main
@@ -10,6 +12,17 @@ from nas.recipes import load_recipe
 def test_quickstart_recipe_validates():
     r = load_recipe("recipes/quickstart.yaml")
     assert r.data.name == "digits" and r.train.epochs > 0
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in Path(__file__).parents[1].glob("recipes/*.yaml")))
+def test_every_shipped_recipe_validates(path):
+    import yaml
+
+    from nas.hybrid_run import hybrid_recipe_from_dict, is_hybrid_recipe
+
+    raw = yaml.safe_load(Path(path).read_text())
+    recipe = hybrid_recipe_from_dict(raw, path) if is_hybrid_recipe(raw) else load_recipe(path)
+    assert recipe.search.trials > 0
 
 
 def test_a_quantize_section_turns_quantization_on(tmp_path):
