@@ -83,6 +83,22 @@ class CudaEventRunner(Runner):
         return out
 
 
+def cuda_graph(once: Callable[[], None], warmup: int = 3) -> Callable[[], None]:
+    """`once` captured as a CUDA graph after `warmup` calls on a side stream; returns its replay."""
+    import torch
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            once()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        once()
+    return graph.replay
+
+
 def require_cuda(spec: str) -> Any:
     import torch
 
@@ -99,12 +115,14 @@ class TorchCUDA(Device):
         "batch": Option(int, None, "batch size of the input"),
         "fp16": Option(parse_bool, False, "run in half precision"),
         "channels_last": Option(parse_bool, False, "NHWC memory format"),
+        "graphs": Option(parse_bool, False, "capture one call as a CUDA graph and time its replay (how a decoder is deployed)"),
     }
 
     def prepare(self, model: ModelLike, input_shape: Sequence[int], arch: str | None = None) -> Runner:
         torch = require_cuda(self.spec)
         dtype = torch.float16 if self.config["fp16"] else torch.float32
-        return CudaEventRunner(_inference(model, self.batch_shape(input_shape), "cuda", dtype, self.config["channels_last"]))
+        once = _inference(model, self.batch_shape(input_shape), "cuda", dtype, self.config["channels_last"])
+        return CudaEventRunner(cuda_graph(once) if self.config["graphs"] else once)
 
     def describe(self) -> dict[str, Any]:
         import torch

@@ -125,3 +125,14 @@ def test_decoding_one_token_at_a_time_with_a_cache_equals_the_full_forward(kind)
         assert cache["k"].shape[1] == 5  # the windowed cache keeps only the window
     if kind in ("mamba2", "deltanet", "gated_deltanet"):
         assert all(v.shape[1] <= 4 for k, v in cache.items() if k == "conv")  # constant-size state
+
+
+def test_a_decode_step_moves_its_caches_with_the_weights():
+    from search_spaces.hybrid_lm.model import DecodeStep, HybridLM
+
+    model = HybridLM(["attn", "ffn", "mamba2", "gdn"], 32, 2, 2.0, 8)
+    step = DecodeStep(model, 1, 16).to(torch.float64)  # torch-cuda moves it to the GPU the same way
+    tensors = [v for c in step.caches if c for v in c.values() if torch.is_tensor(v)]
+    assert tensors and all(t.dtype == torch.float64 for t in tensors)
+    assert step.caches[0]["pos"] == 16
+    assert step(torch.zeros(1, 1)).dtype == torch.float64

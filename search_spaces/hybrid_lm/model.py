@@ -131,3 +131,9 @@ class DecodeStep(nn.Module):
 
     def forward(self, token: torch.Tensor) -> torch.Tensor:
         return self.model.step(token, self.caches)[0]
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "DecodeStep":
+        """`.to(device / dtype)` moves the caches with the weights (they are plain tensors, not buffers)."""
+        super()._apply(fn, recurse)
+        self.caches = [None if c is None else {k: fn(v) if torch.is_tensor(v) else v for k, v in c.items()} for c in self.caches]
+        return self
