@@ -271,7 +271,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         missed = f"no candidate met the {result['budget_ms']:.3f} ms budget"
         for row in result["compared"]:
             console.print(f"  {row['model']}: {row['params']:,} params, {row['val_bpb']:.3f} bits/byte, {row['decode_ms']:.3f} ms "
-                          f"per token (one interleaved group){'; the found model ' + row['found_vs_this'] + ' it' if 'found_vs_this' in row else ''}")
+                          f"per token (one interleaved group){'; the found model against it: ' + row['found_vs_this'] if 'found_vs_this' in row else ''}")
     else:
         pipe, console = _pipeline(args)
         result, run_dir = pipe.execute(), pipe.run
