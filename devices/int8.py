@@ -78,31 +78,23 @@ def activation_ranges(prepared: Path, calibration: Iterable[np.ndarray], method:
                                        calibrate_method=_method(method))
         calibrator.collect_data(_Reader(_input_name(Path(prepared)), calibration))
         data = calibrator.compute_data()
-    out = {}
-    for name, tensor in getattr(data, "data", data).items():
-        lo, hi = tensor.range_value if hasattr(tensor, "range_value") else tensor
-        out[name] = (float(np.min(lo)), float(np.max(hi)))
-    return out
+    return {name: (float(np.min(t.range_value[0])), float(np.max(t.range_value[1]))) for name, t in data.data.items()}
 
 
 def _flat_outside(node: Any, tensor: str, producers: dict[str, Any], constants: dict[str, np.ndarray]
                   ) -> tuple[float, float] | None:
     """The interval of `tensor` outside which `node`'s output no longer changes, if it has one."""
-    import onnx
-
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     if node.op_type == "Relu":
         return 0.0, math.inf
     if node.op_type == "HardSwish":
         return -3.0, math.inf
     if node.op_type == "HardSigmoid":
+        attrs = {a.name: a.f for a in node.attribute}
         alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
         return -beta / alpha, (1 - beta) / alpha
     if node.op_type == "Clip" and node.input[0] == tensor:
-        bound = [float(constants[i]) if i in constants else None for i in (list(node.input[1:]) + ["", ""])[:2]]
-        if "min" in attrs or "max" in attrs:  # opset < 11
-            bound = [attrs.get("min"), attrs.get("max")]
-        return (-math.inf if bound[0] is None else bound[0]), (math.inf if bound[1] is None else bound[1])
+        low, high = (float(constants[i]) if i in constants else None for i in (list(node.input[1:]) + ["", ""])[:2])
+        return (-math.inf if low is None else low), (math.inf if high is None else high)
     if node.op_type == "Mul" and len(node.input) == 2:  # x * hard_sigmoid(x): hard-swish, 0 below the gate's zero
         other = producers.get(node.input[1] if node.input[0] == tensor else node.input[0])
         if other is not None and other.op_type == "HardSigmoid" and other.input[0] == tensor:
@@ -153,7 +145,7 @@ def tightened_ranges(ranges: dict[str, tuple[float, float]], bounds: dict[str, t
 
 def quantize_int8(prepared: Path, dst: Path, calibration: Iterable[np.ndarray], exclude: list[str] | None = None,
                   cache: Path | None = None, activations: str = "u8",
-                  ranges: dict[str, tuple[float, float]] | None = None, method: str = "minmax") -> None:
+                  tight: dict[str, tuple[float, float]] | None = None, method: str = "minmax") -> None:
     """Static QDQ int8 of a `prepare_int8` output: per-channel int8 weights, activation ranges from the
     calibration batches (or from onnxruntime's calibration cache `cache`, where this onnxruntime has one),
     the nodes in `exclude` left in float.
@@ -163,19 +155,19 @@ def quantize_int8(prepared: Path, dst: Path, calibration: Iterable[np.ndarray], 
     TensorRT requires). Weights use 7 bits for U8S8 on an x86 CPU without VNNI, where VPMADDUBSW's
     16-bit sums saturate (onnxruntime's `reduce_range`).
 
-    `ranges`: the `activation_ranges` of `prepared` for `method`, when the caller has them; tightened by
-    `saturation_bounds` and handed to onnxruntime as tensor overrides."""
+    `tight`: the `tightened_ranges` of `prepared` for `method`, when the caller has them (computed otherwise);
+    handed to onnxruntime as tensor overrides."""
     import inspect
-
-    import onnx
 
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     check_activations(activations)
     calibration = list(calibration)
-    if ranges is None:
-        ranges = activation_ranges(prepared, calibration, method)
-    tight = tightened_ranges(ranges, saturation_bounds(onnx.load(str(prepared), load_external_data=False)))
+    if tight is None:
+        import onnx
+
+        proto = onnx.load(str(prepared), load_external_data=False)
+        tight = tightened_ranges(activation_ranges(prepared, calibration, method), saturation_bounds(proto))
     kwargs: dict[str, Any] = {}
     if cache is not None and "calibration_cache_path" in inspect.signature(quantize_static).parameters:
         kwargs["calibration_cache_path"] = str(cache)

@@ -98,7 +98,7 @@ def compare_run(run_dir: str | Path, groups: int = 3, log: Callable[[str], None]
 
     import yaml
 
-    from nas.hybrid_run import HybridRun, dominance, hybrid_recipe_from_dict
+    from nas.hybrid_run import HybridRun, add_verdicts, hybrid_recipe_from_dict
 
     run_dir = Path(run_dir)
     try:
@@ -112,8 +112,5 @@ def compare_run(run_dir: str | Path, groups: int = 3, log: Callable[[str], None]
     keys = [r["arch"] for r in result["compared"]]
     log(f"decode at context {recipe.decode.context} on {run.device.spec}: {groups} interleaved groups of {len(keys)} models")
     times = [run.decode_group(keys) for _ in range(groups)]
-    rows = [{"model": r["model"], "arch": r["arch"], "params": r["params"], "val_bpb": run.bpb(r["arch"]),
-             "decode_ms": float(np.median([t[r["arch"]] for t in times]))} for r in result["compared"]]
-    for row in rows[1:]:
-        row["found_vs_this"] = dominance((rows[0]["val_bpb"], rows[0]["decode_ms"]), (row["val_bpb"], row["decode_ms"]))
-    return rows
+    return add_verdicts([{"model": r["model"], "arch": r["arch"], "params": r["params"], "val_bpb": run.bpb(r["arch"]),
+                          "decode_ms": float(np.median([t[r["arch"]] for t in times]))} for r in result["compared"]])

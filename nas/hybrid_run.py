@@ -95,16 +95,23 @@ def matched_model(model: Any, mixer: str) -> Any:
 
     if mixer not in MIXERS:
         raise ValueError(f"Unknown mixer {mixer!r}; known: {', '.join(MIXERS)}")
-    rng = torch.random.get_rng_state()
     kinds = [k if k == "ffn" else mixer for k in model.kinds]
     ffns, ratio = kinds.count("ffn"), model.ffn_ratio
     if ffns:
         hidden = int(model.dim * ratio)
-        trial = HybridLM(kinds, model.dim, model.heads, (hidden + 0.5) / model.dim, model.window)
+        with torch.random.fork_rng(devices=[]):  # the weights depend on the seed the caller set, not on this trial build
+            trial = HybridLM(kinds, model.dim, model.heads, ratio, model.window)
         hidden = max(1, round(hidden + (count_params(model) - count_params(trial)) / (3 * model.dim * ffns)))  # SwiGLU: 3 x dim x hidden
         ratio = (hidden + 0.5) / model.dim
-    torch.random.set_rng_state(rng)  # the weights depend on the seed the caller set, not on the trial build
     return HybridLM(kinds, model.dim, model.heads, ratio, model.window)
+
+
+def add_verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`found_vs_this` on every row after the first (the found model): its `dominance` in bits per byte and decode ms."""
+    found = rows[0]
+    for row in rows[1:]:
+        row["found_vs_this"] = dominance((found["val_bpb"], found["decode_ms"]), (row["val_bpb"], row["decode_ms"]))
+    return rows
 
 
 def dominance(a: tuple[float, ...], b: tuple[float, ...]) -> str:
@@ -157,9 +164,8 @@ class HybridRun:
             raise ValueError(f"unknown variant {variant!r} of {text!r}; known: MIXER-only")
         import torch
 
-        rng = torch.random.get_rng_state()
-        original = self.space.build(arch)
-        torch.random.set_rng_state(rng)
+        with torch.random.fork_rng(devices=[]):  # the weights depend on the seed the caller set, not on this build
+            original = self.space.build(arch)
         return matched_model(original, variant.removesuffix("-only"))
 
     def bpb(self, key: str) -> float:
@@ -186,14 +192,10 @@ class HybridRun:
 
     def decode_ms(self, keys: list[str]) -> dict[str, float]:
         """Per-token decode latency at the recipe's context, measured interleaved (cached per key)."""
-        from search_spaces.hybrid_lm.model import DecodeStep
-
         todo = [k for k in dict.fromkeys(keys) if k not in self._measured]
         if todo:
             d = self.recipe.decode
-            steps = [DecodeStep(self.model(k).eval(), d.batch, d.context) for k in todo]
-            ms = self.device.measure_many(steps, [(d.batch, 1)] * len(steps), todo)
-            new = pd.DataFrame({"arch": todo, "latency_ms": [m.latency_ms for m in ms], "context": d.context,
+            new = pd.DataFrame({"arch": todo, "latency_ms": list(self.decode_group(todo).values()), "context": d.context,
                                 "batch": d.batch, "device": self.device.spec})
             new.to_csv(self.measured_path, mode="a", header=not self.measured_path.exists(), index=False)
             self._measured.update(zip(new["arch"], new["latency_ms"]))
@@ -243,11 +245,8 @@ class HybridRun:
             compared = {"found": key, "all-attn": f"{key}|attn-only", "all-mamba2": f"{key}|mamba2-only"}
             self.log("compare: the winner against all-attention and all-Mamba2 stacks of its depth and parameter count")
             ms = self.decode_group(list(compared.values()))
-            result["compared"] = [{"model": name, "arch": k, "params": int(self._proxy_row(k)["params"]),
-                                   "val_bpb": self.bpb(k), "decode_ms": ms[k]} for name, k in compared.items()]
-            found = result["compared"][0]
-            for row in result["compared"][1:]:
-                row["found_vs_this"] = dominance((found["val_bpb"], found["decode_ms"]), (row["val_bpb"], row["decode_ms"]))
+            result["compared"] = add_verdicts([{"model": name, "arch": k, "params": int(self._proxy_row(k)["params"]),
+                                                "val_bpb": self.bpb(k), "decode_ms": ms[k]} for name, k in compared.items()])
             result["winner"] = {"arch": key, "val_bpb": winner["val_bpb"], "decode_ms": winner["latency_ms"],
                                 "params": space.params(space.from_str(key)), "export": self.export(space.from_str(key))}
         (self.run / "result.json").write_text(json.dumps(result, indent=2, default=float))

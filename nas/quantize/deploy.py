@@ -13,7 +13,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnx
 
-from devices.int8 import activation_ranges, check_activations, check_calibration, prepare_int8, quantize_int8
+from devices.int8 import (activation_ranges, check_activations, check_calibration, prepare_int8, quantize_int8,
+                          saturation_bounds, tightened_ranges)
 from nas.export import onnx_accuracy
 from nas.quantize.layers import layer_edges, neighbour_layers, onnx_nodes
 
@@ -32,9 +33,9 @@ class Deployer:
         if not self.pre.exists():
             prepare_int8(self.fp32, self.pre)
         self.layers = list(layers)
-        proto = onnx.load(str(self.pre))
-        self.nodes = onnx_nodes(proto, self.layers)
-        self.neighbours = neighbour_layers(proto, self.nodes)
+        self.proto = onnx.load(str(self.pre))
+        self.nodes = onnx_nodes(self.proto, self.layers)
+        self.neighbours = neighbour_layers(self.proto, self.nodes)
         self.calibration = list(calibration)
         self.cache = self.work / "calibration.json"
         self.activations = check_activations(activations)
@@ -50,15 +51,20 @@ class Deployer:
         path.write_text(json.dumps(ranges))
         return ranges
 
+    @functools.cached_property
+    def tight(self) -> dict[str, tuple[float, float]]:
+        """The ranges that saturating consumers narrow, narrowed (`devices.int8.tightened_ranges`), for every configuration."""
+        return tightened_ranges(self.ranges, saturation_bounds(self.proto))
+
     def layer_input_ranges(self) -> dict[str, tuple[float, float]]:
         """Each layer's input range as the deployment quantizes it, for the fake quantization to mirror."""
-        inputs = {n.name: n.input[0] for n in onnx.load(str(self.pre), load_external_data=False).graph.node}
+        inputs = {n.name: n.input[0] for n in self.proto.graph.node}
         return {layer: self.ranges[inputs[node]] for layer, node in self.nodes.items() if inputs.get(node) in self.ranges}
 
     @functools.cached_property
     def edges(self) -> list:
         """The data flow between the layers (`layers.layer_edges`) of the model that is quantized."""
-        return layer_edges(onnx.load(str(self.pre)), self.nodes)
+        return layer_edges(self.proto, self.nodes)
 
     def write(self, int8: Iterable[str], name: str, activations: str | None = None) -> Path:
         """The model with exactly these layers in int8 (every other op onnxruntime would quantize stays float
@@ -74,7 +80,7 @@ class Deployer:
         exclude = [self.nodes[n] for n in self.layers if n not in int8]
         exclude += [node for node, touches in self.neighbours.items() if not touches & int8]
         quantize_int8(self.pre, dst, self.calibration, exclude, self.cache.with_suffix(f".{self.method}.json"),
-                      activations or self.activations, self.ranges, self.method)
+                      activations or self.activations, self.tight, self.method)
         return dst
 
 
