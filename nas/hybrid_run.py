@@ -221,8 +221,12 @@ class HybridRun:
         storage = r.search.storage or f"sqlite:///{(self.run / 'study.db').resolve()}"
 
         def evaluate(arch: tuple) -> tuple[float, float]:
+            """Decode time first: under a hard budget a candidate over it ranks by its time alone, so it is not trained."""
             key = space.to_str(arch)
-            return -self.bpb(key), self.decode_ms([key])[key]
+            ms = self.decode_ms([key])[key]
+            if objective.kind == "budget" and not objective.feasible(ms):
+                return float("nan"), ms
+            return -self.bpb(key), ms
 
         import contextlib
 
@@ -230,16 +234,18 @@ class HybridRun:
         with (self.progress("searching") if self.progress else contextlib.nullcontext(None)) as update:
             study = run_search(space, evaluate, objective, r.search, storage, progress=update)
         trials = pd.DataFrame(completed(study))
-        trials["val_bpb"] = -trials["accuracy"]
+        trials["val_bpb"] = -trials["accuracy"]  # empty where the candidate missed the budget and was not trained
         trials.to_csv(self.run / "trials.csv", index=False)
-        front = trials.iloc[pareto_front(trials["accuracy"], trials["latency_ms"])]
+        scored = trials.dropna(subset=["val_bpb"])
+        front = scored.iloc[pareto_front(scored["accuracy"], scored["latency_ms"])]
         front.to_csv(self.run / "pareto.csv", index=False)
-        feasible = trials[trials["latency_ms"] <= budget]
+        feasible = scored[scored["latency_ms"] <= budget]
         winner = feasible.sort_values("val_bpb").iloc[0].to_dict() if len(feasible) else None
         result: dict[str, Any] = {"space": space.spec, "device": self.device.spec, "fingerprint": self.device.fingerprint(),
                                   "budget_ms": budget, "baseline": {"arch": r.baseline, "decode_ms": base_ms},
                                   "decode": dataclasses.asdict(r.decode), "proxy": dataclasses.asdict(r.proxy),
-                                  "trials": len(trials), "winner": None, "compared": []}
+                                  "trials": len(trials), "distinct": int(trials["arch"].nunique()),
+                                  "trained": int(scored["arch"].nunique()), "winner": None, "compared": []}
         if winner is not None:
             key = winner["arch"]
             compared = {"found": key, "all-attn": f"{key}|attn-only", "all-mamba2": f"{key}|mamba2-only"}
@@ -295,7 +301,7 @@ class HybridRun:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
-        ax.scatter(trials["latency_ms"], trials["val_bpb"], s=12, alpha=0.5, label="candidates")
+        ax.scatter(trials["latency_ms"], trials["val_bpb"], s=12, alpha=0.5, label="candidates")  # untrained ones have no bpb
         ax.plot(front["latency_ms"], front["val_bpb"], "k.-", label="front")
         ax.axvline(budget, color="r", ls="--", label=f"budget {budget:.2f} ms")
         for row in result["compared"]:
@@ -315,7 +321,8 @@ class HybridRun:
                  f"budget {result['budget_ms']:.3f} ms per token ({self.recipe.budget_fraction or 'fixed'} x the all-attention "
                  f"baseline `{result['baseline']['arch']}`, {result['baseline']['decode_ms']:.3f} ms); proxy: "
                  f"{result['proxy']['steps']} steps of batch {result['proxy']['batch']} x {result['proxy']['seq_len']} bytes on "
-                 f"{result['proxy']['text'] or 'pydoc topics'}; {result['trials']} candidates.", ""]
+                 f"{result['proxy']['text'] or 'pydoc topics'}; {result['trials']} candidates ({result['distinct']} distinct, "
+                 f"{result['trained']} within the budget and trained).", ""]
         if result["winner"] is None:
             lines.append("No candidate met the budget.")
         else:

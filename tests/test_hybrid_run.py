@@ -55,6 +55,19 @@ def test_hybrid_run_searches_compares_exports_and_resumes(tmp_path, capsys):
         compare_run(tmp_path / "nothing")
 
 
+def test_candidates_over_a_hard_budget_are_timed_but_not_trained(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**RECIPE, "budget_ms": 1e-6}))
+    run = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(run)]) == 0
+    trials = pd.read_csv(run / "trials.csv")
+    assert len(trials) == 5 and trials["val_bpb"].isna().all() and (trials["latency_ms"] > 1e-6).all()
+    assert not (run / "proxy.jsonl").exists()
+    result = json.loads((run / "result.json").read_text())
+    assert result["winner"] is None and result["trained"] == 0 and result["distinct"] == 5
+    assert "No candidate met the budget" in (run / "report.md").read_text()
+
+
 @pytest.mark.parametrize("change, message", [
     ({"proxy": {"steps": 0}}, "proxy.steps must be at least 1"),
     ({"baseline": "d999h2f3/attn,f1,x1/-/-"}, "gene 'dim'"),

@@ -42,6 +42,23 @@ def test_every_strategy_searches_valid_archs_of_every_space(strategy, objective,
         assert len({r["arch"] for r in rows}) > 12  # the strategy explores, it does not repeat one arch
 
 
+@pytest.mark.parametrize("strategy", ["evolution", "nsga2"])
+def test_our_strategies_evaluate_no_architecture_twice(strategy, tmp_path):
+    space = load_space("hybrid_lm:dims=[64],heads=[2],ffn_ratios=[2],stages=1,max_repeat=1,max_blocks=4")
+    rng = np.random.default_rng(0)
+    fixed = {}
+
+    def evaluate(arch):  # a few good architectures, so parents and children repeat unless the sampler avoids it
+        key = space.to_str(arch)
+        fixed.setdefault(key, (float(rng.integers(3)), 1.0))
+        return fixed[key]
+
+    config = SearchConfig(strategy=strategy, trials=60, population=6, seed=0)
+    rows = completed(run_search(space, evaluate, Objective("budget", budget_ms=2.0), config, f"sqlite:///{tmp_path}/s.db"))
+    assert space.size() > 60 and len(rows) == 60
+    assert len({r["arch"] for r in rows}) == 60
+
+
 def test_evolution_finds_better_feasible_archs_than_random(tmp_path):
     space = load_space("ofa_mbv3:resolutions=[32]")
     evaluate = toy(space)

@@ -62,6 +62,8 @@ def crowding(points: np.ndarray) -> np.ndarray:
 class _SpaceSampler(BaseSampler):
     """Proposes whole architectures; the trial's define-by-run `space.suggest` takes them gene by gene."""
 
+    retries = 32
+
     def __init__(self, space: Any, population: int = 50, seed: int | None = None) -> None:
         self.space, self.population, self.seed = space, population, seed
         self._random = RandomSampler(seed=seed)
@@ -83,9 +85,14 @@ class _SpaceSampler(BaseSampler):
         return np.random.default_rng([self.seed or 0, trial.number])
 
     def sample_relative(self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        """A new architecture: one already evaluated is proposed again only after `retries` draws found nothing new."""
         history = self._history(study)
         rng = self._rng(trial)
-        arch = self.propose(study, history, rng) if len(history) >= self.population else self.space.sample(rng)
+        seen = {t.user_attrs[ARCH_ATTR] for t in history}
+        for _ in range(self.retries):
+            arch = self.propose(study, history, rng) if len(history) >= self.population else self.space.sample(rng)
+            if self.space.to_str(arch) not in seen:
+                break
         return {g.name: v for g, v in zip(self.space.genes, arch)}
 
     def arch(self, trial: FrozenTrial) -> tuple:
