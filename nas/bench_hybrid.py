@@ -91,11 +91,15 @@ def proxy_agreement(n_archs: int = 12, short_steps: int = 100, long_steps: int =
     return rows, {"spearman": float(spearmanr(s, l).statistic), "kendall": float(kendalltau(s, l).statistic)}
 
 
-def compare_run(run_dir: str | Path, groups: int = 3, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def compare_run(run_dir: str | Path, groups: int = 3, front: bool = False,
+                log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """A finished hybrid run's winner against its parameter-matched all-attention and all-Mamba2 baselines:
-    bits per byte from the run's proxy, decode ms per token as the median of `groups` fresh interleaved groups."""
+    bits per byte from the run's proxy, decode ms per token as the median of `groups` fresh interleaved groups.
+    `front`: also every other hybrid (two or more mixer types) on the run's front within the budget, each
+    against its own baselines (those not trained yet are trained as the proxy trains, into the run's cache)."""
     import json
 
+    import pandas as pd
     import yaml
 
     from nas.hybrid_run import HybridRun, add_verdicts, hybrid_recipe_from_dict
@@ -104,13 +108,28 @@ def compare_run(run_dir: str | Path, groups: int = 3, log: Callable[[str], None]
     try:
         result = json.loads((run_dir / "result.json").read_text())
         recipe = hybrid_recipe_from_dict(yaml.safe_load((run_dir / "recipe.yaml").read_text()), str(run_dir / "recipe.yaml"))
+        members = pd.read_csv(run_dir / "pareto.csv") if front else None
     except OSError as err:
         raise ValueError(f"{run_dir} is not a finished hybrid_lm run: {err.strerror}: {err.filename}") from None
     if not result.get("compared"):
         raise ValueError(f"{run_dir / 'result.json'}: no winner to compare (no candidate met the budget)")
     run = HybridRun(recipe, run_dir, log=log)
-    keys = [r["arch"] for r in result["compared"]]
+    found = [result["compared"][0]["arch"]]
+    if members is not None:
+        feasible = members[members["latency_ms"] <= result["budget_ms"]].sort_values("val_bpb")
+        found += [a for a in feasible["arch"] if a not in found and run.is_hybrid(a)]
+    sets = [[(name, f"{arch}{suffix}") for name, suffix in (("found", ""), ("all-attn", "|attn-only"), ("all-mamba2", "|mamba2-only"))]
+            for arch in found]
+    keys = [k for group in sets for _, k in group]
+    for i, k in enumerate(keys):
+        if k not in run._proxy:
+            log(f"training {k} ({i + 1} of {len(keys)})")
+        run.bpb(k)
     log(f"decode at context {recipe.decode.context} on {run.device.spec}: {groups} interleaved groups of {len(keys)} models")
     times = [run.decode_group(keys) for _ in range(groups)]
-    return add_verdicts([{"model": r["model"], "arch": r["arch"], "params": r["params"], "val_bpb": run.bpb(r["arch"]),
-                          "decode_ms": float(np.median([t[r["arch"]] for t in times]))} for r in result["compared"]])
+    rows = []
+    for group in sets:
+        rows += add_verdicts([{"found": group[0][1], "model": name, "arch": k, "params": int(run._proxy_row(k)["params"]),
+                               "val_bpb": run.bpb(k), "decode_ms": float(np.median([t[k] for t in times]))}
+                              for name, k in group])
+    return rows

@@ -363,11 +363,14 @@ def cmd_bench_hybrid(args: argparse.Namespace) -> None:
             t.add_row(r["arch"], f"{r['params']:,}", f"{r['short_bpb']:.3f}", f"{r['long_bpb']:.3f}")
         Console(width=160).print(t)
     if args.run:
-        crows = bh.compare_run(args.run, log=console.print)
+        crows = bh.compare_run(args.run, front=args.front, log=console.print)
         pd.DataFrame(crows).to_csv(out / "found_vs_baselines.csv", index=False)
+        what = "the winner and the other hybrids on the front within the budget" if args.front else "the found model"
         t = Table("model", "arch", "params", "val bits/byte", "decode ms/token", "the found model against it",
-                  title=f"{args.run}: the found model against all-attention and all-Mamba2 stacks of its depth and parameter count")
-        for r in crows:
+                  title=f"{args.run}: {what} against all-attention and all-Mamba2 stacks of its depth and parameter count")
+        for i, r in enumerate(crows):
+            if i and r["model"] == "found":
+                t.add_section()
             t.add_row(r["model"], r["arch"], f"{r['params']:,}", f"{r['val_bpb']:.3f}", f"{r['decode_ms']:.3f}", r.get("found_vs_this", ""))
         Console(width=160).print(t)
     print(f"tables and operator_latency.png in {out}")
@@ -595,6 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--long", type=int, default=400, help="the longer training it is compared with")
     s.add_argument("--text", help="a text file or directory (default: Python's bundled pydoc topics)")
     s.add_argument("--run", help="a finished hybrid_lm run: its winner against the baselines, decode measured afresh")
+    s.add_argument("--front", action="store_true",
+                   help="with --run: also every other hybrid on the run's front within the budget (trains their baselines)")
     s.add_argument("--out", default="runs/bench_hybrid")
     s.set_defaults(func=cmd_bench_hybrid)
     s = b.add_parser("quantize", help="mixed precision against fp32, int8, Hessian-only and ILP on trained models")

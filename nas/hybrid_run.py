@@ -24,6 +24,7 @@ from nas.search.study import SearchConfig
 from nas.spaces import load_space
 
 Log = Callable[[str], None]
+BITS = 8.0  # the search maximises BITS - bits per byte: the bits a model saves per byte over uniform guessing
 
 
 @dataclass
@@ -168,6 +169,10 @@ class HybridRun:
             original = self.space.build(arch)
         return matched_model(original, variant.removesuffix("-only"))
 
+    def is_hybrid(self, key: str) -> bool:
+        """Whether the architecture `key` (a space string) mixes two or more mixer types."""
+        return len(set(self.space.blocks(self.space.from_str(key))) - {"ffn"}) > 1
+
     def bpb(self, key: str) -> float:
         """Validation bits per byte after the recipe's proxy training (cached per key)."""
         return float(self._proxy_row(key)["val_bpb"])
@@ -226,7 +231,7 @@ class HybridRun:
             ms = self.decode_ms([key])[key]
             if objective.kind == "budget" and not objective.feasible(ms):
                 return float("nan"), ms
-            return -self.bpb(key), ms
+            return BITS - self.bpb(key), ms
 
         import contextlib
 
@@ -234,7 +239,7 @@ class HybridRun:
         with (self.progress("searching") if self.progress else contextlib.nullcontext(None)) as update:
             study = run_search(space, evaluate, objective, r.search, storage, progress=update)
         trials = pd.DataFrame(completed(study))
-        trials["val_bpb"] = -trials["accuracy"]  # empty where the candidate missed the budget and was not trained
+        trials["val_bpb"] = BITS - trials["accuracy"]  # empty where the candidate missed the budget and was not trained
         trials.to_csv(self.run / "trials.csv", index=False)
         scored = trials.dropna(subset=["val_bpb"])
         front = scored.iloc[pareto_front(scored["accuracy"], scored["latency_ms"])]

@@ -54,6 +54,20 @@ def test_hybrid_run_searches_compares_exports_and_resumes(tmp_path, capsys):
     with pytest.raises(ValueError, match="is not a finished hybrid_lm run"):
         compare_run(tmp_path / "nothing")
 
+    front = pd.read_csv(run / "pareto.csv")  # a hybrid on the front within the budget, one pure stack, one over budget
+    extra = [("d32h2f3/mamba2+swa@1:1,f1,x1/-/-", 1.0), ("d32h2f3/swa,f0,x1/-/-", 1.0), ("d32h2f3/swa+attn@1:1,f0,x1/-/-", 2000.0)]
+    front = pd.concat([front, pd.DataFrame([{"arch": a, "val_bpb": -1.0, "latency_ms": ms} for a, ms in extra])])
+    front.to_csv(run / "pareto.csv", index=False)
+    rows = compare_run(run, groups=1, front=True, log=lambda _: None)
+    groups = [rows[i : i + 3] for i in range(0, len(rows), 3)]
+    assert groups[0][0]["arch"] == result["winner"]["arch"] and groups[1][0]["arch"] == extra[0][0]  # best bpb first
+    assert all(r["arch"] != extra[1][0] and r["arch"] != extra[2][0] for r in rows)
+    for group in groups:
+        arch = group[0]["arch"]
+        assert [r["arch"] for r in group] == [arch, arch + "|attn-only", arch + "|mamba2-only"]
+        assert all(r["found"] == arch for r in group) and group[1]["found_vs_this"] and group[2]["found_vs_this"]
+    assert extra[0][0] + "|mamba2-only" in (run / "proxy.jsonl").read_text()
+
 
 def test_candidates_over_a_hard_budget_are_timed_but_not_trained(tmp_path):
     recipe = tmp_path / "r.yaml"

@@ -112,8 +112,11 @@ def test_objectives_rank_feasible_above_infeasible():
     budget = Objective("budget", budget_ms=10.0)
     assert budget.values(0.5, 9.0)[0] > budget.values(0.99, 11.0)[0]
     assert budget.values(0.1, 12.0)[0] > budget.values(0.1, 30.0)[0]  # of the infeasible, the faster
+    assert budget.values(-5.0, 10.0)[0] > budget.values(-1.0, 10.5)[0] > budget.values(-1.0, 40.0)[0]  # any sign
     soft = Objective("soft", budget_ms=10.0)
     assert soft.values(0.8, 5.0)[0] > soft.values(0.8, 10.0)[0] > soft.values(0.8, 20.0)[0]
+    with pytest.raises(ValueError, match="objective 'soft' needs accuracy >= 0, but got -2.5"):
+        soft.values(-2.5, 5.0)
     assert Objective("pareto").directions == ["maximize", "minimize"]
     with pytest.raises(ValueError, match="objective must be one of budget, soft, pareto, but got 'fast'"):
         Objective("fast")
