@@ -354,10 +354,11 @@ def cmd_bench_hybrid(args: argparse.Namespace) -> None:
                       *(f"{get['prefill', p]:.1f}" for p in ints(args.prompts)))
     Console(width=160).print(table)
     if args.archs > 1:
-        prows, agree = bh.proxy_agreement(args.archs, args.short, args.long, text=args.text, log=console.print)
+        prows, agree = bh.proxy_agreement(args.archs, args.short, args.long, args.seq_len, args.batch, text=args.text,
+                                          log=console.print)
         pd.DataFrame(prows).to_csv(out / "proxy_agreement.csv", index=False)
         t = Table("arch", "params", f"bpb @{args.short} steps", f"bpb @{args.long} steps",
-                  title=f"Proxy rank agreement on {args.text or 'pydoc topics'}: Spearman {agree['spearman']:.3f}, "
+                  title=f"Proxy rank agreement ({args.batch} x {args.seq_len} bytes a step) on {args.text or 'pydoc topics'}: Spearman {agree['spearman']:.3f}, "
                         f"Kendall {agree['kendall']:.3f} (Nemotron-Flash reported 0.888)")
         for r in prows:
             t.add_row(r["arch"], f"{r['params']:,}", f"{r['short_bpb']:.3f}", f"{r['long_bpb']:.3f}")
@@ -596,6 +597,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--archs", type=int, default=12, help="architectures for the proxy agreement (0: skip it)")
     s.add_argument("--short", type=int, default=100, help="proxy training steps")
     s.add_argument("--long", type=int, default=400, help="the longer training it is compared with")
+    s.add_argument("--seq-len", type=int, default=64, help="bytes per training window of the proxy agreement")
+    s.add_argument("--batch", type=int, default=16, help="windows per step of the proxy agreement")
     s.add_argument("--text", help="a text file or directory (default: Python's bundled pydoc topics)")
     s.add_argument("--run", help="a finished hybrid_lm run: its winner against the baselines, decode measured afresh")
     s.add_argument("--front", action="store_true",

@@ -105,11 +105,15 @@ class SearchSpace:
             genes = list(arch)
             chosen = [i for i in positions if rng.random() < rate] or [positions[rng.integers(len(positions))]]
             for i in chosen:
-                others = [o for o in self.genes[i].options if o != genes[i]]
+                others = self.neighbours(i, genes[i])
                 genes[i] = others[rng.integers(len(others))]
             child = self.canonical(tuple(genes))
             if child != arch:
                 return child
+
+    def neighbours(self, gene: int, value: Any) -> list[Any]:
+        """The values a mutation may put in place of `value` at gene `gene`: every other option."""
+        return [o for o in self.genes[gene].options if o != value]
 
     def crossover(self, a: tuple, b: tuple, rng: np.random.Generator) -> tuple:
         """Uniform crossover: each gene from either parent."""

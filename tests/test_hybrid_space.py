@@ -34,6 +34,18 @@ def test_the_block_cap_is_enforced(space):
     assert len(space.blocks(child)) <= 16 and child != archs[0]
 
 
+def test_a_stage_mixer_mutates_to_a_neighbouring_mix(space):
+    i = [g.name for g in space.genes].index("s0_mix")
+    near = space.neighbours(i, "mamba2+deltanet")
+    assert {"mamba2+swa", "gdn+deltanet", "deltanet+mamba2", "mamba2", "deltanet"} <= set(near)
+    assert "swa+attn" not in near and "mamba2+deltanet" not in near and set(near) <= set(space.genes[i].options)
+    options = space.genes[i].options
+    for start in options:  # every mix is at most two steps from any other
+        reach = {n for m in space.neighbours(i, start) for n in [m, *space.neighbours(i, m)]}
+        assert reach | {start} == set(options), start
+    assert space.neighbours(0, 64) == [d for d in space.genes[0].options if d != 64]  # other genes: any other option
+
+
 def test_decoding_through_the_caches_equals_the_full_forward(space):
     torch.manual_seed(0)
     arch = space.from_str("d64h2f2/attn+mamba2@1:1,f1,x1/swa+gdn@1:2,f0,x1/deltanet,f1,x1")

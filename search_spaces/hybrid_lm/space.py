@@ -132,6 +132,17 @@ class HybridLMSpace(SearchSpace):
         with_ffn = sum(w for (_, f), w in counts.items() if f)
         return len(self.dims) * len(self.heads) * (plain + len(self.ffn_ratios) * with_ffn)
 
+    def neighbours(self, gene: int, value: Any) -> list[Any]:
+        """A stage's mixer mutates locally: one type of a pair replaced, the pair's order swapped, or a
+        type added or dropped (mamba2+deltanet -> mamba2+swa, deltanet+mamba2, mamba2, ...), so a child
+        keeps half of what made its parent good; every mix is at most two such steps from any other."""
+        if not self.genes[gene].name.endswith("_mix"):
+            return super().neighbours(gene, value)
+        a, _, b = value.partition("+")
+        if not b:
+            return [m for m in MIXERS if m != a] + [p for p in PAIRS if a in p.split("+")]
+        return [f"{x}+{b}" for x in MIXERS if x not in (a, b)] + [f"{a}+{y}" for y in MIXERS if y not in (a, b)] + [f"{b}+{a}", a, b]
+
     # ---- strings ---------------------------------------------------------------------------
     def to_str(self, arch: tuple) -> str:
         arch = self.validate(arch)
