@@ -102,7 +102,7 @@ def compare_run(run_dir: str | Path, groups: int = 3, front: bool = False,
     import pandas as pd
     import yaml
 
-    from nas.hybrid_run import HybridRun, add_verdicts, hybrid_recipe_from_dict
+    from nas.hybrid_run import HybridRun, compared_keys, hybrid_recipe_from_dict
 
     run_dir = Path(run_dir)
     try:
@@ -118,18 +118,12 @@ def compare_run(run_dir: str | Path, groups: int = 3, front: bool = False,
     if members is not None:
         feasible = members[members["latency_ms"] <= result["budget_ms"]].sort_values("val_bpb")
         found += [a for a in feasible["arch"] if a not in found and run.is_hybrid(a)]
-    sets = [[(name, f"{arch}{suffix}") for name, suffix in (("found", ""), ("all-attn", "|attn-only"), ("all-mamba2", "|mamba2-only"))]
-            for arch in found]
-    keys = [k for group in sets for _, k in group]
+    keys = [k for arch in found for _, k in compared_keys(arch)]
     for i, k in enumerate(keys):
         if k not in run._proxy:
             log(f"training {k} ({i + 1} of {len(keys)})")
         run.bpb(k)
     log(f"decode at context {recipe.decode.context} on {run.device.spec}: {groups} interleaved groups of {len(keys)} models")
     times = [run.decode_group(keys) for _ in range(groups)]
-    rows = []
-    for group in sets:
-        rows += add_verdicts([{"found": group[0][1], "model": name, "arch": k, "params": int(run._proxy_row(k)["params"]),
-                               "val_bpb": run.bpb(k), "decode_ms": float(np.median([t[k] for t in times]))}
-                              for name, k in group])
-    return rows
+    median = {k: float(np.median([t[k] for t in times])) for k in keys}
+    return [{"found": arch, **row} for arch in found for row in run.compared(arch, median)]

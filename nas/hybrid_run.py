@@ -107,6 +107,11 @@ def matched_model(model: Any, mixer: str) -> Any:
     return HybridLM(kinds, model.dim, model.heads, ratio, model.window)
 
 
+def compared_keys(arch: str) -> list[tuple[str, str]]:
+    """(model, key) of `arch` and of its parameter-matched all-attention and all-Mamba2 baselines."""
+    return [("found", arch), ("all-attn", f"{arch}|attn-only"), ("all-mamba2", f"{arch}|mamba2-only")]
+
+
 def add_verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`found_vs_this` on every row after the first (the found model): its `dominance` in bits per byte and decode ms."""
     found = rows[0]
@@ -206,6 +211,12 @@ class HybridRun:
             self._measured.update(zip(new["arch"], new["latency_ms"]))
         return {k: float(self._measured[k]) for k in keys}
 
+    def compared(self, arch: str, decode_ms: dict[str, float]) -> list[dict[str, Any]]:
+        """`arch` and its baselines (`compared_keys`): params, bits per byte (trained where not cached), the given
+        decode ms, and the verdicts (`add_verdicts`)."""
+        return add_verdicts([{"model": name, "arch": k, "params": int(self._proxy_row(k)["params"]), "val_bpb": self.bpb(k),
+                              "decode_ms": decode_ms[k]} for name, k in compared_keys(arch)])
+
     def decode_group(self, keys: list[str]) -> dict[str, float]:
         """Per-token decode latency of `keys` measured afresh in one interleaved group (for a fair comparison)."""
         from search_spaces.hybrid_lm.model import DecodeStep
@@ -253,11 +264,8 @@ class HybridRun:
                                   "trained": int(scored["arch"].nunique()), "winner": None, "compared": []}
         if winner is not None:
             key = winner["arch"]
-            compared = {"found": key, "all-attn": f"{key}|attn-only", "all-mamba2": f"{key}|mamba2-only"}
             self.log("compare: the winner against all-attention and all-Mamba2 stacks of its depth and parameter count")
-            ms = self.decode_group(list(compared.values()))
-            result["compared"] = add_verdicts([{"model": name, "arch": k, "params": int(self._proxy_row(k)["params"]),
-                                                "val_bpb": self.bpb(k), "decode_ms": ms[k]} for name, k in compared.items()])
+            result["compared"] = self.compared(key, self.decode_group([k for _, k in compared_keys(key)]))
             result["winner"] = {"arch": key, "val_bpb": winner["val_bpb"], "decode_ms": winner["latency_ms"],
                                 "params": space.params(space.from_str(key)), "export": self.export(space.from_str(key))}
         (self.run / "result.json").write_text(json.dumps(result, indent=2, default=float))
