@@ -91,12 +91,14 @@ def proxy_agreement(n_archs: int = 12, short_steps: int = 100, long_steps: int =
     return rows, {"spearman": float(spearmanr(s, l).statistic), "kendall": float(kendalltau(s, l).statistic)}
 
 
-def compare_run(run_dir: str | Path, groups: int = 3, front: bool = False,
+def compare_run(run_dir: str | Path, groups: int = 3, front: bool = False, archs: Sequence[str] = (), seeds: int = 1,
                 log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """A finished hybrid run's winner against its parameter-matched all-attention and all-Mamba2 baselines:
-    bits per byte from the run's proxy, decode ms per token as the median of `groups` fresh interleaved groups.
-    `front`: also every other hybrid (two or more mixer types) on the run's front within the budget, each
-    against its own baselines (those not trained yet are trained as the proxy trains, into the run's cache)."""
+    bits per byte from the run's proxy (the mean over `seeds` seeds from the recipe's on: the extra ones trained
+    into the run's cache), decode ms per token as the median of `groups` fresh interleaved groups, and per figure
+    a paired verdict (better or worse in every seed / group, else a tie).
+    `front`: also every other hybrid (two or more mixer types) on the run's front within the budget; `archs`: also
+    these architectures of the run's space. Each is compared with its own baselines (trained as the proxy trains)."""
     import json
 
     import pandas as pd
@@ -104,6 +106,8 @@ def compare_run(run_dir: str | Path, groups: int = 3, front: bool = False,
 
     from nas.hybrid_run import HybridRun, compared_keys, hybrid_recipe_from_dict
 
+    if groups < 1 or seeds < 1:
+        raise ValueError(f"`groups >= 1 and seeds >= 1` must hold, but got groups={groups}, seeds={seeds}")
     run_dir = Path(run_dir)
     try:
         result = json.loads((run_dir / "result.json").read_text())
@@ -118,12 +122,19 @@ def compare_run(run_dir: str | Path, groups: int = 3, front: bool = False,
     if members is not None:
         feasible = members[members["latency_ms"] <= result["budget_ms"]].sort_values("val_bpb")
         found += [a for a in feasible["arch"] if a not in found and run.is_hybrid(a)]
+    for arch in archs:
+        try:
+            arch = run.space.to_str(run.space.from_str(arch))
+        except ValueError as err:
+            raise ValueError(f"--arch {arch!r}: {err}") from None
+        found += [arch] if arch not in found else []
+    seed_list = [recipe.proxy.seed + i for i in range(seeds)]
+    todo = [(k, s) for arch in found for _, k in compared_keys(arch) for s in seed_list]
+    for i, (k, s) in enumerate(todo):
+        if not run.trained(k, s):
+            log(f"training {k} with seed {s} ({i + 1} of {len(todo)})")
+        run.bpb(k, s)
     keys = [k for arch in found for _, k in compared_keys(arch)]
-    for i, k in enumerate(keys):
-        if k not in run._proxy:
-            log(f"training {k} ({i + 1} of {len(keys)})")
-        run.bpb(k)
     log(f"decode at context {recipe.decode.context} on {run.device.spec}: {groups} interleaved groups of {len(keys)} models")
     times = [run.decode_group(keys) for _ in range(groups)]
-    median = {k: float(np.median([t[k] for t in times])) for k in keys}
-    return [{"found": arch, **row} for arch in found for row in run.compared(arch, median)]
+    return [{"found": arch, **row} for arch in found for row in run.compared(arch, times, seed_list)]

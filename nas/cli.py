@@ -364,16 +364,20 @@ def cmd_bench_hybrid(args: argparse.Namespace) -> None:
             t.add_row(r["arch"], f"{r['params']:,}", f"{r['short_bpb']:.3f}", f"{r['long_bpb']:.3f}")
         Console(width=160).print(t)
     if args.run:
-        crows = bh.compare_run(args.run, front=args.front, log=console.print)
+        crows = bh.compare_run(args.run, groups=args.groups, front=args.front, archs=args.arch or (), seeds=args.seeds,
+                               log=console.print)
         pd.DataFrame(crows).to_csv(out / "found_vs_baselines.csv", index=False)
-        what = "the winner and the other hybrids on the front within the budget" if args.front else "the found model"
-        t = Table("model", "arch", "params", "val bits/byte", "decode ms/token", "the found model against it",
-                  title=f"{args.run}: {what} against all-attention and all-Mamba2 stacks of its depth and parameter count")
+        what = " and ".join(["the winner"] + (["the other hybrids on the front within the budget"] if args.front else [])
+                            + (["the given architectures"] if args.arch else []))
+        t = Table("model", "arch", "params", "val bits/byte", "decode ms/token", "the found model against it", "evidence",
+                  title=f"{args.run}: {what} against all-attention and all-Mamba2 stacks of its depth and parameter count "
+                        f"(bits/byte: mean of {args.seeds} seed(s); decode: median of {args.groups} interleaved groups)")
         for i, r in enumerate(crows):
             if i and r["model"] == "found":
                 t.add_section()
-            t.add_row(r["model"], r["arch"], f"{r['params']:,}", f"{r['val_bpb']:.3f}", f"{r['decode_ms']:.3f}", r.get("found_vs_this", ""))
-        Console(width=160).print(t)
+            t.add_row(r["model"], r["arch"], f"{r['params']:,}", f"{r['val_bpb']:.3f}", f"{r['decode_ms']:.3f}",
+                      r.get("found_vs_this", ""), r.get("evidence", ""))
+        Console(width=200).print(t)
     print(f"tables and operator_latency.png in {out}")
 
 
@@ -603,6 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run", help="a finished hybrid_lm run: its winner against the baselines, decode measured afresh")
     s.add_argument("--front", action="store_true",
                    help="with --run: also every other hybrid on the run's front within the budget (trains their baselines)")
+    s.add_argument("--arch", action="append", help="with --run: also this architecture of the run's space (repeatable)")
+    s.add_argument("--seeds", type=int, default=1, help="with --run: bits per byte as the mean of this many proxy seeds")
+    s.add_argument("--groups", type=int, default=3, help="with --run: interleaved decode timing groups")
     s.add_argument("--out", default="runs/bench_hybrid")
     s.set_defaults(func=cmd_bench_hybrid)
     s = b.add_parser("quantize", help="mixed precision against fp32, int8, Hessian-only and ILP on trained models")

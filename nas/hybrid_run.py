@@ -10,7 +10,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -112,33 +112,39 @@ def compared_keys(arch: str) -> list[tuple[str, str]]:
     return [("found", arch), ("all-attn", f"{arch}|attn-only"), ("all-mamba2", f"{arch}|mamba2-only")]
 
 
-def add_verdicts(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`found_vs_this` on every row after the first (the found model): its `dominance` in bits per byte and decode ms."""
-    found = rows[0]
-    for row in rows[1:]:
-        row["found_vs_this"] = dominance((found["val_bpb"], found["decode_ms"]), (row["val_bpb"], row["decode_ms"]))
-    return rows
+def paired_verdict(found: Sequence[float], other: Sequence[float]) -> str:
+    """Lower is better, compared pair by pair (seeds, timing groups): `better` where the found model is lower in
+    every pair, `worse` where it is higher in every pair, else `tie` (the pairs disagree, or are equal)."""
+    diffs = [a - b for a, b in zip(found, other, strict=True)]
+    if all(d < 0 for d in diffs):
+        return "better"
+    if all(d > 0 for d in diffs):
+        return "worse"
+    return "tie"
+
+
+def overall(verdicts: Sequence[str]) -> str:
+    """Per-figure `paired_verdict`s in one word: dominates (better in one, worse in none), dominated, equal or trade-off."""
+    better, worse = "better" in verdicts, "worse" in verdicts
+    if better and worse:
+        return "trade-off"
+    return "dominates" if better else "dominated" if worse else "equal"
 
 
 def dominance(a: tuple[float, ...], b: tuple[float, ...]) -> str:
     """How `a` compares with `b` where lower is better in every figure: dominates, dominated, equal or trade-off."""
-    if a == b:
-        return "equal"
-    if all(x <= y for x, y in zip(a, b)):
-        return "dominates"
-    if all(x >= y for x, y in zip(a, b)):
-        return "dominated"
-    return "trade-off"
+    return overall([paired_verdict([x], [y]) for x, y in zip(a, b)])
 
 
-def _read_jsonl(path: Path) -> dict[str, dict]:
+def _read_jsonl(path: Path, seed: int) -> dict[tuple[str, int], dict]:
+    """Proxy scores by (key, seed); rows without a seed were trained with the recipe's `seed`."""
     if not path.exists():
         return {}
     out = {}
     for line in path.read_text().splitlines():
         if line.strip():
             row = json.loads(line)
-            out[row["arch"]] = row
+            out[row["arch"], int(row.get("seed", seed))] = row
     return out
 
 
@@ -151,7 +157,7 @@ class HybridRun:
         self.space = load_space(recipe.space)
         self.device = devices.get(recipe.device)
         self.proxy_path, self.measured_path = self.run / "proxy.jsonl", self.run / "measured.csv"
-        self._proxy = _read_jsonl(self.proxy_path)
+        self._proxy = _read_jsonl(self.proxy_path, recipe.proxy.seed)
         self._measured = read_latencies(self.measured_path)
         from nas.lm_proxy import TextData, load_text
 
@@ -178,27 +184,31 @@ class HybridRun:
         """Whether the architecture `key` (a space string) mixes two or more mixer types."""
         return len(set(self.space.blocks(self.space.from_str(key))) - {"ffn"}) > 1
 
-    def bpb(self, key: str) -> float:
-        """Validation bits per byte after the recipe's proxy training (cached per key)."""
-        return float(self._proxy_row(key)["val_bpb"])
+    def bpb(self, key: str, seed: int | None = None) -> float:
+        """Validation bits per byte after the recipe's proxy training, with its seed or `seed` (cached per key and seed)."""
+        return float(self._proxy_row(key, seed)["val_bpb"])
 
-    def _proxy_row(self, key: str) -> dict[str, Any]:
+    def trained(self, key: str, seed: int | None = None) -> bool:
+        return (key, self.recipe.proxy.seed if seed is None else seed) in self._proxy
+
+    def _proxy_row(self, key: str, seed: int | None = None) -> dict[str, Any]:
         from nas.lm_proxy import train_proxy
         from search_spaces import count_params
 
-        if key not in self._proxy:
+        p = self.recipe.proxy
+        seed = p.seed if seed is None else seed
+        if (key, seed) not in self._proxy:
             import torch
 
-            p = self.recipe.proxy
-            torch.manual_seed(p.seed)  # the same initial weights for the same key, whatever ran before
+            torch.manual_seed(seed)  # the same initial weights for the same key and seed, whatever ran before
             model = self.model(key)
-            r = train_proxy(model, self.data, p.steps, p.batch, p.seq_len, p.lr, p.seed, p.val_windows, device=p.device)
-            row = {"arch": key, "val_bpb": r["val_bpb"], "final_train_loss": float(np.mean(r["train_loss"][-10:])),
+            r = train_proxy(model, self.data, p.steps, p.batch, p.seq_len, p.lr, seed, p.val_windows, device=p.device)
+            row = {"arch": key, "seed": seed, "val_bpb": r["val_bpb"], "final_train_loss": float(np.mean(r["train_loss"][-10:])),
                    "params": count_params(model)}
             with self.proxy_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
-            self._proxy[key] = row
-        return self._proxy[key]
+            self._proxy[key, seed] = row
+        return self._proxy[key, seed]
 
     def decode_ms(self, keys: list[str]) -> dict[str, float]:
         """Per-token decode latency at the recipe's context, measured interleaved (cached per key)."""
@@ -211,11 +221,27 @@ class HybridRun:
             self._measured.update(zip(new["arch"], new["latency_ms"]))
         return {k: float(self._measured[k]) for k in keys}
 
-    def compared(self, arch: str, decode_ms: dict[str, float]) -> list[dict[str, Any]]:
-        """`arch` and its baselines (`compared_keys`): params, bits per byte (trained where not cached), the given
-        decode ms, and the verdicts (`add_verdicts`)."""
-        return add_verdicts([{"model": name, "arch": k, "params": int(self._proxy_row(k)["params"]), "val_bpb": self.bpb(k),
-                              "decode_ms": decode_ms[k]} for name, k in compared_keys(arch)])
+    def compared(self, arch: str, groups: Sequence[dict[str, float]], seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """`arch` and its baselines (`compared_keys`): params, bits per byte (the mean over `seeds`, by default the
+        recipe's; trained where not cached), decode ms (the median of the timing `groups`, each a dict of key -> ms),
+        and the found model's verdict against each baseline: per figure a `paired_verdict` (by seed, by group), and
+        `overall` in `found_vs_this`."""
+        seeds = list(seeds or [self.recipe.proxy.seed])
+        rows = []
+        for name, k in compared_keys(arch):
+            bpbs, times = [self.bpb(k, s) for s in seeds], [g[k] for g in groups]
+            rows.append({"model": name, "arch": k, "params": int(self._proxy_row(k)["params"]), "val_bpb": float(np.mean(bpbs)),
+                         "decode_ms": float(np.median(times)), "seeds": len(seeds), "groups": len(groups), "_bpbs": bpbs, "_times": times})
+        found = rows[0]
+        for row in rows[1:]:
+            bpb, ms = paired_verdict(found["_bpbs"], row["_bpbs"]), paired_verdict(found["_times"], row["_times"])
+            lower = lambda a, b: sum(x < y for x, y in zip(a, b))  # noqa: E731
+            row.update(found_vs_this=overall([bpb, ms]), bpb=bpb, decode=ms,
+                       evidence=f"bpb {bpb} (lower in {lower(found['_bpbs'], row['_bpbs'])}/{len(seeds)} seeds), decode {ms} "
+                                f"(faster in {lower(found['_times'], row['_times'])}/{len(groups)} groups)")
+        for row in rows:
+            del row["_bpbs"], row["_times"]
+        return rows
 
     def decode_group(self, keys: list[str]) -> dict[str, float]:
         """Per-token decode latency of `keys` measured afresh in one interleaved group (for a fair comparison)."""
@@ -265,7 +291,7 @@ class HybridRun:
         if winner is not None:
             key = winner["arch"]
             self.log("compare: the winner against all-attention and all-Mamba2 stacks of its depth and parameter count")
-            result["compared"] = self.compared(key, self.decode_group([k for _, k in compared_keys(key)]))
+            result["compared"] = self.compared(key, [self.decode_group([k for _, k in compared_keys(key)])])
             result["winner"] = {"arch": key, "val_bpb": winner["val_bpb"], "decode_ms": winner["latency_ms"],
                                 "params": space.params(space.from_str(key)), "export": self.export(space.from_str(key))}
         (self.run / "result.json").write_text(json.dumps(result, indent=2, default=float))

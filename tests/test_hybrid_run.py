@@ -68,6 +68,28 @@ def test_hybrid_run_searches_compares_exports_and_resumes(tmp_path, capsys):
         assert all(r["found"] == arch for r in group) and group[1]["found_vs_this"] and group[2]["found_vs_this"]
     assert extra[0][0] + "|mamba2-only" in (run / "proxy.jsonl").read_text()
 
+    given = "d32h2f3/mamba2+gdn@1:1,f1,x1/-/-"  # bench hybrid --run --arch A --seeds 2 --groups 2
+    rows = compare_run(run, groups=2, seeds=2, archs=[given], log=lambda _: None)
+    assert [r["found"] for r in rows] == [result["winner"]["arch"]] * 3 + [given] * 3
+    seeded = [json.loads(line) for line in (run / "proxy.jsonl").read_text().splitlines()]
+    by_seed = {(r["arch"], r.get("seed", 0)): r["val_bpb"] for r in seeded}
+    for r in rows:
+        assert r["val_bpb"] == pytest.approx((by_seed[r["arch"], 0] + by_seed[r["arch"], 1]) / 2)
+        assert by_seed[r["arch"], 0] != by_seed[r["arch"], 1]  # another seed trains another network
+    assert all("/2 seeds" in r["evidence"] and "/2 groups" in r["evidence"] for r in rows if r["model"] != "found")
+    assert compare_run(run, groups=1, seeds=2, archs=[given], log=lambda _: None)[0]["val_bpb"] == rows[0]["val_bpb"]
+    with pytest.raises(ValueError, match="--arch 'd32h2f3/rnn,f1,x1/-/-'"):
+        compare_run(run, archs=["d32h2f3/rnn,f1,x1/-/-"], log=lambda _: None)
+    capsys.readouterr()
+    argv = ["bench", "hybrid", "--device", "torch-cpu:threads=1", "--mixers", "mamba2", "--contexts", "8", "--prompts", "8",
+            "--dim", "32", "--layers", "1", "--archs", "0", "--run", str(run), "--arch", given, "--seeds", "2", "--groups", "1",
+            "--out", str(tmp_path / "bench")]
+    assert main(argv) == 0
+    table = pd.read_csv(tmp_path / "bench" / "found_vs_baselines.csv")
+    assert list(table["found"].unique()) == [result["winner"]["arch"], given]
+    assert "mean of 2 seed(s)" in " ".join(capsys.readouterr().out.split())  # the table's title, wrapped
+    assert main(argv[:-4] + ["--seeds", "0", "--out", str(tmp_path / "bench")]) == 2
+
 
 def test_candidates_over_a_hard_budget_are_timed_but_not_trained(tmp_path):
     recipe = tmp_path / "r.yaml"
@@ -132,3 +154,15 @@ def test_dominance_reads_lower_as_better_in_every_figure():
     assert dominance((2.3, 0.3), (2.2, 0.4)) == "trade-off"
     assert dominance((2.3, 0.5), (2.2, 0.4)) == "dominated"
     assert dominance((2.2, 0.4), (2.2, 0.4)) == "equal"
+
+
+def test_paired_verdicts_call_a_tie_where_seeds_or_timing_groups_disagree():
+    from nas.hybrid_run import overall, paired_verdict
+
+    assert paired_verdict([2.1, 2.2, 2.0], [2.3, 2.25, 2.1]) == "better"  # lower in every pair
+    assert paired_verdict([0.21, 0.23], [0.22, 0.22]) == "tie"  # faster in one group, slower in the other
+    assert paired_verdict([0.25, 0.26], [0.22, 0.22]) == "worse"
+    assert overall(["better", "tie"]) == "dominates" and overall(["better", "worse"]) == "trade-off"
+    assert overall(["tie", "worse"]) == "dominated" and overall(["tie", "tie"]) == "equal"
+    with pytest.raises(ValueError):
+        paired_verdict([1.0, 2.0], [1.0])
