@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from devices.base import CallableRunner, Device, ModelLike, Option, sample_input
+from devices.base import CallableRunner, Device, ModelLike, Option, parse_bool, sample_input
 from devices.int8 import int8_onnx
 from devices.onnx_io import to_onnx
 from devices.registry import register
@@ -36,6 +36,8 @@ class _OrtDevice(Device):
         "opt": Option(_opt_level, "all", "graph optimisation level"),
         "precision": Option(_precision, "fp32", "fp32, or time the model's uniform int8 deployment: int8 (uint8 "
                             "activations, x86's fast path) or int8-s8 (int8 activations)"),
+        "static": Option(parse_bool, False, "export at the timed input shape, batch included, so onnxruntime folds the "
+                         "shape arithmetic (a fixed-shape deployment); by default the batch axis is dynamic"),
     }
 
     def _session(self, data: bytes) -> Any:
@@ -54,9 +56,13 @@ class _OrtDevice(Device):
         so.log_severity_level = 3
         return ort.InferenceSession(data, so, providers=[self.provider])
 
+    def export(self, model: ModelLike, shape: Sequence[int], arch: str | None = None) -> bytes:
+        """The ONNX this device times for `model` at `shape` (a given ONNX file or bytes as it is)."""
+        return to_onnx(model, shape, arch, dynamic_batch=not self.config["static"])
+
     def prepare(self, model: ModelLike, input_shape: Sequence[int], arch: str | None = None) -> CallableRunner:
         shape = self.batch_shape(input_shape)
-        data = to_onnx(model, shape, arch)
+        data = self.export(model, shape, arch)
         if self.config["precision"] != "fp32":
             data = int8_onnx(data, shape, "u8" if self.config["precision"] == "int8" else "s8")
         sess = self._session(data)

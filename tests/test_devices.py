@@ -64,6 +64,18 @@ def test_batch_option_changes_the_input():
     assert many.latency_ms > 4 * one.latency_ms
 
 
+def test_static_option_fixes_the_batch_axis_of_the_timed_onnx():
+    import onnx
+
+    def dims(spec: str) -> list:
+        graph = onnx.load_from_string(devices.get(spec).export(tiny(4), (2, 3, 8, 8))).graph
+        return [d.dim_value or d.dim_param for d in graph.input[0].type.tensor_type.shape.dim]
+
+    assert dims("ort-cpu:static=true") == [2, 3, 8, 8]
+    assert dims("ort-cpu") == ["batch", 3, 8, 8]
+    assert devices.get("ort-cpu:threads=1,static=true,batch=4").measure(tiny(8), (1, 3, 32, 32), policy=FAST).latency_ms > 0
+
+
 def test_onnx_bytes_and_files_measure_like_modules(tmp_path):
     data = to_onnx(tiny(8), (1, 3, 32, 32), arch="tiny8")
     assert onnx_arch(data) == "tiny8"
@@ -102,7 +114,7 @@ def test_table_device_replays_the_recorded_value(tmp_path):
 def test_spec_errors_name_the_spec_and_the_choices():
     with pytest.raises(KeyError, match="Unknown device 'phone'.*ort-cpu"):
         devices.get("phone")
-    with pytest.raises(ValueError, match="unknown option 'thread'; allowed: batch, opt, precision, threads"):
+    with pytest.raises(ValueError, match="unknown option 'thread'; allowed: batch, opt, precision, static, threads"):
         devices.get("ort-cpu:thread=2")
     with pytest.raises(ValueError, match="threads='two' is invalid"):
         devices.get("ort-cpu:threads=two")
