@@ -92,13 +92,16 @@ def proxy_agreement(n_archs: int = 12, short_steps: int = 100, long_steps: int =
 
 
 def compare_run(run_dir: str | Path, groups: int = 3, front: bool = False, archs: Sequence[str] = (), seeds: int = 1,
-                log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+                device: str | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """A finished hybrid run's winner against its parameter-matched all-attention and all-Mamba2 baselines:
     bits per byte from the run's proxy (the mean over `seeds` seeds from the recipe's on: the extra ones trained
     into the run's cache), decode ms per token as the median of `groups` fresh interleaved groups, and per figure
     a paired verdict (better or worse in every seed / group, else a tie).
     `front`: also every other hybrid (two or more mixer types) on the run's front within the budget; `archs`: also
-    these architectures of the run's space. Each is compared with its own baselines (trained as the proxy trains)."""
+    these architectures of the run's space. Each is compared with its own baselines (trained as the proxy trains).
+    `device`: time decode on this device spec instead of the run's (e.g. with `static=true`)."""
+    import dataclasses
+
     import json
 
     import pandas as pd
@@ -117,7 +120,7 @@ def compare_run(run_dir: str | Path, groups: int = 3, front: bool = False, archs
         raise ValueError(f"{run_dir} is not a finished hybrid_lm run: {err.strerror}: {err.filename}") from None
     if not result.get("compared"):
         raise ValueError(f"{run_dir / 'result.json'}: no winner to compare (no candidate met the budget)")
-    run = HybridRun(recipe, run_dir, log=log)
+    run = HybridRun(dataclasses.replace(recipe, device=device) if device else recipe, run_dir, log=log)
     found = [result["compared"][0]["arch"]]
     if members is not None:
         feasible = members[members["latency_ms"] <= result["budget_ms"]].sort_values("val_bpb")

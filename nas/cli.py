@@ -365,6 +365,7 @@ def cmd_bench_hybrid(args: argparse.Namespace) -> None:
         Console(width=160).print(t)
     if args.run:
         crows = bh.compare_run(args.run, groups=args.groups, front=args.front, archs=args.arch or (), seeds=args.seeds,
+                               device=args.time_on,
                                log=console.print)
         pd.DataFrame(crows).to_csv(out / "found_vs_baselines.csv", index=False)
         what = " and ".join(["the winner"] + (["the other hybrids on the front within the budget"] if args.front else [])
@@ -610,6 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--arch", action="append", help="with --run: also this architecture of the run's space (repeatable)")
     s.add_argument("--seeds", type=int, default=1, help="with --run: bits per byte as the mean of this many proxy seeds")
     s.add_argument("--groups", type=int, default=3, help="with --run: interleaved decode timing groups")
+    s.add_argument("--time-on", help="with --run: time decode on this device spec instead of the run's")
     s.add_argument("--out", default="runs/bench_hybrid")
     s.set_defaults(func=cmd_bench_hybrid)
     s = b.add_parser("quantize", help="mixed precision against fp32, int8, Hessian-only and ILP on trained models")

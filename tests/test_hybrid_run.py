@@ -83,11 +83,13 @@ def test_hybrid_run_searches_compares_exports_and_resumes(tmp_path, capsys):
     capsys.readouterr()
     argv = ["bench", "hybrid", "--device", "torch-cpu:threads=1", "--mixers", "mamba2", "--contexts", "8", "--prompts", "8",
             "--dim", "32", "--layers", "1", "--archs", "0", "--run", str(run), "--arch", given, "--seeds", "2", "--groups", "1",
-            "--out", str(tmp_path / "bench")]
+            "--time-on", "ort-cpu:threads=1,static=true", "--out", str(tmp_path / "bench")]
     assert main(argv) == 0
     table = pd.read_csv(tmp_path / "bench" / "found_vs_baselines.csv")
     assert list(table["found"].unique()) == [result["winner"]["arch"], given]
-    assert "mean of 2 seed(s)" in " ".join(capsys.readouterr().out.split())  # the table's title, wrapped
+    captured = capsys.readouterr()
+    out = " ".join((captured.out + captured.err).split())
+    assert "mean of 2 seed(s)" in out and "on ort-cpu:threads=1,static=true: 1 interleaved groups" in out
     assert main(argv[:-4] + ["--seeds", "0", "--out", str(tmp_path / "bench")]) == 2
 
 
