@@ -96,7 +96,7 @@ def compare_run(run_dir: str | Path, groups: int = 3, front: bool = False, archs
     """A finished hybrid run's winner against its parameter-matched all-attention and all-Mamba2 baselines:
     bits per byte from the run's proxy (the mean over `seeds` seeds from the recipe's on: the extra ones trained
     into the run's cache), decode ms per token as the median of `groups` fresh interleaved groups, and per figure
-    a paired verdict (better or worse in every seed / group, else a tie).
+    a paired verdict (better or worse by a sign test over the seeds / groups, else a tie: `paired_verdict`).
     `front`: also every other hybrid (two or more mixer types) on the run's front within the budget; `archs`: also
     these architectures of the run's space. Each is compared with its own baselines (trained as the proxy trains).
     `device`: time decode on this device spec instead of the run's (e.g. with `static=true`)."""

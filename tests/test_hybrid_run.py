@@ -168,3 +168,11 @@ def test_paired_verdicts_call_a_tie_where_seeds_or_timing_groups_disagree():
     assert overall(["tie", "worse"]) == "dominated" and overall(["tie", "tie"]) == "equal"
     with pytest.raises(ValueError):
         paired_verdict([1.0, 2.0], [1.0])
+    many = [0.20] * 9 + [0.25]  # faster in 9 of 10 groups: a sign test at 5% needs 9
+    assert paired_verdict(many, [0.22] * 10) == "better" and paired_verdict(many[1:] + [0.25], [0.22] * 10) == "tie"
+
+
+def test_the_sign_test_threshold_is_the_binomial_tail():
+    from nas.hybrid_run import sign_threshold
+
+    assert [sign_threshold(n) for n in (1, 3, 5, 6, 8, 10, 20)] == [1, 3, 5, 6, 7, 9, 15]
