@@ -261,9 +261,21 @@ class HybridRun:
         steps = [DecodeStep(self.model(k).eval(), d.batch, d.context) for k in keys]
         return {k: m.latency_ms for k, m in zip(keys, self.device.measure_many(steps, [(d.batch, 1)] * len(keys), keys))}
 
+    def check_resumable(self) -> None:
+        """A run resumes only with the settings its cached scores were made with (the search's may change)."""
+        path = self.run / "recipe.yaml"
+        if not path.exists():
+            return
+        old, new = yaml.safe_load(path.read_text()) or {}, dataclasses.asdict(self.recipe)
+        for name in ("space", "device", "decode", "proxy", "baseline"):
+            if name in old and old[name] != new[name]:
+                raise ValueError(f"{path}: this run was made with {name}={old[name]!r}, but the recipe says {new[name]!r}; "
+                                 "its cached scores would not match (use another --out)")
+
     # ---- phases ------------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
         r, space = self.recipe, self.space
+        self.check_resumable()
         (self.run / "recipe.yaml").write_text(yaml.safe_dump(dataclasses.asdict(r), sort_keys=False))
         base_ms = self.decode_ms([r.baseline])[r.baseline]
         budget = r.budget_ms or r.budget_fraction * base_ms

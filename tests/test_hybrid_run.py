@@ -93,6 +93,22 @@ def test_hybrid_run_searches_compares_exports_and_resumes(tmp_path, capsys):
     assert main(argv[:-4] + ["--seeds", "0", "--out", str(tmp_path / "bench")]) == 2
 
 
+def test_a_run_resumes_only_with_the_settings_its_scores_were_made_with(tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    small = {**RECIPE, "search": {**RECIPE["search"], "trials": 2}}
+    recipe.write_text(yaml.safe_dump(small))
+    run = tmp_path / "run"
+    assert main(["run", str(recipe), "--out", str(run)]) == 0
+    recipe.write_text(yaml.safe_dump({**small, "proxy": {**small["proxy"], "steps": 4}}))
+    capsys.readouterr()
+    assert main(["run", str(recipe), "--out", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "recipe.yaml: this run was made with proxy=" in err and "'steps': 3" in err and len(err.splitlines()) == 1
+    recipe.write_text(yaml.safe_dump({**small, "search": {**small["search"], "trials": 3}}))
+    assert main(["run", str(recipe), "--out", str(run)]) == 0  # more trials: resumed
+    assert len(pd.read_csv(run / "trials.csv")) == 3
+
+
 def test_candidates_over_a_hard_budget_are_timed_but_not_trained(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({**RECIPE, "budget_ms": 1e-6}))
