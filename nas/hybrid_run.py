@@ -393,6 +393,7 @@ class HybridRun:
                       f"{r.get('found_vs_this', '')} |" for r in result["compared"]]
             lines += ["", "Baselines: the winner with every mixer made attention / Mamba2 (same width, heads and depth; the FFNs' "
                       "hidden size set to match the winner's parameter count where it has FFNs); the three decode times are "
-                      "measured afresh in one interleaved group.",
+                      "measured afresh in one interleaved group. One seed and one group: the winner was picked as the best of many noisy "
+                      "scores, so check it with `hwnas bench hybrid --run RUN --seeds 3 --groups 7` (a sign test over seeds and groups).",
                       "", "![front](pareto.png)"]
         (self.run / "report.md").write_text("\n".join(lines) + "\n")
