@@ -101,7 +101,6 @@ def compare_run(run_dir: str | Path, groups: int = 3, front: bool = False, archs
     these architectures of the run's space. Each is compared with its own baselines (trained as the proxy trains).
     `device`: time decode on this device spec instead of the run's (e.g. with `static=true`)."""
     import dataclasses
-
     import json
 
     import pandas as pd
@@ -132,12 +131,12 @@ def compare_run(run_dir: str | Path, groups: int = 3, front: bool = False, archs
             raise ValueError(f"--arch {arch!r}: {err}") from None
         found += [arch] if arch not in found else []
     seed_list = [recipe.proxy.seed + i for i in range(seeds)]
-    todo = [(k, s) for arch in found for _, k in compared_keys(arch) for s in seed_list]
+    keys = [k for arch in found for _, k in compared_keys(arch)]
+    todo = [(k, s) for k in keys for s in seed_list]
     for i, (k, s) in enumerate(todo):
         if not run.trained(k, s):
             log(f"training {k} with seed {s} ({i + 1} of {len(todo)})")
         run.bpb(k, s)
-    keys = [k for arch in found for _, k in compared_keys(arch)]
     log(f"decode at context {recipe.decode.context} on {run.device.spec}: {groups} interleaved groups of {len(keys)} models")
     times = [run.decode_group(keys) for _ in range(groups)]
     return [{"found": arch, **row} for arch in found for row in run.compared(arch, times, seed_list)]

@@ -365,8 +365,7 @@ def cmd_bench_hybrid(args: argparse.Namespace) -> None:
         Console(width=160).print(t)
     if args.run:
         crows = bh.compare_run(args.run, groups=args.groups, front=args.front, archs=args.arch or (), seeds=args.seeds,
-                               device=args.time_on,
-                               log=console.print)
+                               device=args.time_on, log=console.print)
         pd.DataFrame(crows).to_csv(out / "found_vs_baselines.csv", index=False)
         what = " and ".join(["the winner"] + (["the other hybrids on the front within the budget"] if args.front else [])
                             + (["the given architectures"] if args.arch else []))

@@ -237,20 +237,21 @@ class HybridRun:
         and the found model's verdict against each baseline: per figure a `paired_verdict` (by seed, by group), and
         `overall` in `found_vs_this`."""
         seeds = list(seeds or [self.recipe.proxy.seed])
+        keys = compared_keys(arch)
+        bpbs = {k: [self.bpb(k, s) for s in seeds] for _, k in keys}
+        times = {k: [g[k] for g in groups] for _, k in keys}
+        lower = lambda a, b: sum(x < y for x, y in zip(a, b))  # noqa: E731
+        found = keys[0][1]
         rows = []
-        for name, k in compared_keys(arch):
-            bpbs, times = [self.bpb(k, s) for s in seeds], [g[k] for g in groups]
-            rows.append({"model": name, "arch": k, "params": int(self._proxy_row(k)["params"]), "val_bpb": float(np.mean(bpbs)),
-                         "decode_ms": float(np.median(times)), "seeds": len(seeds), "groups": len(groups), "_bpbs": bpbs, "_times": times})
-        found = rows[0]
-        for row in rows[1:]:
-            bpb, ms = paired_verdict(found["_bpbs"], row["_bpbs"]), paired_verdict(found["_times"], row["_times"])
-            lower = lambda a, b: sum(x < y for x, y in zip(a, b))  # noqa: E731
-            row.update(found_vs_this=overall([bpb, ms]), bpb=bpb, decode=ms,
-                       evidence=f"bpb {bpb} (lower in {lower(found['_bpbs'], row['_bpbs'])}/{len(seeds)} seeds), decode {ms} "
-                                f"(faster in {lower(found['_times'], row['_times'])}/{len(groups)} groups)")
-        for row in rows:
-            del row["_bpbs"], row["_times"]
+        for name, k in keys:
+            row = {"model": name, "arch": k, "params": int(self._proxy_row(k)["params"]), "val_bpb": float(np.mean(bpbs[k])),
+                   "decode_ms": float(np.median(times[k])), "seeds": len(seeds), "groups": len(groups)}
+            if k != found:
+                bpb, ms = paired_verdict(bpbs[found], bpbs[k]), paired_verdict(times[found], times[k])
+                row.update(found_vs_this=overall([bpb, ms]), bpb=bpb, decode=ms,
+                           evidence=f"bpb {bpb} (lower in {lower(bpbs[found], bpbs[k])}/{len(seeds)} seeds), decode {ms} "
+                                    f"(faster in {lower(times[found], times[k])}/{len(groups)} groups)")
+            rows.append(row)
         return rows
 
     def decode_group(self, keys: list[str]) -> dict[str, float]:
