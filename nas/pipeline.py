@@ -111,25 +111,32 @@ class Pipeline:
 
     def verify(self, space: Any, trials: list[dict], budget: float) -> tuple[dict | None, dict[str, float]]:
         """Measure the front's most accurate predicted-feasible candidates, best first, until one
-        meets the budget when measured (at least `verify.top` are measured)."""
+        meets the budget when measured (at least `verify.top` are measured). When none of the front
+        does, the other candidates predicted within the margin follow, most accurate first."""
         df = pd.DataFrame(trials).drop_duplicates("arch")
-        front = df.iloc[pareto_front(df["accuracy"], df["latency_ms"])]
         cap = budget * (1 + self.recipe.verify.margin)
-        queue = front[front["latency_ms"] <= cap].sort_values("accuracy", ascending=False)
+        on_front = np.zeros(len(df), dtype=bool)
+        on_front[pareto_front(df["accuracy"], df["latency_ms"])] = True
+        df = df.assign(front=on_front)
+        df = df[df["latency_ms"] <= cap]
+        queue = df.sort_values(["front", "accuracy"], ascending=False, kind="stable")
         path = self.run / "measured.csv"
         measured: dict[str, float] = {}
         winner = None
         top = self.recipe.verify.top
         for start in range(0, len(queue), top):
             batch = queue.iloc[start : start + top]
-            self.log(f"verify: measuring {len(batch)} candidates of the front on {self.device.spec}")
+            where = "the front" if batch["front"].all() else "the other candidates (no front candidate met the budget)"
+            self.log(f"verify: measuring {len(batch)} candidates of {where} on {self.device.spec}")
             measured.update(_measure(space, self.device, [space.from_str(a) for a in batch["arch"]], path))
             for _, row in queue.iloc[: start + top].iterrows():
                 if measured.get(row["arch"], np.inf) <= budget:
-                    winner = {**row.to_dict(), "measured_ms": measured[row["arch"]]}
+                    winner = {k: v for k, v in row.to_dict().items() if k != "front"} | {"measured_ms": measured[row["arch"]]}
                     break
             if winner is not None:
                 break
+        if winner is None:
+            self.log(f"verify: no candidate predicted within {cap:.3f} ms measured within the budget of {budget:.3f} ms")
         return winner, measured
 
     def execute(self) -> dict[str, Any]:

@@ -89,7 +89,7 @@ def test_a_joint_search_measures_and_scores_candidates_after_quantization(finish
     assert [r["mode"] for r in rows] == ["fp32 search, then quantize", "joint search"]
     assert rows[0]["search_device"] == "ort-cpu:threads=1" and rows[1]["search_device"] == "ort-cpu:threads=1,precision=int8"
     for r in rows:
-        assert r["within_budget"] == (r["deployed_ms"] <= info["final_budget_ms"])
+        assert r["within_budget"] == (r["deployed_ms"] is not None and r["deployed_ms"] <= info["final_budget_ms"])
     result = json.loads((tmp_path / "bench" / "joint" / "result.json").read_text())
     assert result["budget_ms"] == pytest.approx(info["budget_ms"])  # one budget, on the deployed latency
     assert result["quantized"]["device"] == "ort-cpu:threads=1" and result["quantized"]["joint"]
@@ -123,19 +123,26 @@ def test_a_candidate_that_misses_the_budget_when_measured_is_not_the_winner(tmp_
 
     space = load_space(RECIPE["space"])
     rng = np.random.default_rng(0)
-    a, b, c = (space.to_str(space.sample(rng)) for _ in range(3))
+    a, b, c, d = (space.to_str(space.sample(rng)) for _ in range(4))
     table = tmp_path / "lat.csv"
-    pd.DataFrame({"arch": [a, b, c], "dev": [1.3, 0.9, 0.5]}).to_csv(table, index=False)
+    pd.DataFrame({"arch": [a, b, c, d], "dev": [1.3, 0.9, 0.5, 0.3]}).to_csv(table, index=False)
     trials = [{"trial": 0, "arch": a, "accuracy": 0.99, "latency_ms": 0.8},  # predicted feasible, measures 1.3
               {"trial": 1, "arch": b, "accuracy": 0.95, "latency_ms": 0.7},
-              {"trial": 2, "arch": c, "accuracy": 0.90, "latency_ms": 0.4}]
+              {"trial": 2, "arch": c, "accuracy": 0.90, "latency_ms": 0.4},
+              {"trial": 3, "arch": d, "accuracy": 0.85, "latency_ms": 0.45}]  # off the front: c beats it in both
     pipe = Pipeline(recipe_from_dict({**RECIPE, "device": f"table:{table}:dev", "verify": {"top": 1}}, "test"),
                     tmp_path / "run", log=lambda s: None)
     winner, measured = pipe.verify(space, trials, budget=1.0)
-    assert measured[a] == 1.3 and winner["arch"] == b and winner["measured_ms"] == 0.9
-    winner, _ = Pipeline(recipe_from_dict({**RECIPE, "device": f"table:{table}:dev"}, "t"), tmp_path / "r2",
-                         log=lambda s: None).verify(space, trials, budget=0.45)
-    assert winner is None  # c is the only candidate left, and it measures 0.5 ms
+    assert measured[a] == 1.3 and winner["arch"] == b and winner["measured_ms"] == 0.9 and d not in measured
+    logs = []
+    winner, measured = Pipeline(recipe_from_dict({**RECIPE, "device": f"table:{table}:dev"}, "t"), tmp_path / "r2",
+                                log=logs.append).verify(space, trials, budget=0.45)
+    assert set(winner) == set(trials[0]) | {"measured_ms"}
+    assert winner["arch"] == d and winner["measured_ms"] == 0.3  # the whole front misses; the next candidate meets it
+    assert any("no front candidate met the budget" in line for line in logs)
+    winner, _ = Pipeline(recipe_from_dict({**RECIPE, "device": f"table:{table}:dev"}, "t"), tmp_path / "r3",
+                         log=logs.append).verify(space, trials, budget=0.25)
+    assert winner is None and "measured within the budget of 0.250 ms" in logs[-1]
 
 
 def test_bench_search_compares_strategies_on_a_finished_run(finished):
