@@ -205,6 +205,50 @@ def cmd_train_supernet(args: argparse.Namespace) -> None:
         train_supernet(recipe, run)
 
 
+def cmd_train_lm(args: argparse.Namespace) -> None:
+    import yaml
+
+    from nas.lm_proxy import TextData, load_text
+    from nas.lm_train import LMTrainConfig, train_lm
+    from nas.progress import console, progress_bar
+
+    space_spec, arch, text = args.space, args.arch, args.text
+    if args.run:
+        run = Path(args.run)
+        try:
+            recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+            result = json.loads((run / "result.json").read_text())
+        except (OSError, ValueError, yaml.YAMLError) as err:
+            raise UserError(f"{run}: not a finished hybrid_lm run ({getattr(err, 'strerror', None) or err})") from None
+        space_spec = space_spec or recipe.get("space")
+        text = text or (recipe.get("proxy") or {}).get("text")
+        if arch is None:
+            if not result.get("winner"):
+                raise UserError(f"{run / 'result.json'}: the run has no winner; name one with --arch")
+            arch = result["winner"]["arch"]
+    if not arch or not space_spec:
+        raise UserError("train-lm needs a hybrid_lm run directory, or --arch and --space")
+    space = load_space(space_spec)
+    if space.name != "hybrid_lm":
+        raise UserError(f"train-lm trains hybrid_lm architectures, but got space {space.spec!r}")
+    text_arch, bar, variant = arch.partition("|")
+    arch = space.to_str(space.from_str(text_arch)) + bar + variant
+    config = LMTrainConfig(steps=args.steps, batch=args.batch, seq_len=args.seq_len, lr=args.lr, seed=args.seed,
+                           eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, val_windows=args.val_windows,
+                           device=args.device)
+    data = TextData.from_bytes(load_text(text))
+    out = Path(args.out)
+    if int(os.environ.get("RANK", "0")) != 0:
+        train_lm(space, arch, data, config, out)
+        return
+    console.print(f"train-lm: {arch}, {config.steps} steps of "
+                  f"{config.batch} x {config.seq_len} bytes, world size {os.environ.get('WORLD_SIZE', '1')} -> {out}")
+    with progress_bar("training") as update:
+        meta = train_lm(space, arch, data, config, out, update)
+    console.print(f"{meta['params']:,} parameters: validation {meta['val_bpb']:.3f} bits per byte after {meta['trained_steps']} steps; "
+                  f"{out / 'model.onnx'} matches PyTorch (max abs diff {meta['onnxruntime_max_abs_diff']:.1e})")
+
+
 def cmd_eval_subnet(args: argparse.Namespace) -> None:
     from nas.runs import load_supernet_run
 
@@ -524,6 +568,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("recipe")
     s.add_argument("--out", help="run directory (default runs/<recipe name>); an existing one resumes")
     s.set_defaults(func=cmd_train_supernet)
+
+    s = sub.add_parser("train-lm", help="train a hybrid_lm architecture (a run's winner or --arch); CPU, GPU or torchrun")
+    s.add_argument("run", nargs="?", help="a hybrid_lm run directory: its winner, space and text")
+    s.add_argument("--arch", help="the architecture string (default: the run's winner); STRING|mamba2-only or "
+                   "STRING|attn-only: its parameter-matched baseline")
+    s.add_argument("--space", help="the hybrid_lm space spec (default: the run's)")
+    s.add_argument("--text", help="a text file or directory (default: the run's, else the bundled pydoc text)")
+    s.add_argument("--steps", type=int, default=2000)
+    s.add_argument("--batch", type=int, default=32, help="the global batch, split over torchrun's ranks")
+    s.add_argument("--seq-len", type=int, default=256)
+    s.add_argument("--lr", type=float, default=3e-3)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--eval-every", type=int, default=200)
+    s.add_argument("--checkpoint-every", type=int, default=200)
+    s.add_argument("--val-windows", type=int, default=64)
+    s.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    s.add_argument("--out", required=True, help="output directory; an existing one resumes")
+    s.set_defaults(func=cmd_train_lm)
 
     s = sub.add_parser("eval-subnet", help="a subnet's accuracy from a trained run (BN recalibrated)")
     s.add_argument("run")

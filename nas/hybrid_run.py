@@ -108,6 +108,23 @@ def matched_model(model: Any, mixer: str) -> Any:
     return HybridLM(kinds, model.dim, model.heads, ratio, model.window)
 
 
+def build_key(space: Any, key: str) -> Any:
+    """The network of a space string, or of `STRING|MIXER-only`: its blocks' mixers all made MIXER, at the
+    same width, heads and depth, with the FFNs' hidden size set so the parameter count is the original's
+    (as close as whole units allow; unchanged where there are no FFNs)."""
+    text, _, variant = key.partition("|")
+    arch = space.from_str(text)
+    if not variant:
+        return space.build(arch)
+    if not variant.endswith("-only"):
+        raise ValueError(f"unknown variant {variant!r} of {text!r}; known: MIXER-only")
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # the weights depend on the seed the caller set, not on this build
+        original = space.build(arch)
+    return matched_model(original, variant.removesuffix("-only"))
+
+
 def compared_keys(arch: str) -> list[tuple[str, str]]:
     """(model, key) of `arch` and of its parameter-matched all-attention and all-Mamba2 baselines."""
     return [("found", arch), ("all-attn", f"{arch}|attn-only"), ("all-mamba2", f"{arch}|mamba2-only")]
@@ -175,20 +192,7 @@ class HybridRun:
 
     # ---- scores ------------------------------------------------------------------------------
     def model(self, key: str) -> Any:
-        """The network of a space string, or of `STRING|MIXER-only`: its blocks' mixers all made MIXER, at the
-        same width, heads and depth, with the FFNs' hidden size set so the parameter count is the original's
-        (as close as whole units allow; unchanged where there are no FFNs)."""
-        text, _, variant = key.partition("|")
-        arch = self.space.from_str(text)
-        if not variant:
-            return self.space.build(arch)
-        if not variant.endswith("-only"):
-            raise ValueError(f"unknown variant {variant!r} of {text!r}; known: MIXER-only")
-        import torch
-
-        with torch.random.fork_rng(devices=[]):  # the weights depend on the seed the caller set, not on this build
-            original = self.space.build(arch)
-        return matched_model(original, variant.removesuffix("-only"))
+        return build_key(self.space, key)
 
     def is_hybrid(self, key: str) -> bool:
         """Whether the architecture `key` (a space string) mixes two or more mixer types."""
@@ -325,11 +329,10 @@ class HybridRun:
     def export(self, arch: tuple) -> dict[str, Any]:
         """The winner trained as the proxy trained it (same seed and steps), its weights and its ONNX at
         the proxy's sequence length, checked against PyTorch with onnxruntime."""
-        import onnxruntime as ort
         import torch
 
-        from devices.onnx_io import to_onnx
         from nas.lm_proxy import train_proxy
+        from nas.lm_train import export_checked
 
         out = self.run / "best"
         out.mkdir(exist_ok=True)
@@ -338,22 +341,10 @@ class HybridRun:
         model = self.space.build(arch)
         trained = train_proxy(model, self.data, p.steps, p.batch, p.seq_len, p.lr, p.seed, p.val_windows, device=p.device)
         model.eval()
-        shape = (1, self.recipe.proxy.seq_len)
-        (out / "model.onnx").write_bytes(to_onnx(model, shape, self.space.to_str(arch), dynamic_batch=True, opset=18))
-        tokens = torch.from_numpy(self.data.val[: shape[1]].astype(np.int64))[None]
-        with torch.no_grad():
-            want = model(tokens).numpy()
-        got = ort.InferenceSession(str(out / "model.onnx")).run(None, {"input": tokens.float().numpy()})[0]
-        err = float(np.max(np.abs(got - want)))
-        ok = bool(np.allclose(got, want, rtol=1e-3, atol=1e-4))
         torch.save(model.state_dict(), out / "weights.pt")
-        meta = {"arch": self.space.to_str(arch), "space": self.space.spec, "input_shape": list(shape),
-                "input": "byte ids (float in the ONNX graph; cast to int64 inside)", "val_bpb": trained["val_bpb"],
-                "trained_steps": p.steps, "weights": "weights.pt (a state_dict; torch.load(..., weights_only=True))",
-                "onnxruntime_max_abs_diff": err, "onnxruntime_matches": ok}
+        meta = export_checked(model, self.space, self.space.to_str(arch), self.data, p.seq_len, out)
+        meta.update({"val_bpb": trained["val_bpb"], "trained_steps": p.steps})
         (out / "model.json").write_text(json.dumps(meta, indent=2))
-        if not ok:
-            raise RuntimeError(f"{out / 'model.onnx'}: onnxruntime differs from PyTorch by {err:.2e} (rtol 1e-3, atol 1e-4)")
         return meta
 
     def plot(self, trials: pd.DataFrame, front: pd.DataFrame, budget: float, result: dict[str, Any]) -> None:
