@@ -245,6 +245,9 @@ def cmd_train_lm(args: argparse.Namespace) -> None:
                   f"{config.batch} x {config.seq_len} bytes, world size {os.environ.get('WORLD_SIZE', '1')} -> {out}")
     with progress_bar("training") as update:
         meta = train_lm(space, arch, data, config, out, update)
+    if meta["best_step"] < meta["trained_steps"]:
+        console.print(f"validation bits per byte were lowest at step {meta['best_step']} ({meta['best_val_bpb']:.3f}), not at the "
+                      f"end ({meta['val_bpb']:.3f}): the model is likely overfitting the text; give it more (--text) or fewer steps")
     console.print(f"{meta['params']:,} parameters: validation {meta['val_bpb']:.3f} bits per byte after {meta['trained_steps']} steps; "
                   f"{out / 'model.onnx'} matches PyTorch (max abs diff {meta['onnxruntime_max_abs_diff']:.1e})")
 

@@ -160,7 +160,9 @@ def train_lm(space: Any, arch: str, data: TextData, config: LMTrainConfig, out: 
     torch.save(model.state_dict(), out / "weights.pt")
     rows = pd.read_csv(metrics)
     meta = export_checked(model, space, arch, data, config.seq_len, out)
-    meta.update({"val_bpb": float(rows["val_bpb"].iloc[-1]), "trained_steps": config.steps, "world_size": ctx.world,
+    best = rows.loc[rows["val_bpb"].idxmin()]
+    meta.update({"val_bpb": float(rows["val_bpb"].iloc[-1]), "best_val_bpb": float(best["val_bpb"]), "best_step": int(best["step"]),
+                 "trained_steps": config.steps, "world_size": ctx.world,
                  "config": asdict(config), "params": int(sum(p.numel() for p in model.parameters()))})
     (out / "model.json").write_text(json.dumps(meta, indent=2))
     plot_metrics(rows, out / "metrics.png", arch)

@@ -40,6 +40,7 @@ def test_training_writes_the_model_its_metrics_and_a_checked_onnx(straight):
     assert meta["arch"] == ARCH and meta["trained_steps"] == 6 and meta["world_size"] == 1 and meta["onnxruntime_matches"]
     rows = pd.read_csv(out / "metrics.csv")
     assert list(rows["step"]) == [2, 4, 6] and rows["val_bpb"].iloc[-1] == pytest.approx(meta["val_bpb"])
+    assert meta["best_step"] == rows["step"][rows["val_bpb"].idxmin()] and meta["best_val_bpb"] == rows["val_bpb"].min()
     assert rows["val_bpb"].iloc[-1] < rows["val_bpb"].iloc[0] < 8.5  # it learns: below uniform guessing (8 bits) soon
     assert json.loads((out / "model.json").read_text())["params"] == load_space(SPACE).params(load_space(SPACE).from_str(ARCH))
     assert (out / "metrics.png").stat().st_size > 0 and (out / "model.onnx").stat().st_size > 0
