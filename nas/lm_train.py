@@ -9,7 +9,6 @@ and ends with the weights an uninterrupted run ends with."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import math
 import time
@@ -21,8 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from nas.hybrid_run import build_key
 from nas.lm_proxy import TextData, bits_per_byte, next_byte_loss
 from nas.supernet import distributed
+from nas.supernet.train import append_metrics
 
 # a checkpoint made with other values of these would not continue the same run
 SAME_RUN = ("steps", "batch", "seq_len", "lr", "weight_decay", "warmup", "seed")
@@ -75,15 +76,6 @@ def _load_checkpoint(path: Path, arch: str, config: LMTrainConfig, device: torch
     return state
 
 
-def _append(path: Path, row: dict) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)
-
-
 def _trim_metrics(path: Path, step: int) -> None:
     """Drop the rows after the checkpoint's step: the resumed run writes them again."""
     if path.exists():
@@ -103,8 +95,6 @@ def train_lm(space: Any, arch: str, data: TextData, config: LMTrainConfig, out: 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt, metrics = out / "checkpoint.pt", out / "metrics.csv"
-    from nas.hybrid_run import build_key
-
     torch.manual_seed(config.seed)
     model = build_key(space, arch).to(ctx.device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95))
@@ -117,8 +107,8 @@ def train_lm(space: Any, arch: str, data: TextData, config: LMTrainConfig, out: 
         if ctx.main:
             _trim_metrics(metrics, step)
     distributed.broadcast_state(model, ctx)
-    cuda = ctx.device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and config.amp else contextlib.nullcontext()
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" and config.amp
+                else contextlib.nullcontext())
     params = list(model.parameters())
     losses: list[float] = []
     started = time.perf_counter()
@@ -137,13 +127,14 @@ def train_lm(space: Any, arch: str, data: TextData, config: LMTrainConfig, out: 
         losses.append(float(loss.detach()))
         step += 1
         if step % config.eval_every == 0 or step == config.steps:
-            mean = torch.tensor([float(np.mean(losses))])
+            total = torch.tensor([float(np.mean(losses))])
             if ctx.world > 1:
-                torch.distributed.all_reduce(mean)
+                torch.distributed.all_reduce(total)
             if ctx.main:
                 bpb = bits_per_byte(model, data.val, config.seq_len, config.val_windows, device=str(ctx.device))
-                _append(metrics, {"step": step, "train_loss": float(mean) / ctx.world, "train_bpb": float(mean) / ctx.world / math.log(2),
-                                  "val_bpb": bpb, "lr": lr_at(step - 1, config), "seconds": time.perf_counter() - started})
+                mean = float(total) / ctx.world
+                append_metrics(metrics, {"step": step, "train_loss": mean, "train_bpb": mean / math.log(2), "val_bpb": bpb,
+                                         "lr": lr_at(step - 1, config), "seconds": time.perf_counter() - started})
                 model.train()
             losses = []
         if ctx.main and (step % config.checkpoint_every == 0 or step == config.steps):
@@ -156,7 +147,7 @@ def train_lm(space: Any, arch: str, data: TextData, config: LMTrainConfig, out: 
     distributed.barrier(ctx)
     if not ctx.main:
         return {}
-    model.to("cpu").float().eval()
+    model.to("cpu").eval()
     torch.save(model.state_dict(), out / "weights.pt")
     rows = pd.read_csv(metrics)
     meta = export_checked(model, space, arch, data, config.seq_len, out)

@@ -117,9 +117,7 @@ class Pipeline:
         cap = budget * (1 + self.recipe.verify.margin)
         on_front = np.zeros(len(df), dtype=bool)
         on_front[pareto_front(df["accuracy"], df["latency_ms"])] = True
-        df = df.assign(front=on_front)
-        df = df[df["latency_ms"] <= cap]
-        queue = df.sort_values(["front", "accuracy"], ascending=False, kind="stable")
+        queue = df.assign(front=on_front)[df["latency_ms"] <= cap].sort_values(["front", "accuracy"], ascending=False, kind="stable")
         path = self.run / "measured.csv"
         measured: dict[str, float] = {}
         winner = None
@@ -131,7 +129,7 @@ class Pipeline:
             measured.update(_measure(space, self.device, [space.from_str(a) for a in batch["arch"]], path))
             for _, row in queue.iloc[: start + top].iterrows():
                 if measured.get(row["arch"], np.inf) <= budget:
-                    winner = {k: v for k, v in row.to_dict().items() if k != "front"} | {"measured_ms": measured[row["arch"]]}
+                    winner = {**row.drop("front").to_dict(), "measured_ms": measured[row["arch"]]}
                     break
             if winner is not None:
                 break

@@ -157,7 +157,7 @@ def train(net: OFASupernet, data: TaskData, config: TrainConfig, run_dir: str | 
                     metrics.append({"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)),
                                     "acc_largest": evaluate(net, net.largest(), data),
                                     "acc_smallest": evaluate(net, net.smallest(), data)})
-                    _append_metrics(run / "metrics.csv", metrics[-1])
+                    append_metrics(run / "metrics.csv", metrics[-1])
                 distributed.barrier(ctx)
                 net.train()
                 losses = []
@@ -165,7 +165,8 @@ def train(net: OFASupernet, data: TaskData, config: TrainConfig, run_dir: str | 
     return metrics
 
 
-def _append_metrics(path: Path, row: dict) -> None:
+def append_metrics(path: Path, row: dict) -> None:
+    """Append `row` to the CSV at `path`, with a header when the file is new."""
     new = not path.exists()
     with path.open("a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(row))
