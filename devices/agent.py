@@ -44,7 +44,7 @@ def make_server(device: Device, token: str, host: str = "127.0.0.1", port: int =
             self._reply(401, {"error": "missing or wrong token"})
             return False
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             if not self._authorised():
                 return
             if self.path == "/fingerprint":
@@ -54,7 +54,7 @@ def make_server(device: Device, token: str, host: str = "127.0.0.1", port: int =
             else:
                 self._reply(404, {"error": f"no such path {self.path!r}; try /measure, /fingerprint, /health"})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             if not self._authorised():
                 return
             if self.path != "/measure":
@@ -77,7 +77,7 @@ def make_server(device: Device, token: str, host: str = "127.0.0.1", port: int =
             except (KeyError, TypeError, ValueError) as err:
                 self._reply(400, {"error": f"bad request: {err}"})
                 return
-            except Exception as err:  # noqa: BLE001 - the client gets the reason, the agent lives on
+            except Exception as err:
                 self._reply(500, {"error": f"{type(err).__name__}: {err}"})
                 return
             self._reply(200, {"measurements": [m.to_dict() for m in results]})

@@ -2,15 +2,28 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Sequence, Union
+from typing import Any, ClassVar, Union
 
 import numpy as np
 
 from devices.timing import Runner, TimingPolicy, interleave
 
 ModelLike = Union["Any", str, Path, bytes]  # nn.Module, ONNX path, or ONNX bytes
+
+
+class UnknownNameError(KeyError, ValueError):
+    """An unknown name: a KeyError for lookups, and a ValueError, the kind of error bad user input raises."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class DeviceError(RuntimeError):
+    """A device that cannot measure here (no GPU, no TensorRT, an agent that cannot be reached or refuses):
+    the user fixes it, so the CLI prints it as one line."""
 
 
 @dataclass
@@ -30,7 +43,7 @@ class Measurement:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Measurement":
+    def from_dict(cls, d: dict[str, Any]) -> Measurement:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -90,6 +103,10 @@ class Device:
         from devices.fingerprint import host_fingerprint
 
         return {"spec": self.spec, **host_fingerprint(), **self.describe()}
+
+    def set_key(self, key: Callable[[str], str]) -> None:
+        """How architecture strings compare (a space's canonical form): only a device that looks measurements
+        up by architecture (a replayed table) uses it."""
 
     def measure(self, model: ModelLike, input_shape: Sequence[int], arch: str | None = None,
                 policy: TimingPolicy | None = None) -> Measurement:

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 ARCH_KEY = "hwnas.arch"
 

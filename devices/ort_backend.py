@@ -1,11 +1,12 @@
 """onnxruntime backends: ort-cpu and ort-cuda."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from devices.base import CallableRunner, Device, ModelLike, Option, parse_bool, sample_input
+from devices.base import CallableRunner, Device, DeviceError, ModelLike, Option, parse_bool, sample_input
 from devices.int8 import int8_onnx
 from devices.onnx_io import to_onnx
 from devices.registry import register
@@ -44,7 +45,7 @@ class _OrtDevice(Device):
         import onnxruntime as ort
 
         if self.provider not in ort.get_available_providers():
-            raise RuntimeError(
+            raise DeviceError(
                 f"device {self.spec!r} needs onnxruntime's {self.provider}, but this onnxruntime offers "
                 f"{', '.join(ort.get_available_providers())} (install onnxruntime-gpu on a CUDA machine)"
             )

@@ -1,7 +1,10 @@
 """Device backends by name; `get(spec)` parses 'name:key=value,...' (or a table/remote spec)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
+
+from devices.base import UnknownNameError
 
 _BACKENDS: dict[str, Any] = {}
 
@@ -44,7 +47,7 @@ def get(spec: str) -> Any:
     """The device a spec string names, e.g. 'ort-cpu:threads=1,batch=1' or 'table:lat.csv:pixel3'."""
     name, rest = parse_spec(spec)
     if name not in _BACKENDS:
-        raise KeyError(f"Unknown device {name!r} in {spec!r}; known: {', '.join(names())}")
+        raise UnknownNameError(f"Unknown device {name!r} in {spec!r}; known: {', '.join(names())}")
     cls = _BACKENDS[name]
     if hasattr(cls, "from_spec"):
         return cls.from_spec(spec, rest)

@@ -6,10 +6,11 @@ import json
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Any
 
-from devices.base import Device, Measurement, ModelLike
+from devices.base import Device, DeviceError, Measurement, ModelLike
 from devices.onnx_io import to_onnx
 from devices.registry import register
 from devices.timing import TimingPolicy
@@ -28,7 +29,7 @@ class RemoteDevice(Device):
         self.url, self.token, self.timeout = url.rstrip("/"), token, timeout
 
     @classmethod
-    def from_spec(cls, spec: str, rest: str) -> "RemoteDevice":
+    def from_spec(cls, spec: str, rest: str) -> RemoteDevice:
         url, token = rest, os.environ.get(TOKEN_ENV)
         if ",token=" in rest:
             url, _, token = rest.partition(",token=")
@@ -52,9 +53,9 @@ class RemoteDevice(Device):
                 detail = json.loads(detail).get("error", detail)
             except ValueError:
                 pass
-            raise RuntimeError(f"device agent {self.url} answered {err.code}: {detail}") from None
+            raise DeviceError(f"device agent {self.url} answered {err.code}: {detail}") from None
         except urllib.error.URLError as err:
-            raise RuntimeError(f"cannot reach device agent {self.url}: {err.reason}") from None
+            raise DeviceError(f"cannot reach device agent {self.url}: {err.reason}") from None
 
     def measure_many(
         self,

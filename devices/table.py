@@ -1,12 +1,13 @@
 """`table:PATH:COLUMN`: replays recorded latencies, so tests and benchmarks can "measure" devices."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from devices.base import Device, ModelLike
+from devices.base import Device, ModelLike, UnknownNameError
 from devices.onnx_io import onnx_arch
 from devices.registry import register
 from devices.timing import Runner, TimingPolicy
@@ -35,7 +36,7 @@ class TableDevice(Device):
         self._lookup: dict[str, float] | None = None
 
     @classmethod
-    def from_spec(cls, spec: str, rest: str) -> "TableDevice":
+    def from_spec(cls, spec: str, rest: str) -> TableDevice:
         path, sep, column = rest.rpartition(":")
         if not sep or not path or not column:
             raise ValueError(f"device {spec!r} must be table:PATH:COLUMN")
@@ -53,7 +54,7 @@ class TableDevice(Device):
 
             try:
                 df = pd.read_csv(self.path)
-            except Exception as err:  # noqa: BLE001 - any unreadable file gets the same message
+            except Exception as err:
                 raise ValueError(f"cannot read latency table {self.path!r}: {err}") from None
             if "arch" not in df.columns:
                 raise ValueError(f"latency table {self.path!r} has no 'arch' column")
@@ -80,7 +81,7 @@ class TableDevice(Device):
             raise ValueError(f"device {self.spec!r} replays a table and needs the architecture string of the model")
         value = self.lookup().get(self.key(arch))
         if value is None:
-            raise KeyError(f"latency table {self.path!r} has no row for architecture {arch!r}")
+            raise UnknownNameError(f"latency table {self.path!r} has no row for architecture {arch!r}")
         return _Constant(value)
 
     def describe(self) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """TensorRT backend: an engine built from ONNX, timed with CUDA events. TensorRT imports lazily."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from devices.base import Device, ModelLike, Option, parse_bool
+from devices.base import Device, DeviceError, ModelLike, Option, parse_bool
 from devices.onnx_io import to_onnx
 from devices.registry import register
 from devices.timing import Runner
@@ -14,7 +15,7 @@ def import_tensorrt() -> Any:
     try:
         import tensorrt as trt
     except ImportError:
-        raise RuntimeError(
+        raise DeviceError(
             "the tensorrt device needs NVIDIA TensorRT: pip install 'hwnas[tensorrt]' on a machine with a CUDA GPU"
         ) from None
     return trt

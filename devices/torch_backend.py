@@ -1,11 +1,12 @@
 """PyTorch eager backends: torch-cpu and torch-cuda (CUDA events, synchronised)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from devices.base import CallableRunner, Device, ModelLike, Option, parse_bool
+from devices.base import CallableRunner, Device, DeviceError, ModelLike, Option, parse_bool
 from devices.registry import register
 from devices.timing import Runner
 
@@ -15,7 +16,7 @@ def gpu_name() -> str:
         import torch
 
         return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
-    except Exception:  # noqa: BLE001 - a broken CUDA install is "no GPU" for a fingerprint
+    except Exception:
         return ""
 
 
@@ -55,11 +56,33 @@ class TorchCPU(Device):
     def prepare(self, model: ModelLike, input_shape: Sequence[int], arch: str | None = None) -> Runner:
         import torch
 
-        torch.set_num_threads(self.config["threads"] or torch.get_num_threads())
-        return CallableRunner(_inference(model, self.batch_shape(input_shape), "cpu", channels_last=self.config["channels_last"]))
+        runner = CallableRunner(_inference(model, self.batch_shape(input_shape), "cpu",
+                                           channels_last=self.config["channels_last"]))
+        return _Threads(runner, self.config["threads"] or torch.get_num_threads())
 
     def describe(self) -> dict[str, Any]:
         return {"threads": self.config["threads"], "gpu": ""}
+
+
+class _Threads(Runner):
+    """Runs with torch's intra-op thread count set to `threads`, and gives the process back the count it had:
+    a measurement must not leave every later training step of the process on one thread."""
+
+    def __init__(self, inner: Runner, threads: int) -> None:
+        self.inner, self.threads = inner, threads
+
+    def run(self, n: int) -> np.ndarray:
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self.inner.run(n)
+        finally:
+            torch.set_num_threads(before)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 class CudaEventRunner(Runner):
@@ -103,7 +126,7 @@ def require_cuda(spec: str) -> Any:
     import torch
 
     if not torch.cuda.is_available():
-        raise RuntimeError(f"device {spec!r} needs a CUDA GPU, but torch sees none (torch {torch.__version__})")
+        raise DeviceError(f"device {spec!r} needs a CUDA GPU, but torch sees none (torch {torch.__version__})")
     return torch
 
 

@@ -5,9 +5,10 @@ of the binary archives with numpy."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -168,7 +169,7 @@ def digits(resolution: int = 32, val_fraction: float = 0.2) -> TaskData:
     fit, val = train_idx[fit], train_idx[val]
     mean = tuple(float(X[fit].mean()) for _ in range(3))
     std = tuple(float(X[fit].std()) for _ in range(3))
-    pick = lambda i: Split(X[i], y[i])  # noqa: E731
+    pick = lambda i: Split(X[i], y[i])
     return TaskData("digits", pick(fit), pick(val), pick(test_idx), 10, mean, std, resolution)
 
 
@@ -176,7 +177,7 @@ def _distort(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Rotated, scaled, sheared and shifted digits, each over a fainter fragment of another digit of the
     batch, tinted per channel, with pixel noise: what makes `digits-hard` hard."""
     n = len(x)
-    u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=g)  # noqa: E731
+    u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=g)
     angle, scale, shear = u(-0.5, 0.5), u(0.75, 1.1), u(-0.3, 0.3)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin + shear, u(-0.2, 0.2)], 1), torch.stack([sin, cos, u(-0.2, 0.2)], 1)], 1)
@@ -294,7 +295,7 @@ def imagefolder(root: str | Path, resolution: int = 224, val_fraction: float = 0
     unit = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     train_tf = create_transform(resolution, is_training=True, auto_augment=auto_augment, **unit)
     eval_tf = create_transform(resolution, is_training=False, crop_pct=0.875 if resolution >= 128 else 1.0, **unit)
-    pick = lambda ps, ls: FileSplit(list(ps), torch.tensor(ls, dtype=torch.int64), train_tf, eval_tf)  # noqa: E731
+    pick = lambda ps, ls: FileSplit(list(ps), torch.tensor(ls, dtype=torch.int64), train_tf, eval_tf)
     return TaskData(f"imagefolder:{root.name}", pick([paths[i] for i in fit], y[fit].tolist()),
                     pick([paths[i] for i in val], y[val].tolist()), pick(test_paths, list(test_labels)),
                     len(classes), tuple(mean), tuple(std), resolution, "timm")

@@ -6,8 +6,9 @@ architecture, input shape, normalisation, class count, accuracy and the measured
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,3 +123,24 @@ def export_model(model: nn.Module, input_shape: tuple[int, ...], out_dir: str | 
         meta["precision"] = "int8" if int8 else "fp16" if fp16 else "fp32"
     (out / "model.json").write_text(json.dumps(meta, indent=2))
     return meta
+
+
+def export_checked(model: torch.nn.Module, space: Any, arch: str, val: np.ndarray, seq_len: int, out: Path) -> dict[str, Any]:
+    """A language model's `out/model.onnx` at `seq_len` (dynamic batch), checked against PyTorch with onnxruntime
+    on held-out bytes `val`; raises when they differ. Returns the model card's fields."""
+    import onnxruntime as ort
+
+    shape = (1, seq_len)
+    (out / "model.onnx").write_bytes(to_onnx(model, shape, arch, dynamic_batch=True, opset=18))
+    tokens = torch.from_numpy(val[:seq_len].astype(np.int64))[None]
+    with torch.no_grad():
+        want = model(tokens).numpy()
+    got = ort.InferenceSession(str(out / "model.onnx")).run(None, {"input": tokens.float().numpy()})[0]
+    err = float(np.max(np.abs(got - want)))
+    ok = bool(np.allclose(got, want, rtol=1e-3, atol=1e-4))
+    if not ok:
+        raise RuntimeError(f"{out / 'model.onnx'}: onnxruntime differs from PyTorch by {err:.2e} (rtol 1e-3, atol 1e-4)")
+    return {"arch": arch, "space": space.spec, "input_shape": list(shape),
+            "input": "byte ids (float in the ONNX graph; cast to int64 inside)",
+            "weights": "weights.pt (a state_dict; torch.load(..., weights_only=True))",
+            "onnxruntime_max_abs_diff": err, "onnxruntime_matches": ok}

@@ -1,13 +1,14 @@
-"""A rich progress bar on stderr, behind a tiny callback."""
+"""Progress and logs: a rich progress bar on stderr behind a tiny callback, and the `Log` callable type."""
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True)
+Log = Callable[[str], None]  # where long work reports what it is doing (console.print, print, a list's append)
 
 
 @contextlib.contextmanager

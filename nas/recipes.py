@@ -16,6 +16,7 @@ from nas.search.objectives import KINDS
 from nas.search.samplers import STRATEGIES
 from nas.search.study import SearchConfig
 from nas.supernet.train import TrainConfig
+from search_spaces import load_space
 
 
 @dataclass
@@ -76,6 +77,7 @@ class Recipe:
 
 
 DATASETS = ("digits", "digits-hard", "cifar10", "cifar100", "imagefolder")
+DEFAULT_BUDGET_FRACTION = 0.7  # of the largest subnet's (image) or the all-attention baseline's (hybrid) measured latency
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -100,15 +102,19 @@ def _fill(cls: type, values: Any, where: str, source: str) -> Any:
     return cls(**kwargs)
 
 
-def load_recipe(path: str | Path) -> Recipe:
+def _read_yaml(path: str | Path) -> Any:
     source = str(path)
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        return yaml.safe_load(Path(path).read_text())
     except OSError as err:
         raise ValueError(f"cannot read recipe {source!r}: {err.strerror}") from None
     except yaml.YAMLError as err:
         raise ValueError(f"recipe {source!r} is not valid YAML: {str(err).splitlines()[0]}") from None
-    return recipe_from_dict(raw or {}, source)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """An image recipe (`load_any_recipe` for either kind)."""
+    return recipe_from_dict(_read_yaml(path) or {}, str(path))
 
 
 def recipe_from_dict(raw: Any, source: str) -> Recipe:
@@ -191,3 +197,72 @@ def load_data(cfg: DataConfig) -> Any:
         data.augment = cfg.augment
     data.re_prob, data.workers = cfg.re_prob, cfg.workers
     return data
+
+
+# ---- hybrid_lm recipes ------------------------------------------------------------------------
+@dataclass
+class ProxyConfig:
+    steps: int = 80
+    batch: int = 16
+    seq_len: int = 64
+    lr: float = 3e-3
+    text: str | None = None
+    val_windows: int = 32
+    seed: int = 0
+    device: str = "cpu"  # or cuda
+
+
+@dataclass
+class DecodeConfig:
+    context: int = 1024
+    batch: int = 1
+
+
+@dataclass
+class HybridSearchConfig(SearchConfig):
+    trials: int = 60
+    population: int = 16
+
+
+@dataclass
+class HybridRecipe:
+    space: str = "hybrid_lm:dims=[64,96,128],max_blocks=8"
+    device: str = "ort-cpu:threads=1"
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    baseline: str = "d128h4f3/attn,f1,x2/attn,f1,x2/-"
+    budget_ms: float | None = None
+    budget_fraction: float | None = None  # DEFAULT_BUDGET_FRACTION when no budget is given
+    search: HybridSearchConfig = field(default_factory=HybridSearchConfig)
+
+
+def is_hybrid_recipe(raw: Any) -> bool:
+    return isinstance(raw, dict) and str(raw.get("space", "")).startswith("hybrid_lm")
+
+
+def hybrid_recipe_from_dict(raw: Any, source: str) -> HybridRecipe:
+    recipe = _fill(HybridRecipe, raw, "", source)
+    check_budget_and_search(recipe, source)
+    if recipe.budget_ms is None and recipe.budget_fraction is None:
+        recipe.budget_fraction = DEFAULT_BUDGET_FRACTION
+    for name in ("steps", "batch", "seq_len"):
+        if getattr(recipe.proxy, name) < 1:
+            raise ValueError(f"{source}: proxy.{name} must be at least 1, but got {getattr(recipe.proxy, name)}")
+    if recipe.proxy.device != "cpu" and not recipe.proxy.device.startswith("cuda"):
+        raise ValueError(f"{source}: proxy.device must be cpu or cuda[:N], but got {recipe.proxy.device!r}")
+    if recipe.decode.context < 1 or recipe.decode.batch < 1:
+        raise ValueError(f"{source}: decode.context and decode.batch must be at least 1")
+    try:
+        space = load_space(recipe.space)
+        space.from_str(recipe.baseline)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+    return recipe
+
+
+
+
+def load_any_recipe(path: str | Path) -> Recipe | HybridRecipe:
+    """An image recipe, or a hybrid_lm one when its `space` is hybrid_lm."""
+    raw = _read_yaml(path)
+    return hybrid_recipe_from_dict(raw, str(path)) if is_hybrid_recipe(raw) else recipe_from_dict(raw or {}, str(path))

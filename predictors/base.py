@@ -43,11 +43,11 @@ class Predictor:
         return np.asarray(X[:, start:stop], dtype=np.float64)
 
     # ---- to implement ----------------------------------------------------------------------
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> "Predictor":
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> Predictor:
         """Meta-train on source devices: Y is (n, devices) in ms, NaN where not measured."""
         return self
 
-    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> "Predictor":
+    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> Predictor:
         """Calibrate to a new device from a few (arch features, ms) pairs."""
         raise NotImplementedError
 
@@ -131,7 +131,7 @@ def load(path: str | Path) -> tuple[Predictor, dict[str, Any]]:
     st = with_suffix(Path(path), ".safetensors")
     try:
         arrays = load_file(str(st))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ValueError(f"cannot read predictor weights {str(st)!r}: {err}") from None
     for k, v in arrays.items():
         setattr(pred, k, v)

@@ -42,7 +42,7 @@ class GraphRegressor(EmbeddingHead, Predictor):
             start += size
         return out
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> "GraphRegressor":
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> GraphRegressor:
         import torch
 
         nodes = self._nodes(X)

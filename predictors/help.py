@@ -54,7 +54,7 @@ class HELP(Predictor):
     def reference_rows(self, X: np.ndarray) -> list[int]:
         return select_references(self.block(X, "onehot"), self.n_ref)
 
-    def fit(self, X: np.ndarray, Y: np.ndarray, reference_rows: list[int] | None = None) -> "HELP":
+    def fit(self, X: np.ndarray, Y: np.ndarray, reference_rows: list[int] | None = None) -> HELP:
         import torch
 
         Y = np.atleast_2d(np.asarray(Y, float).T).T
@@ -66,7 +66,7 @@ class HELP(Predictor):
         rng = np.random.default_rng(self.seed)
         H = self.block(X, "onehot").astype(np.float32)
         d, k = H.shape[1], self.hidden
-        init = lambda *shape: torch.nn.Parameter(torch.randn(*shape) * (2 / shape[0]) ** 0.5)  # noqa: E731
+        init = lambda *shape: torch.nn.Parameter(torch.randn(*shape) * (2 / shape[0]) ** 0.5)
         params = {"W0": init(d, k), "b0": torch.nn.Parameter(torch.zeros(k)), "W1": init(k, k),
                   "b1": torch.nn.Parameter(torch.zeros(k)), "W2": init(k, 1), "b2": torch.nn.Parameter(torch.zeros(1)),
                   "Wm": torch.nn.Parameter(torch.zeros(len(refs), 4 * k)), "bm": torch.nn.Parameter(torch.zeros(4 * k))}
@@ -108,7 +108,7 @@ class HELP(Predictor):
             rows.append(int(hit[0]))
         return rows
 
-    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> "HELP":
+    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> HELP:
         import torch
 
         H = self.block(X_ref, "onehot").astype(np.float32)

@@ -12,7 +12,7 @@ from predictors.registry import register
 class FlopsProxy(Predictor):
     """latency = a * FLOPs + b, with a, b >= 0 fitted to the reference samples."""
 
-    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> "FlopsProxy":
+    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> FlopsProxy:
         self.w_ = nnls_fit(self.block(X_ref, "agnostic")[:, :1], np.asarray(y_ref, float))
         return self
 
@@ -26,7 +26,7 @@ class Roofline(Predictor):
     """Non-negative least squares on the operators' MACs by kind, activation traffic, weights and
     operator count: needs no source devices, so it serves any space and any device."""
 
-    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> "Roofline":
+    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> Roofline:
         self.w_ = nnls_fit(self.block(X_ref, "costs"), np.asarray(y_ref, float))
         return self
 
@@ -49,7 +49,7 @@ class OpCount(Predictor):
     def _features(self, X: np.ndarray) -> np.ndarray:
         return np.column_stack([self.block(X, "counts"), self.block(X, "agnostic")])
 
-    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> "OpCount":
+    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> OpCount:
         self.mu_, self.sd_, self.w_, self.b_ = ridge_fit(self._features(X_ref), np.asarray(y_ref, float), self.ridge)
         return self
 
@@ -69,7 +69,7 @@ class LookupTableMixture(Predictor):
         super().__init__(layout, seed)
         self.ridge = ridge
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> "LookupTableMixture":
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> LookupTableMixture:
         H = self.block(X, "onehot")
         Y = np.atleast_2d(np.asarray(Y, float).T).T
         tables = []
@@ -85,7 +85,7 @@ class LookupTableMixture(Predictor):
         H = self.block(X, "onehot")
         return np.column_stack([H, np.ones(len(H))]) @ self.tables_
 
-    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> "LookupTableMixture":
+    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> LookupTableMixture:
         self.w_ = nnls_fit(self.sources(X_ref), np.asarray(y_ref, float))
         return self
 

@@ -1,7 +1,8 @@
 """Neural predictors: a multi-device MLP (BRP-NAS style) and hwnas's mixture of source experts."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ class _Experts(Predictor):
     def _inputs(self, X: np.ndarray) -> np.ndarray:
         return np.column_stack([self.block(X, "onehot"), self.block(X, "counts")]).astype(np.float32)
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> "_Experts":
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> _Experts:
         import torch
 
         def make_net(devices: int) -> torch.nn.Module:
@@ -81,6 +82,19 @@ class _Experts(Predictor):
         for i, layer in enumerate(layers):
             setattr(self, f"W{i}_", layer.weight.detach().numpy().T.copy())
             setattr(self, f"b{i}_", layer.bias.detach().numpy().copy())
+        return self
+
+    TRUNK = ("W0_", "b0_", "W1_", "b1_", "W2_", "b2_", "mu_", "sd_")
+
+    def trunk(self) -> dict[str, np.ndarray]:
+        """The fitted trunk and source heads: another expert predictor fitted on the same table can `use_trunk`
+        them instead of training its own."""
+        self.check_fitted("W0_")
+        return {k: getattr(self, k) for k in self.TRUNK}
+
+    def use_trunk(self, trunk: dict[str, np.ndarray]) -> _Experts:
+        for k in self.TRUNK:
+            setattr(self, k, trunk[k])
         return self
 
     def embed(self, X: np.ndarray) -> np.ndarray:
@@ -111,7 +125,7 @@ class ExpertMixture(_Experts):
         super().__init__(layout, seed, hidden, steps, lr)
         self.near = near
 
-    def fit(self, X: np.ndarray, Y: np.ndarray) -> "ExpertMixture":
+    def fit(self, X: np.ndarray, Y: np.ndarray) -> ExpertMixture:
         super().fit(X, Y)
         self.tables_ = LookupTableMixture(self.layout).fit(X, Y).tables_
         return self
@@ -140,7 +154,7 @@ class ExpertMixture(_Experts):
         mu, sd, w, b = params
         return ridge_predict(F, mu, sd, w, float(b[0]))
 
-    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> "ExpertMixture":
+    def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> ExpertMixture:
         y = np.asarray(y_ref, float)
         errors = []
         for i, (F, kind) in enumerate(self._candidates(X_ref)):

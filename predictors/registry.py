@@ -1,7 +1,15 @@
 """Predictors by name."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
+
+
+class UnknownNameError(KeyError, ValueError):
+    """An unknown name: a KeyError for lookups, and a ValueError, the kind of error bad user input raises."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 _REGISTRY: dict[str, type] = {}
 
@@ -21,7 +29,7 @@ def names() -> list[str]:
 
 def create(name: str, **params: Any) -> Any:
     if name not in _REGISTRY:
-        raise KeyError(f"Unknown predictor {name!r}; known: {', '.join(names())}")
+        raise UnknownNameError(f"Unknown predictor {name!r}; known: {', '.join(names())}")
     return _REGISTRY[name](**params)
 
 

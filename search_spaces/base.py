@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -61,7 +62,8 @@ class SearchSpace:
     `flops_params`), and may override `active` (which genes matter for a given arch) and `canonical`.
     """
 
-    name: str = ""
+    name: str = ""  # the registry name, set by `register`
+    spec: str = ""  # the spec string it was made from ("ofa_mbv3:resolutions=[160]"), set by the constructor
     genes: tuple[Gene, ...] = ()
 
     # ---- strings ---------------------------------------------------------------------------
@@ -173,6 +175,10 @@ class SearchSpace:
     def input_shape(self, arch: tuple) -> tuple[int, int, int, int]:
         raise NotImplementedError
 
+    def resolution(self, arch: tuple) -> int:
+        """The input side length `arch` runs at (image spaces: the last dimension of `input_shape`)."""
+        return int(self.input_shape(arch)[-1])
+
     def latency_operators(self, arch: tuple) -> list[Op]:
         """The operators of what `latency_model` times (latency features come from these)."""
         return self.operators(arch)
@@ -243,3 +249,34 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
             h.remove()
         model.train(was_training)
     return int(total)
+
+
+@runtime_checkable
+class Supernet(Protocol):
+    """A weight-sharing network over a space's architectures, what `space.supernet(num_classes)` returns
+    and what nas.supernet trains (sandwich rule), evaluates and extracts subnets from. An `nn.Module`."""
+
+    space: SearchSpace
+    num_classes: int
+
+    def set_active(self, arch: tuple) -> None:
+        """The subnet that `forward` runs from now on."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def extract(self, arch: tuple | None = None) -> nn.Module:
+        """The standalone model of `arch` (default: the active one), weights copied; its outputs equal the supernet's."""
+
+    def largest(self) -> tuple: ...
+
+    def smallest(self) -> tuple: ...
+
+    def resolution(self, arch: tuple) -> int:
+        """The input side length the subnet `arch` is trained and evaluated at."""
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """Every input side length of the space."""
+
+    def config(self) -> dict[str, Any]:
+        """What a checkpoint records to rebuild it: the space spec and the class count."""

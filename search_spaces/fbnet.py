@@ -1,7 +1,7 @@
 """FBNet (v1) space as HW-NAS-Bench and HELP use it: 22 searchable layers, 9 candidate blocks."""
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from torch import nn
@@ -70,7 +70,7 @@ def _layer(op: str, c_in: int, c_out: int, stride: int) -> nn.Module:
     return FBNetBlock(op, c_in, c_out, stride)
 
 
-@lru_cache(maxsize=None)
+@cache
 def block_operators(op: str, c_in: int, c_out: int, stride: int, hw: int) -> tuple[Op, ...]:
     """The operators of one searchable layer (what `_layer` builds) at input size hw."""
     out_hw = (hw + stride - 1) // stride
@@ -85,7 +85,7 @@ def block_operators(op: str, c_in: int, c_out: int, stride: int, hw: int) -> tup
             *([Op("eltwise", c_out, c_out, in_hw=hw, out_hw=hw)] if out_hw == hw and c_in == c_out else []))
 
 
-@lru_cache(maxsize=None)
+@cache
 def layer_plan(dataset: str) -> tuple[tuple[int, int, int], ...]:
     """(c_in, c_out, stride) of each of the 22 searchable layers."""
     plan, c_in = [], STEM
@@ -113,7 +113,8 @@ class FBNetNet(nn.Module):
 class FBNet(SearchSpace):
     """Architectures are 22-tuples of block names; the CIFAR-100 macro structure by default."""
 
-    def __init__(self, dataset: str = "cifar", num_classes: int = 100, resolution: int | None = None):
+    def __init__(self, dataset: str = "cifar", num_classes: int = 100, resolution: int | None = None, spec: str | None = None):
+        self.spec = spec or self.name
         if dataset not in STRIDES:
             raise ValueError(f"fbnet: dataset must be one of {sorted(STRIDES)}, but got {dataset!r}")
         self.dataset = dataset

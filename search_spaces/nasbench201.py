@@ -1,7 +1,7 @@
 """NAS-Bench-201: a cell of 4 nodes, 6 edges, 5 operations; 15,625 architectures."""
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from torch import nn
@@ -40,7 +40,7 @@ def _op(name: str, c: int) -> nn.Module:
     return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
 
 
-@lru_cache(maxsize=None)
+@cache
 def edge_operators(name: str, c: int, hw: int) -> tuple[Op, ...]:
     """The operators of one cell edge (what `_op` builds)."""
     if name.startswith("nor_conv"):
@@ -102,7 +102,8 @@ class NASBench201Net(nn.Module):
 class NASBench201(SearchSpace):
     """Architectures are 6-tuples of op names, one per edge in string order."""
 
-    def __init__(self, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, resolution: int = 32):
+    def __init__(self, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, resolution: int = 32, spec: str | None = None):
+        self.spec = spec or self.name
         self.channels = channels
         self.cells_per_stage = cells_per_stage
         self.num_classes = num_classes

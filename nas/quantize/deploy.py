@@ -7,14 +7,21 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 import onnx
 
-from devices.int8 import (activation_ranges, check_activations, check_calibration, prepare_int8, quantize_int8,
-                          saturation_bounds, tightened_ranges)
+from devices.int8 import (
+    activation_ranges,
+    check_activations,
+    check_calibration,
+    prepare_int8,
+    quantize_int8,
+    saturation_bounds,
+    tightened_ranges,
+)
 from nas.export import onnx_accuracy
 from nas.quantize.layers import layer_edges, neighbour_layers, onnx_nodes
 

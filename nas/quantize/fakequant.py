@@ -5,7 +5,7 @@ Used to score a precision configuration's accuracy quickly; the deployed model c
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -37,7 +37,7 @@ class FakeQuant:
         self.ranges_: dict[str, tuple[float, float]] = {}
         self._weights: dict[str, torch.Tensor] = {}
 
-    def calibrate(self, inputs: Iterable[torch.Tensor]) -> "FakeQuant":
+    def calibrate(self, inputs: Iterable[torch.Tensor]) -> FakeQuant:
         ranges: dict[str, list[float]] = {}
 
         def hook(name: str):

@@ -9,7 +9,7 @@ configurations; HAWQ-V3's additive table (one measurement per layer) is the base
 compared with."""
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -67,13 +67,13 @@ class PrecisionLatency:
             if self.edges is None:
                 borders, elements = sum(a != b for a, b in zip(flags, flags[1:])) + flags[0] + flags[-1], 0.0
             else:
-                low = lambda n: bool(n[1] & s) if isinstance(n, tuple) else n in s  # noqa: E731
+                low = lambda n: bool(n[1] & s) if isinstance(n, tuple) else n in s
                 crossing = [e for e in self.edges if low(e[0]) != low(e[1])]
                 borders, elements = len(crossing), sum(e[2] for e in crossing) / 1e6
             rows.append([1.0, *int8.values(), *fp32.values(), *weights, float(borders), elements, float(sum(flags))])
         return np.array(rows)
 
-    def fit(self, configs: Sequence[Iterable[str]], latency_ms: Sequence[float]) -> "PrecisionLatency":
+    def fit(self, configs: Sequence[Iterable[str]], latency_ms: Sequence[float]) -> PrecisionLatency:
         from scipy.optimize import nnls
 
         X = self.features(configs)
@@ -106,8 +106,3 @@ def random_configs(layers: list[str], n: int, seed: int = 0) -> list[set[str]]:
         if c and c not in out:
             out.append(c)
     return out
-
-
-def mape(pred: np.ndarray, true: Sequence[float]) -> float:
-    t = np.asarray(true, dtype=float)
-    return float(np.mean(np.abs(pred - t) / t) * 100)

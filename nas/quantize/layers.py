@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-
 import torch
 from torch import nn
 
@@ -135,7 +134,7 @@ def neighbour_layers(proto: Any, nodes: dict[str, str]) -> dict[str, set[str]]:
     for n in proto.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    data_inputs = lambda n: [i for i in n.input if i and i not in inits and i in producer]  # noqa: E731
+    data_inputs = lambda n: [i for i in n.input if i and i not in inits and i in producer]
 
     def up(tensor: str, found: set[str]) -> None:
         node = producer.get(tensor)

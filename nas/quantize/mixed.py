@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -221,7 +222,7 @@ class MixedPrecision:
         groups = groups + [g for g in stages.values() if g not in groups]
         if len(self.layers) <= 32:
             groups += [[n] for n in self.layers if [n] not in groups]
-        accuracy = lambda s: self.fake_accuracy(s) if self.fake_accuracy(s) < self.floor else self.deployed_accuracy(s)  # noqa: E731
+        accuracy = lambda s: self.fake_accuracy(s) if self.fake_accuracy(s) < self.floor else self.deployed_accuracy(s)
         profile = layer_profile(self.model, self.layers, self.data.calib[0][0])
 
         def screen(candidates: list[set[str]]) -> list[float]:
@@ -297,10 +298,9 @@ class MixedPrecision:
         return pd.DataFrame(rows).sort_values("int8_layers")
 
     def _plot(self, table: pd.DataFrame, points: pd.DataFrame) -> None:
-        import matplotlib
+        from nas.plots import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         pts = points.dropna(subset=["latency_ms"])
         acc = pts["deployed_val_top1"].fillna(pts["fake_val_top1"])

@@ -12,7 +12,7 @@ an integer linear program (scipy's milp) minimising total sensitivity for a requ
 bisected to the tolerance."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 

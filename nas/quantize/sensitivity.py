@@ -13,7 +13,7 @@ its pairs. A layer that is harmless alone but harmful beside its neighbour moves
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch

@@ -1,7 +1,7 @@
 """Accuracy-latency fronts and their hypervolume."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

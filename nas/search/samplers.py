@@ -7,7 +7,8 @@ vary architectures with the space's `mutate` and `crossover`, which know which g
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import optuna

@@ -3,8 +3,9 @@ is stored as it is made. Workers with the same storage URL and study name share 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState

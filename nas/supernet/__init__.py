@@ -1,7 +1,6 @@
-"""Weight-sharing supernets: one set of weights, any subnet active, subnets extracted as standalone models."""
+"""Supernet training (sandwich rule), BN recalibration and subnet accuracy, typed to `search_spaces.Supernet`."""
 from __future__ import annotations
 
 from nas.supernet.bn import recalibrate_bn
-from search_spaces.ofa_mbv3_supernet import OFASupernet
 
-__all__ = ["OFASupernet", "recalibrate_bn"]
+__all__ = ["recalibrate_bn"]

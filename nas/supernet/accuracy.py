@@ -5,37 +5,29 @@ made, keyed by (checkpoint step, split, arch string), so a search that is stoppe
 a second search on the same run, evaluates no architecture twice."""
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 from devices.int8 import DEPLOYMENT
 from nas.data import TaskData
-from search_spaces.ofa_mbv3_supernet import OFASupernet
+from nas.rundir import append_jsonl, read_jsonl
 from nas.supernet.train import evaluate
+from search_spaces import Supernet
 
 
 class SubnetAccuracy:
     """`acc(arch) -> top-1` with BN recalibration (of the uniform int8 deployment with `int8`); results
     cached in `cache_path` when given."""
 
-    def __init__(self, net: OFASupernet, data: TaskData, split: str = "val", cache_path: str | Path | None = None,
+    def __init__(self, net: Supernet, data: TaskData, split: str = "val", cache_path: str | Path | None = None,
                  tag: str = "", calib_batches: int = 5, int8: bool = False) -> None:
         self.net, self.data, self.split, self.calib_batches, self.int8 = net, data, split, calib_batches, int8
         self.tag = f"{tag}-{DEPLOYMENT}" if int8 else tag
         self.cache_path = Path(cache_path) if cache_path else None
         self.cache: dict[str, float] = {}
         self.hits = self.misses = 0
-        if self.cache_path and self.cache_path.exists():
-            for n, line in enumerate(self.cache_path.read_text().splitlines(), 1):
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    if n == len(self.cache_path.read_text().splitlines()):
-                        continue  # a line cut short by a kill: evaluated again
-                    raise ValueError(f"{self.cache_path}:{n}: not a JSON line") from None
-                if row.get("tag") == self.tag and row.get("split") == split:
-                    self.cache[row["arch"]] = float(row["acc"])
+        for row in read_jsonl(self.cache_path) if self.cache_path else ():
+            if row.get("tag") == self.tag and row.get("split") == split:
+                self.cache[row["arch"]] = float(row["acc"])
 
     def __call__(self, arch: tuple) -> float:
         key = self.net.space.to_str(arch)
@@ -46,8 +38,5 @@ class SubnetAccuracy:
         acc = evaluate(self.net, arch, self.data, self.split, self.calib_batches, int8=self.int8)
         self.cache[key] = acc
         if self.cache_path:
-            with self.cache_path.open("a") as f:
-                f.write(json.dumps({"tag": self.tag, "split": self.split, "arch": key, "acc": acc}) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            append_jsonl(self.cache_path, {"tag": self.tag, "split": self.split, "arch": key, "acc": acc})
         return acc

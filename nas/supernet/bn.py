@@ -1,7 +1,7 @@
 """Batch-norm recalibration: a subnet's statistics from a few training batches, before evaluating it."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

@@ -2,25 +2,27 @@
 
 Every random choice is seeded by (seed, step) or (seed, epoch), so a run stopped after a
 checkpoint and resumed from it takes the same steps as one that never stopped. Under `torchrun`
-each rank takes its share of every batch and gradients are averaged (nas.supernet.distributed)."""
+each rank takes its share of every batch and gradients are averaged (nas.training.distributed)."""
 from __future__ import annotations
 
 import contextlib
-import csv
 import itertools
-import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from nas.data import TaskData, batches, resize
-from nas.supernet import distributed
+from nas.rundir import CHECKPOINT, METRICS
 from nas.supernet.bn import recalibrate_bn
-from search_spaces.ofa_mbv3_supernet import OFASupernet
+from nas.training import distributed
+from nas.training.checkpoints import load_checkpoint, save_checkpoint
+from nas.training.metrics import append_metrics, trim_metrics
+from nas.training.schedules import cosine
+from search_spaces import Supernet
 
 CHECKPOINT_FORMAT = "hwnas-supernet/1"
 
@@ -45,13 +47,13 @@ def _device(net: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(net: OFASupernet, arch: tuple, data: TaskData, split: str = "val", calib_batches: int = 5,
+def evaluate(net: Supernet, arch: tuple, data: TaskData, split: str = "val", calib_batches: int = 5,
              batch_size: int = 128, int8: bool = False) -> float:
     """Top-1 of a subnet: BN statistics recalibrated on training batches first. With `int8`, of the
     subnet's uniform int8 deployment (`int8_accuracy`)."""
     dev = _device(net)
     net.set_active(arch)
-    r = net.space.resolution(arch)
+    r = net.resolution(arch)
     recalibrate_bn(net, (resize(x.to(dev), r) for x, _ in batches(data.train, batch_size, 12345, data)), calib_batches)
     net.eval()
     if int8:
@@ -78,53 +80,51 @@ def int8_accuracy(model: torch.nn.Module, data: TaskData, split: str, resolution
     return onnx_accuracy(deployed, ((resize(x, resolution), y) for x, y in batches(getattr(data, split), 256, None, data)))
 
 
-def _lr(step: int, total: int, base: float) -> float:
-    return 0.5 * base * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
-
-
-def checkpoint_meta(net: OFASupernet, data: TaskData) -> dict:
+def checkpoint_meta(net: Supernet, data: TaskData) -> dict:
     """What a reader needs to use the weights without our code: space, classes, input normalisation."""
-    return {"format": CHECKPOINT_FORMAT, **net.config(), "resolutions": list(net.space.resolutions),
+    return {"format": CHECKPOINT_FORMAT, **net.config(), "resolutions": list(net.resolutions),
             "dataset": data.name, **data.normalisation()}
 
 
-def sandwich_step(net: OFASupernet, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, config: TrainConfig,
+def sandwich_step(net: Supernet, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, config: TrainConfig,
                   autocast: contextlib.AbstractContextManager | None = None) -> float:
     """One sandwich step's gradients (largest with labels; smallest and random subnets distilled from it)."""
     autocast = autocast or contextlib.nullcontext()
     largest = net.largest()
     net.set_active(largest)
     with autocast:
-        logits = net(resize(x, net.space.resolution(largest)))
+        logits = net(resize(x, net.resolution(largest)))
         loss = F.cross_entropy(logits.float(), y)
     loss.backward()
     soft = F.softmax(logits.detach().float() / config.distill_temperature, dim=1)
     for arch in [net.smallest()] + [net.space.sample(rng) for _ in range(config.random_subnets)]:
         net.set_active(arch)
         with autocast:
-            out = net(resize(x, net.space.resolution(arch)))
+            out = net(resize(x, net.resolution(arch)))
         kd = F.kl_div(F.log_softmax(out.float() / config.distill_temperature, 1), soft, reduction="batchmean")
         kd.backward()
     return float(loss.detach())
 
 
-def train(net: OFASupernet, data: TaskData, config: TrainConfig, run_dir: str | Path,
+def train(net: Supernet, data: TaskData, config: TrainConfig, run_dir: str | Path,
           progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Train (or resume) in `run_dir`; writes checkpoint.pt and metrics.csv, returns the metrics."""
     ctx = distributed.setup(config.device)
     run = Path(run_dir)
     run.mkdir(parents=True, exist_ok=True)
-    ckpt = run / "checkpoint.pt"
+    ckpt = run / CHECKPOINT
     net.to(ctx.device)
     opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, len(data.train) // (config.batch_size * ctx.world))
     total = steps_per_epoch * config.epochs
     step = 0
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True, map_location=ctx.device)
+        state = load_checkpoint(ckpt, ctx.device)
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
+        if ctx.main:
+            trim_metrics(run / METRICS, step)
     distributed.broadcast_state(net, ctx)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" and config.amp
                 else contextlib.nullcontext())
@@ -139,7 +139,7 @@ def train(net: OFASupernet, data: TaskData, config: TrainConfig, run_dir: str | 
             if i < step - epoch * steps_per_epoch:
                 continue  # resumed mid-epoch: these batches were already taken
             for g in opt.param_groups:
-                g["lr"] = _lr(step, total, config.lr)
+                g["lr"] = config.lr * cosine(step, total)
             opt.zero_grad()
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
             losses.append(sandwich_step(net, x, y, np.random.default_rng([config.seed, step]), config, autocast))
@@ -150,26 +150,16 @@ def train(net: OFASupernet, data: TaskData, config: TrainConfig, run_dir: str | 
             if progress and ctx.main:
                 progress(step, total)
             if ctx.main and (step % config.checkpoint_every == 0 or step == total):
-                torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                            "config": asdict(config), "meta": checkpoint_meta(net, data)}, ckpt)
+                save_checkpoint({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                 "config": asdict(config), "meta": checkpoint_meta(net, data)}, ckpt)
             if step % steps_per_epoch == 0:
                 if ctx.main:
                     metrics.append({"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)),
                                     "acc_largest": evaluate(net, net.largest(), data),
                                     "acc_smallest": evaluate(net, net.smallest(), data)})
-                    append_metrics(run / "metrics.csv", metrics[-1])
+                    append_metrics(run / METRICS, metrics[-1])
                 distributed.barrier(ctx)
                 net.train()
                 losses = []
                 break
     return metrics
-
-
-def append_metrics(path: Path, row: dict) -> None:
-    """Append `row` to the CSV at `path`, with a header when the file is new."""
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            w.writeheader()
-        w.writerow(row)

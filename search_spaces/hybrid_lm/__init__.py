@@ -2,4 +2,4 @@
 `ops` holds the token mixers in pure PyTorch, each with a chunked (parallel) form and a per-token
 recurrent reference."""
 
-from search_spaces.hybrid_lm import space  # noqa: E402,F401  (registers "hybrid_lm")
+from search_spaces.hybrid_lm import space  # noqa: F401  (registers "hybrid_lm")

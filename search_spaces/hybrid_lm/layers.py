@@ -9,7 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_spaces.hybrid_lm.ops import attend_one, causal_attention, delta_rule_chunked, delta_step, ssd_chunked, ssd_step
+from search_spaces.hybrid_lm.ops import (
+    attend_one,
+    causal_attention,
+    delta_rule_chunked,
+    delta_step,
+    ssd_chunked,
+    ssd_step,
+)
 
 
 def _pad_to(x: torch.Tensor, chunk: int) -> tuple[torch.Tensor, int]:
@@ -138,7 +145,7 @@ class Mamba2(nn.Module):
         xs, bb, cc = xbc.split([self.inner, self.n, self.n], -1)
         xs = xs.view(b, l, self.heads, self.p)
         dt = F.softplus(dt + self.dt_bias)
-        expand = lambda t: t[:, :, None, :].expand(b, t.shape[1], self.heads, self.n)  # noqa: E731
+        expand = lambda t: t[:, :, None, :].expand(b, t.shape[1], self.heads, self.n)
         args = [_pad_to(t, self.chunk)[0] for t in (xs, dt, expand(bb), expand(cc))]
         y, _ = ssd_chunked(args[0], args[1], -torch.exp(self.a_log), args[2], args[3], self.chunk)
         return self._out(y[:, :l], xs, z)
@@ -151,7 +158,7 @@ class Mamba2(nn.Module):
         xs = xs.view(b, 1, self.heads, self.p)
         dt = F.softplus(dt + self.dt_bias)[:, 0]
         state = xs.new_zeros(b, self.heads, self.p, self.n) if cache is None else cache["ssm"]
-        per_head = lambda t: t[:, 0, None, :].expand(b, self.heads, self.n)  # noqa: E731
+        per_head = lambda t: t[:, 0, None, :].expand(b, self.heads, self.n)
         y, state = ssd_step(state, xs[:, 0], dt, -torch.exp(self.a_log), per_head(bb), per_head(cc))
         return self._out(y[:, None], xs, z), {"conv": window, "ssm": state}
 

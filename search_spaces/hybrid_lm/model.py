@@ -3,7 +3,8 @@
 256-symbol embedding tied to the output head."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -102,7 +103,7 @@ def filled_caches(model: HybridLM, batch: int, context: int, seed: int = 0) -> l
     """Per-block caches as they stand after `context` tokens (random contents, deployed sizes):
     a full KV cache, a KV cache of the window, or a convolution window and a recurrent state."""
     g = torch.Generator().manual_seed(seed)
-    rand = lambda *shape: torch.randn(*shape, generator=g)  # noqa: E731
+    rand = lambda *shape: torch.randn(*shape, generator=g)
     caches: list[Any] = []
     for block in model.blocks:
         body = block.body
@@ -132,7 +133,7 @@ class DecodeStep(nn.Module):
     def forward(self, token: torch.Tensor) -> torch.Tensor:
         return self.model.step(token, self.caches)[0]
 
-    def _apply(self, fn: Any, recurse: bool = True) -> "DecodeStep":
+    def _apply(self, fn: Any, recurse: bool = True) -> DecodeStep:
         """`.to(device / dtype)` moves the caches with the weights (they are plain tensors, not buffers)."""
         super()._apply(fn, recurse)
         self.caches = [None if c is None else {k: fn(v) if torch.is_tensor(v) else v for k, v in c.items()} for c in self.caches]

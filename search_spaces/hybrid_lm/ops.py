@@ -105,7 +105,7 @@ def delta_rule_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: 
     bs, l, h, dk = q.shape
     dv = v.shape[-1]
     nc = l // chunk
-    to_chunks = lambda t: t.transpose(1, 2).reshape(bs, h, nc, chunk, *t.shape[3:])  # noqa: E731
+    to_chunks = lambda t: t.transpose(1, 2).reshape(bs, h, nc, chunk, *t.shape[3:])
     q, k, v, beta = to_chunks(q), to_chunks(k), to_chunks(v), to_chunks(beta)
     gc = torch.cumsum(to_chunks(g), dim=-1) if g is not None else torch.zeros_like(beta)
     k_beta, v_beta = k * beta[..., None], v * beta[..., None]

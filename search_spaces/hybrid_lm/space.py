@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -27,7 +28,8 @@ class HybridLMSpace(SearchSpace):
     def __init__(self, dims: Sequence[int] = (96, 128, 192, 256), heads: Sequence[int] = (2, 4),
                  ffn_ratios: Sequence[float] = (2.0, 3.0, 4.0), stages: int = 3, max_repeat: int = 2,
                  max_blocks: int = 16, window: int = 64, seq_len: int = 128, context: int = 1024,
-                 latency: str = "decode") -> None:
+                 latency: str = "decode", spec: str | None = None) -> None:
+        self.spec = spec or self.name
         if any(d % h or (2 * d) % h for d in dims for h in heads):
             raise ValueError(f"every dim must be a multiple of every head count, but got dims={list(dims)}, heads={list(heads)}")
         if max_blocks < 1 or stages < 1 or max_repeat < 1:

@@ -1,0 +1,92 @@
+"""`hwnas bench predictors`: HELP's few-shot protocol on held-out devices, for every predictor."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import spearmanr
+
+import predictors
+from nas.latency.features import features
+from nas.latency.tables import QUERY_RANGE, LatencyTable
+from nas.metrics import rank_scores
+from predictors.linear import LookupTableMixture
+
+SPLIT_KEY = {"nasbench201": "nasbench201", "fbnet": "fbnet", "ofa_mbv3": "ofa"}
+PUBLISHED = {"nasbench201": "HELP 0.932, BRP-NAS (3,200 samples) 0.805, FLOPs 0.787",
+             "fbnet": "HELP 0.910, Meta-SGD 0.806, MAML 0.736", "ofa_mbv3": "n/a"}
+PREDICTORS = ("flops", "opcount", "roofline", "lut", "mlp", "gcn", "help", "hwnas")
+
+
+def hardware(device: str) -> str:
+    """'1080ti_32' -> '1080ti': devices that share hardware are held out together."""
+    head, _, tail = device.rpartition("_")
+    return head if head and tail.isdigit() else device
+
+
+def score(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """HELP's scoring: the query archs between the 10th and 90th percentile of the true latency."""
+    lo, hi = np.percentile(true, [10, 90])
+    keep = (true >= lo) & (true <= hi)
+    p, t = pred[keep], true[keep]
+    return rank_scores(p, t)
+
+
+def splits(table: LatencyTable, space_name: str, which: str, splits_file: Path | None) -> list[tuple[str, list[str]]]:
+    """(target, sources) pairs."""
+    devs = table.devices
+    if which == "help":
+        if splits_file is None or not splits_file.exists():
+            raise ValueError("the 'help' split needs splits.json next to the tables (--splits)")
+        s = json.loads(splits_file.read_text())[SPLIT_KEY[space_name]]
+        return [(t, [d for d in s["meta_train"] if d in devs]) for t in s["meta_valid"] if t in devs]
+    if which == "loho":
+        return [(t, [d for d in devs if hardware(d) != hardware(t)]) for t in devs]
+    if which == "dissimilar":
+        corr = np.array([[spearmanr(*_pair(table, a, b)).statistic for b in devs] for a in devs])
+        mean = {d: np.mean([corr[i, j] for j in range(len(devs)) if hardware(devs[j]) != hardware(d)]) for i, d in enumerate(devs)}
+        targets = sorted(devs, key=mean.get)[: max(2, len(devs) // 4)]
+        held = {hardware(t) for t in targets}
+        return [(t, [d for d in devs if hardware(d) not in held]) for t in targets]
+    raise ValueError(f"split must be one of help, loho, dissimilar, but got {which!r}")
+
+
+def _pair(table: LatencyTable, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
+    x, y = table.column(a), table.column(b)
+    ok = ~np.isnan(x) & ~np.isnan(y)
+    return x[ok], y[ok]
+
+
+def run(space: Any, table: LatencyTable, which: str, names: Sequence[str] = PREDICTORS, n_ref: int = 10,
+        splits_file: Path | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    q0, q1 = QUERY_RANGE[space.name]
+    archs = [space.from_str(a) for a in table.archs]
+    X, layout = features(space, archs)
+    train_rows = table.index < q0  # HELP: meta-training only below the query range (-1: our own rows)
+    pool = np.where((table.index >= 0) & (table.index < q0))[0]
+    query = np.where((table.index >= q0) & (table.index < q1))[0]
+    rows = []
+    for target, sources in splits(table, space.name, which, splits_file):
+        y = table.column(target)
+        q = query[~np.isnan(y[query])]
+        p = pool[~np.isnan(y[pool])]
+        Ys = table.Y[train_rows][:, [table.devices.index(s) for s in sources]]
+        trunk: dict[str, np.ndarray] = {}
+        for name in names:
+            pred = predictors.create(name, layout=layout)
+            if trunk and name in ("mlp", "hwnas"):  # one trunk per split serves both
+                pred.use_trunk(trunk)
+                if name == "hwnas":
+                    pred.tables_ = LookupTableMixture(layout).fit(X[train_rows], Ys).tables_
+            else:
+                pred.fit(X[train_rows], Ys)
+                if name in ("mlp", "hwnas"):
+                    trunk = pred.trunk()
+            refs = p[pred.choose_references(X[p], n_ref)]
+            pred.adapt(X[refs], y[refs])
+            rows.append({"device": target, "predictor": name, **score(pred.predict(X[q]), y[q])})
+        log(f"{target}: " + ", ".join(f"{r['predictor']} {r['spearman']:.3f}" for r in rows[-len(names):]))
+    return rows

@@ -1,0 +1,99 @@
+"""Meta-training bases, choosing references, calibrating to a device, predicting: what the CLI runs."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import predictors
+from nas.latency.features import features
+from nas.latency.tables import QUERY_RANGE, read_measurements, read_tables
+from search_spaces import load_space, sample_archs
+
+BASES = Path(predictors.__file__).resolve().parent / "bases"
+MIN_SAMPLES = 5
+
+
+def shipped_base(space_name: str) -> Path:
+    path = BASES / f"{space_name}.json"
+    if not path.exists():
+        raise ValueError(f"hwnas ships no base predictor for space {space_name!r}; make one with hwnas meta-train and pass --base")
+    return path
+
+
+def meta_train(space_spec: str, tables: Sequence[str], out: str, predictor: str = "hwnas",
+               all_rows: bool = False) -> dict[str, Any]:
+    space = load_space(space_spec)
+    table = read_tables(space, tables)
+    rows = np.ones(len(table.archs), bool)
+    if not all_rows and space.name in QUERY_RANGE:
+        rows = table.index < QUERY_RANGE[space.name][0]
+    archs = np.array(table.archs)[rows]
+    X, layout = features(space, [space.from_str(a) for a in archs])
+    pred = predictors.create(predictor, layout=layout).fit(X, table.Y[rows])
+    meta = {"reference_archs": _fixed_references(pred, X, archs), "space": space.spec, "kind": "base",
+            "devices": table.devices, "tables": [str(t) for t in tables], "rows": int(rows.sum())}
+    pred.save(out, meta)
+    return meta
+
+
+def _fixed_references(pred: Any, X: np.ndarray, archs: np.ndarray) -> list[str]:
+    """The architectures of a predictor whose references are fixed at meta-training (HELP)."""
+    if getattr(pred, "ref_X_", None) is None:
+        return []
+    return [str(archs[i]) for i in pred.choose_references(X, len(pred.ref_X_))]
+
+
+def feature_space(meta: dict[str, Any], space: Any) -> Any:
+    """The space whose encoding a predictor was fitted on (a base may come from another variant)."""
+    spec = meta.get("feature_space") or meta.get("space")
+    return space if not spec or spec == space.spec else load_space(spec)
+
+
+def load_base(base: str | None, space_name: str) -> tuple[Any, dict[str, Any], str]:
+    path = str(base) if base else str(shipped_base(space_name))
+    pred, meta = predictors.load(path)
+    if meta.get("kind") != "base":
+        raise ValueError(f"{path} is a calibrated predictor, not a base; pass a file made by hwnas meta-train")
+    return pred, meta, path
+
+
+def reference(space_spec: str, n: int, pool: Sequence[tuple] | None = None, base: str | None = None,
+              pool_size: int = 3000, seed: int = 0) -> list[tuple]:
+    space = load_space(space_spec)
+    pred, meta, _ = load_base(base, space.name)
+    if meta.get("reference_archs"):
+        return [space.from_str(a) for a in meta["reference_archs"]]
+    candidates = list(pool) if pool is not None else sample_archs(space, pool_size, seed)
+    X, _ = features(space, candidates, feature_space(meta, space))
+    return [candidates[i] for i in pred.choose_references(X, n)]
+
+
+def calibrate(space_spec: str, measurements: str, out: str, base: str | None = None,
+              device: str | None = None) -> dict[str, Any]:
+    space = load_space(space_spec)
+    archs, y, fingerprint = read_measurements(space, measurements, device)
+    if len(archs) < MIN_SAMPLES:
+        raise ValueError(f"calibration needs at least {MIN_SAMPLES} measured architectures (10 recommended), but {measurements!r} has {len(archs)}")
+    pred, base_meta, base_path = load_base(base, space.name)
+    X, _ = features(space, archs, feature_space(base_meta, space))
+    pred.adapt(X, y)
+    meta = {"space": space.spec, "feature_space": base_meta.get("space", space.spec), "kind": "calibrated", "base": base_path,
+            "base_devices": base_meta.get("devices", []),
+            "fingerprint": fingerprint, "samples": len(archs), "measurements": str(measurements)}
+    pred.save(out, meta)
+    return meta
+
+
+def predict(predictor_path: str, archs_file: str) -> tuple[list[str], np.ndarray]:
+    from search_spaces import read_archs
+
+    pred, meta = predictors.load(predictor_path)
+    if meta.get("kind") != "calibrated":
+        raise ValueError(f"{predictor_path} is a base, not calibrated to a device; run hwnas calibrate first")
+    space = load_space(meta["space"])
+    archs = read_archs(space, archs_file)
+    X, _ = features(space, archs, feature_space(meta, space))
+    return [space.to_str(a) for a in archs], pred.predict(X)

@@ -1,0 +1,196 @@
+"""The latency-table format, written once: the columns of a profile CSV (what `hwnas profile` and a run's
+measured.csv hold, one row per architecture and device), the one writer of its rows, and every reader of
+latency files: a profile's state for resuming, measured latencies by device, calibration measurements, and
+HELP's wide tables (one column per device) merged with profiles into one architectures x devices table."""
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+FINGERPRINT_COLUMNS = (
+    "cpu_model", "cpu_cores", "cpu_threads", "cpu_int8", "os", "python", "torch", "onnxruntime",
+    "hwnas", "threads", "gpu", "cuda", "tensorrt",
+)
+COLUMNS = (
+    "space", "arch", "device", "latency_ms", "raw_ms", "spread_ms", "median_ms", "p10_ms", "p90_ms",
+    "cv", "repeats", "rounds", "outliers", "anchor_ms", "anchor_ref_ms", "group", "timestamp",
+) + FINGERPRINT_COLUMNS
+
+# a hybrid_lm run's measured.csv: one decode step per architecture, at the recipe's context and batch
+DECODE_COLUMNS = ("arch", "latency_ms", "context", "batch", "device")
+
+# HELP's query architectures (by the release index): its protocol scores predictors on these rows only,
+# so bases are meta-trained on the rows below them
+QUERY_RANGE = {"nasbench201": (900, 1900), "fbnet": (4000, 5000), "ofa_mbv3": (4000, 5000)}
+
+
+@dataclass
+class LatencyTable:
+    """Y[i, j] is the latency of archs[i] on devices[j] (NaN where not measured)."""
+
+    archs: list[str]
+    devices: list[str]
+    Y: np.ndarray
+    index: np.ndarray  # the HELP release index of each arch, -1 where it has none
+
+    def column(self, device: str) -> np.ndarray:
+        if device not in self.devices:
+            raise ValueError(f"Unknown device {device!r}; the tables have: {', '.join(self.devices)}")
+        return self.Y[:, self.devices.index(device)]
+
+
+def _read(path: str | Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise ValueError(f"latency table {str(path)!r} does not exist") from None
+    except Exception as err:
+        raise ValueError(f"cannot read latency table {str(path)!r}: {err}") from None
+
+
+def read_tables(space: Any, paths: Sequence[str | Path]) -> LatencyTable:
+    """Wide tables (arch + one column per device, HELP's) and long ones (`hwnas profile` CSVs)."""
+    frames = []
+    for path in paths:
+        df = _read(path)
+        if "arch" not in df.columns:
+            raise ValueError(f"latency table {str(path)!r} has no 'arch' column")
+        try:
+            canon = [space.to_str(space.from_str(s)) for s in df["arch"]]
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        df = df.assign(arch=canon)
+        if {"device", "latency_ms"} <= set(df.columns):
+            wide = df.pivot_table(index="arch", columns="device", values="latency_ms", aggfunc="mean")
+            wide["index"] = -1
+        else:
+            devs = [c for c in df.columns if c not in ("index", "arch")]
+            if "index" not in df.columns:
+                df["index"] = -1
+            wide = df.groupby("arch").agg({**{d: "mean" for d in devs}, "index": "min"})
+        frames.append(wide)
+    merged = pd.concat(frames, axis=1)
+    index = merged["index"].max(axis=1) if isinstance(merged["index"], pd.DataFrame) else merged["index"]
+    merged = merged.drop(columns="index")
+    merged = merged.T.groupby(level=0, sort=False).mean().T  # the same device in two tables: one column
+    Y = merged.to_numpy(np.float64)
+    if np.any(Y[~np.isnan(Y)] <= 0):
+        raise ValueError(f"latency tables {', '.join(map(str, paths))} hold non-positive latencies")
+    return LatencyTable(list(merged.index), [str(c) for c in merged.columns], Y, index.fillna(-1).astype(int).to_numpy())
+
+
+@dataclass
+class ProfileState:
+    """What an existing profile file holds for one (space, device) pair."""
+
+    done: set[str]
+    anchor_ref_ms: float | None
+    groups: int
+
+
+def read_state(path: Path, space_spec: str, device_spec: str) -> ProfileState:
+    state = ProfileState(set(), None, 0)
+    if not path.exists() or path.stat().st_size == 0:
+        return state
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or tuple(reader.fieldnames) != COLUMNS:
+                raise ValueError(
+                    f"{path} exists but is not an hwnas profile (its columns are {reader.fieldnames}); "
+                    "choose another --out or remove it"
+                )
+            for row in reader:
+                if row["space"] != space_spec or row["device"] != device_spec:
+                    continue
+                state.done.add(row["arch"])
+                if state.anchor_ref_ms is None and row["anchor_ref_ms"]:
+                    state.anchor_ref_ms = float(row["anchor_ref_ms"])
+                state.groups = max(state.groups, int(row["group"]) + 1)
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"cannot read profile file {path}: {err}") from None
+    return state
+
+
+def append_decode_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Append decode measurements (`DECODE_COLUMNS`) to a hybrid_lm run's measured.csv, synced to disk."""
+    new = not path.exists() or path.stat().st_size == 0
+    with path.open("a", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=DECODE_COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_latencies(path: Path) -> dict[str, float]:
+    """arch -> latency_ms of a measurements CSV (empty when the file does not exist yet)."""
+    if not path.exists():
+        return {}
+    df = pd.read_csv(path)
+    return dict(zip(df["arch"].astype(str), df["latency_ms"].astype(float)))
+
+
+def rounded(value: float | None) -> float | str:
+    return "" if value is None else round(value, 5)
+
+
+def open_for_append(path: Path) -> Any:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        new = not path.exists() or path.stat().st_size == 0
+        f = path.open("a", newline="", encoding="utf-8")
+    except OSError as err:
+        raise ValueError(f"cannot write profile file {path}: {err.strerror}") from None
+    writer = csv.DictWriter(f, fieldnames=COLUMNS)
+    if new:
+        writer.writeheader()
+        f.flush()
+    return f, writer
+
+
+def read_measurements(space: Any, path: str, device: str | None = None) -> tuple[list[tuple], np.ndarray, dict[str, Any]]:
+    """(archs, latencies, fingerprint) from a CSV with columns arch, latency_ms (extra columns allowed)."""
+    try:
+        df = pd.read_csv(path)
+    except FileNotFoundError:
+        raise ValueError(f"measurements file {path!r} does not exist") from None
+    except Exception as err:
+        raise ValueError(f"cannot read measurements file {path!r}: {err}") from None
+    missing = {"arch", "latency_ms"} - set(df.columns)
+    if missing:
+        raise ValueError(f"measurements file {path!r} lacks the column(s) {', '.join(sorted(missing))}")
+    if "device" in df.columns:
+        found = sorted(df["device"].astype(str).unique())
+        if device is not None:
+            df = df[df["device"] == device]
+            if df.empty:
+                raise ValueError(f"measurements file {path!r} has no rows of device {device!r}; it has {', '.join(found)}")
+        elif len(found) > 1:
+            raise ValueError(f"measurements file {path!r} holds {len(found)} devices ({', '.join(found)}); choose one with --device")
+    archs = []
+    for line, s in zip(df.index + 2, df["arch"].astype(str)):
+        try:
+            archs.append(space.from_str(s))
+        except ValueError as err:
+            raise ValueError(f"{path}:{line}: {err}") from None
+    canon = [space.to_str(a) for a in archs]
+    dupes = sorted({c for c in canon if canon.count(c) > 1})
+    if dupes:
+        raise ValueError(f"measurements file {path!r} lists architecture {dupes[0]!r} more than once")
+    y = pd.to_numeric(df["latency_ms"], errors="coerce").to_numpy(float)
+    bad = np.where(~(y > 0))[0]
+    if len(bad):
+        raise ValueError(f"{path}:{int(df.index[bad[0]]) + 2}: latency_ms must be a positive number, got {df['latency_ms'].iloc[bad[0]]!r}")
+    fp = {c: df[c].iloc[0] for c in ("device",) + FINGERPRINT_COLUMNS if c in df.columns}
+    return archs, y, {k: (v.item() if hasattr(v, "item") else v) for k, v in fp.items()}
+
+

@@ -1,0 +1,198 @@
+"""`hwnas run`: calibrate a latency predictor on the device, train (or load) the supernet, search,
+verify the best candidates on the device, export the winner, write the report.
+
+Every phase writes its results as it goes and is skipped or resumed when its output exists, so a
+run that is stopped and started again continues where it was."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+import devices
+import predictors
+from nas.latency.calibration import calibrate, feature_space, reference
+from nas.latency.features import features
+from nas.latency.profile import measure_archs
+from nas.latency.tables import read_latencies
+from nas.pipeline.export import export_run
+from nas.pipeline.quantize import quantize_run
+from nas.pipeline.report import Outcome, quantized_summary, write_markdown, write_results
+from nas.progress import Log
+from nas.quantize import QuantizeConfig
+from nas.recipes import DEFAULT_BUDGET_FRACTION, Recipe, search_device_spec, to_dict
+from nas.rundir import BEST, CALIBRATION, CHECKPOINT, MEASURED, METRICS, PREDICTOR, QUANTIZED, SUPERNET, RunDir
+from nas.search import Objective, completed, pareto_front, run_search
+from nas.supernet.run import SupernetRun, load_supernet_run, train_supernet
+from search_spaces import parse_space_spec
+
+
+class Pipeline:
+    """One run directory; each method is one phase."""
+
+    def __init__(self, recipe: Recipe, run_dir: str | Path, log: Log = print, progress: Any = None) -> None:
+        self.recipe, self.run, self.log = recipe, Path(run_dir), log
+        self.progress = progress  # a context-manager factory: progress(description) -> update(done, total)
+        self.run.mkdir(parents=True, exist_ok=True)
+        self.device = devices.get(search_device_spec(recipe))  # what the search measures
+        self.deploy_device = devices.get(recipe.device)  # where the quantized winner runs (the same without quantize.joint)
+
+    def _bar(self, description: str) -> Any:
+        import contextlib
+
+        return self.progress(description) if self.progress else contextlib.nullcontext(None)
+
+    # ---- phases --------------------------------------------------------------------------------
+    def supernet(self) -> SupernetRun:
+        dev = "cuda" if self.recipe.train.device != "cpu" and torch.cuda.is_available() else "cpu"
+        if self.recipe.supernet:
+            self.log(f"supernet: using the trained run {self.recipe.supernet}")
+            return load_supernet_run(self.recipe.supernet, dev)
+        sub = self.run / SUPERNET
+        done = (sub / CHECKPOINT).exists() and (sub / METRICS).exists() and \
+            len(pd.read_csv(sub / METRICS)) >= self.recipe.train.epochs
+        if not done:
+            self.log("supernet: training (resumes from its last checkpoint)")
+            with self._bar("training supernet") as update:
+                train_supernet(self.recipe, sub, update)
+        return load_supernet_run(sub, dev)
+
+    def predictor(self, space: Any) -> tuple[Any, dict]:
+        if self.recipe.predictor:
+            pred, meta = predictors.load(self.recipe.predictor)
+            if meta.get("kind") != "calibrated":
+                raise ValueError(f"predictor {self.recipe.predictor} is a base; calibrate it with hwnas calibrate first")
+            if parse_space_spec(meta.get("space", ""))[0] != space.name:
+                raise ValueError(f"predictor {self.recipe.predictor} is for space {meta.get('space')!r}, but the recipe searches {space.spec!r}")
+            return pred, meta
+        path = self.run / PREDICTOR
+        if not path.exists():
+            refs = reference(space.spec, self.recipe.references)
+            self.log(f"latency: measuring {len(refs)} reference architectures on {self.device.spec}")
+            with self._bar("measuring references") as update:
+                measure_archs(space, self.device, refs, self.run / MEASURED, update)
+            rows = pd.read_csv(self.run / MEASURED)
+            rows[rows["arch"].isin([space.to_str(a) for a in refs])].to_csv(self.run / CALIBRATION, index=False)
+            calibrate(space.spec, str(self.run / CALIBRATION), str(path))
+        return predictors.load(path)
+
+    def budget(self, space: Any, net: Any) -> tuple[float, dict[str, float]]:
+        """The budget in ms, and the measured latency of the largest and smallest subnets."""
+        ends = [net.largest(), net.smallest()]
+        measured = measure_archs(space, self.device, ends, self.run / MEASURED)
+        largest = measured[space.to_str(ends[0])]
+        budget = self.recipe.budget_ms or (self.recipe.budget_fraction or DEFAULT_BUDGET_FRACTION) * largest
+        return float(budget), measured
+
+    def search(self, sn: SupernetRun, pred: Any, pred_meta: dict, objective: Objective) -> list[dict]:
+        space, cfg = sn.net.space, self.recipe.search
+        storage = cfg.storage or RunDir(self.run).default_storage
+        acc = sn.accuracy("val", int8=self.recipe.quantize.enabled and self.recipe.quantize.joint)
+        fspace = feature_space(pred_meta, space)
+
+        def evaluate(arch: tuple) -> tuple[float, float]:
+            X, _ = features(space, [arch], fspace)
+            return acc(arch), float(pred.predict(X)[0])
+
+        self.log(f"search: {cfg.strategy}, objective {objective.kind}, {cfg.trials} candidates, study {cfg.study_name!r} in {storage}")
+        with self._bar("searching") as update:
+            study = run_search(space, evaluate, objective, cfg, storage, progress=update)
+        return completed(study)
+
+    def verify(self, space: Any, trials: list[dict], budget: float) -> tuple[dict | None, dict[str, float]]:
+        """Measure the front's most accurate predicted-feasible candidates, best first, until one
+        meets the budget when measured (at least `verify.top` are measured). When none of the front
+        does, the other candidates predicted within the margin follow, most accurate first."""
+        df = pd.DataFrame(trials).drop_duplicates("arch")
+        cap = budget * (1 + self.recipe.verify.margin)
+        on_front = np.zeros(len(df), dtype=bool)
+        on_front[pareto_front(df["accuracy"], df["latency_ms"])] = True
+        queue = df.assign(front=on_front)[df["latency_ms"] <= cap].sort_values(["front", "accuracy"], ascending=False, kind="stable")
+        path = self.run / MEASURED
+        measured: dict[str, float] = {}
+        winner = None
+        top = self.recipe.verify.top
+        for start in range(0, len(queue), top):
+            batch = queue.iloc[start : start + top]
+            where = "the front" if batch["front"].all() else "the other candidates (no front candidate met the budget)"
+            self.log(f"verify: measuring {len(batch)} candidates of {where} on {self.device.spec}")
+            measured.update(measure_archs(space, self.device, [space.from_str(a) for a in batch["arch"]], path))
+            for _, row in queue.iloc[: start + top].iterrows():
+                if measured.get(row["arch"], np.inf) <= budget:
+                    winner = {**row.drop("front").to_dict(), "measured_ms": measured[row["arch"]]}
+                    break
+            if winner is not None:
+                break
+        if winner is None:
+            self.log(f"verify: no candidate predicted within {cap:.3f} ms measured within the budget of {budget:.3f} ms")
+        return winner, measured
+
+    def export(self, sn: SupernetRun) -> dict[str, Any]:
+        """The winner exported and checked (best/); result.json's `export` entry."""
+        self.log(f"export: {self.recipe.export.format} to {self.run / BEST}")
+        meta = export_run(self.run, self.recipe.export, sn=sn)
+        return {"files": meta["files"], "check": meta["check"]}
+
+    def quantize(self, sn: SupernetRun, winner: dict, budget: float) -> dict[str, Any]:
+        """The winner's per-layer precision for the deployment device (quantized/, reused when its settings match);
+        result.json's `quantized` entry."""
+        q, device = self.recipe.quantize, self.deploy_device
+        self.log(f"quantize: per-layer precision for {device.spec}, tolerance {q.tolerance} points")
+        done = self.run / QUANTIZED / "model.json"
+        previous = json.loads(done.read_text()) if done.exists() else {}
+        same = {"arch": winner["arch"], "device": device.spec, "tolerance_points": q.tolerance, "method": q.method,
+                "search": q.search, "activations": q.activations, "calibration": q.calibration}
+        if all(previous.get(k) == v for k, v in same.items()):
+            qr = previous
+        else:
+            config = QuantizeConfig(tolerance=q.tolerance, method=q.method, search=q.search, activations=q.activations,
+                                    calibration=q.calibration)
+            qr = quantize_run(self.run, config, device.spec, winner["arch"], q.calib, log=self.log, sn=sn)
+        return quantized_summary(qr, device.spec, q.joint, budget)
+
+    def search_worker(self) -> list[dict]:
+        """`hwnas search`: one worker of the recipe's study (calibration, supernet and budget as `execute` makes
+        them); several may share one storage. Returns the study's finished candidates."""
+        sn = self.supernet()
+        pred, pred_meta = self.predictor(sn.net.space)
+        budget, _ = self.budget(sn.net.space, sn.net)
+        cfg = self.recipe.search
+        return self.search(sn, pred, pred_meta, Objective(cfg.objective, budget_ms=budget, w=cfg.soft_w))
+
+    @staticmethod
+    def summary(result: dict[str, Any]) -> list[str]:
+        """What the CLI prints of a finished run."""
+        w = result["winner"]
+        if not w:
+            return [f"no candidate met the {result['budget_ms']:.3f} ms budget when measured"]
+        return [f"winner: test top-1 {w['test_top1']:.4f}, measured {w['measured_ms']:.3f} ms "
+                f"(budget {result['budget_ms']:.3f} ms, predicted {w['predicted_ms']:.3f} ms)"]
+
+    def execute(self) -> dict[str, Any]:
+        recipe, run = self.recipe, RunDir(self.run)
+        run.write_recipe(to_dict(recipe))
+        sn = self.supernet()
+        space = sn.net.space
+        pred, pred_meta = self.predictor(space)
+        budget, ends = self.budget(space, sn.net)
+        self.log(f"budget: {budget:.3f} ms on {self.device.spec} "
+                 f"(largest subnet measures {ends[space.to_str(sn.net.largest())]:.3f} ms)")
+        objective = Objective(recipe.search.objective, budget_ms=budget, w=recipe.search.soft_w)
+        trials = self.search(sn, pred, pred_meta, objective)
+        winner, _ = self.verify(space, trials, budget)
+        measured = read_latencies(self.run / MEASURED)
+        result, front, pm = write_results(run, recipe, self.device, sn, Outcome(trials, measured, budget, winner),
+                                          (pred, pred_meta))
+        run.write_result(result)
+        if winner:
+            result["export"] = self.export(sn)
+            run.write_result(result)
+        if winner and recipe.quantize.enabled:
+            result["quantized"] = self.quantize(sn, winner, budget)
+            run.write_result(result)
+        write_markdown(run, result, recipe, front, pm)
+        return result

@@ -1,0 +1,139 @@
+"""A run directory: the one owner of its file names, its recipe.yaml and result.json, and of the two
+append-only file kinds every cache uses (JSON lines that survive a kill mid-line, atomic rewrites)."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPE = "recipe.yaml"
+RESULT = "result.json"
+REPORT = "report.md"
+BEST = "best"
+SUPERNET = "supernet"
+QUANTIZED = "quantized"
+MEASURED = "measured.csv"
+CALIBRATION = "calibration.csv"
+PREDICTOR = "predictor.json"
+STUDY = "study.db"
+TRIALS = "trials.csv"
+PARETO = "pareto.csv"
+PROXY = "proxy.jsonl"
+ACCURACY = "accuracy.jsonl"
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.csv"
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `path` whole or not at all: a temporary file beside it, then a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """The rows of a JSON-lines cache; a last line cut short by a kill is skipped (its work is done again),
+    any other bad line is an error naming the file and line."""
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                return
+            raise ValueError(f"{path}:{n}: not a JSON line; remove the line or the file") from None
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """Append one row and sync it to disk; a last line left unfinished by a kill is dropped first (its work is
+    done again), so the new row starts a line of its own."""
+    with path.open("a+b") as f:
+        f.seek(0)
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+        f.seek(0, os.SEEK_END)
+        f.write((json.dumps(row) + "\n").encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class RunDir:
+    """One `hwnas run` directory (image or hybrid_lm): where each of its files lives, and reading and writing
+    its recipe and result."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def create(self) -> RunDir:
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self
+
+    @property
+    def default_storage(self) -> str:
+        """The Optuna storage of the run's study when the recipe names none."""
+        return f"sqlite:///{(self.path / STUDY).resolve()}"
+
+    def read_recipe(self) -> dict[str, Any]:
+        """The recipe the run was made with, as YAML gave it ({} when it has none yet)."""
+        path = self.path / RECIPE
+        if not path.exists():
+            return {}
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as err:
+            raise ValueError(f"{path}: cannot read the run's recipe ({getattr(err, 'strerror', None) or err})") from None
+        return raw if isinstance(raw, dict) else {}
+
+    def write_recipe(self, raw: dict[str, Any]) -> None:
+        write_text_atomic(self.path / RECIPE, yaml.safe_dump(raw, sort_keys=False))
+
+    def read_result(self) -> dict[str, Any]:
+        """result.json ({} before the run has finished)."""
+        path = self.path / RESULT
+        if not path.exists():
+            return {}
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: not a result hwnas wrote ({err})") from None
+
+    def write_result(self, result: dict[str, Any]) -> None:
+        write_text_atomic(self.path / RESULT, json.dumps(result, indent=2, default=_plain))
+
+    def winner(self, arch: str | None, purpose: str) -> str:
+        """`arch`, or the finished run's winner when `arch` is None."""
+        if arch is not None:
+            return arch
+        winner = self.read_result().get("winner")
+        if not winner:
+            raise ValueError(f"{self.path} has no winner to {purpose} (no {RESULT} with a winner); pass --arch")
+        return winner["arch"]
+
+    def supernet_dir(self) -> Path:
+        """Where the run's trained supernet is: its own supernet/, or the run its recipe reused."""
+        own = self.path / SUPERNET
+        if (own / CHECKPOINT).exists():
+            return own
+        return Path(self.read_result().get("supernet", self.path))
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars and paths."""
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)

@@ -1,0 +1,1 @@
+"""What every training loop shares: data-parallel helpers, atomic checkpoints, schedules, metrics files."""

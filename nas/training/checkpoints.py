@@ -1,0 +1,30 @@
+"""Checkpoints written whole or not at all (a temporary file, then a rename: a kill or a full disk during the
+save leaves the previous checkpoint), and read without unpickling."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
+    """A checkpoint hwnas wrote (tensors and plain values only: `weights_only=True`); anything else is an
+    error naming the file."""
+    try:
+        state = torch.load(path, weights_only=True, map_location=map_location)
+    except Exception as err:
+        raise ValueError(f"{path}: not a checkpoint hwnas wrote ({type(err).__name__}); remove it to start over") from None
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise ValueError(f"{path}: not a checkpoint hwnas wrote (no model weights and step); remove it to start over")
+    return state

@@ -1,0 +1,36 @@
+"""Architecture lists: read from a file of canonical strings, or drawn at random."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def read_archs(space: Any, path: str) -> list[tuple]:
+    """Architectures from a file, one canonical string per line ('#' comments and blanks skipped)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as err:
+        raise ValueError(f"cannot read architectures file {path!r}: {err.strerror}") from None
+    archs = []
+    for number, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            archs.append(space.from_str(text))
+        except ValueError as err:
+            raise ValueError(f"{path}:{number}: {err}") from None
+    return archs
+
+
+def sample_archs(space: Any, n: int, seed: int) -> list[tuple]:
+    """`n` distinct architectures drawn with `seed` (fewer only if the space is smaller)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out: dict[tuple, None] = {}
+    tries = 0
+    while len(out) < n and tries < 100 * n + 1000:
+        out.setdefault(space.sample(rng))
+        tries += 1
+    return list(out)

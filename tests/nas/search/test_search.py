@@ -1,0 +1,182 @@
+"""Search: every strategy drives a study; objectives, fronts, resuming, and workers sharing a storage."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from nas.search import (
+    STRATEGIES,
+    Objective,
+    SearchConfig,
+    completed,
+    hypervolume,
+    make_sampler,
+    pareto_front,
+    run_search,
+)
+from search_spaces import load_space
+
+
+def toy(space):
+    """Latency is proportional to FLOPs; accuracy is a hidden score per gene choice plus a FLOPs
+    term: finding the best arch under a budget takes combining good choices, as in a real search."""
+    rng = np.random.default_rng(123)
+    weights = [rng.random(len(g.options)) for g in space.genes]
+    f0 = space.flops(space.sample(np.random.default_rng(0)))
+
+    def evaluate(arch):
+        f = space.flops(arch)
+        hidden = np.mean([w[g.options.index(v)] for w, g, v, on in zip(weights, space.genes, arch, space.active(arch)) if on])
+        return 0.5 * hidden + 0.5 * f / (f + f0), f / f0
+    return evaluate
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("objective", ["budget", "pareto"])
+def test_every_strategy_searches_valid_archs_of_every_space(strategy, objective, tmp_path):
+    for spec in ("nasbench201", "ofa_mbv3:resolutions=[32]"):
+        space = load_space(spec)
+        config = SearchConfig(strategy=strategy, trials=24, population=8, seed=1, study_name=f"s{objective}")
+        study = run_search(space, toy(space), Objective(objective, budget_ms=2.0), config, f"sqlite:///{tmp_path}/{space.name}.db")
+        rows = completed(study)
+        assert len(rows) == 24
+        for r in rows:
+            assert space.to_str(space.from_str(r["arch"])) == r["arch"]
+        assert len({r["arch"] for r in rows}) > 12  # the strategy explores, it does not repeat one arch
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "nsga2"])
+def test_our_strategies_evaluate_no_architecture_twice(strategy, tmp_path):
+    space = load_space("hybrid_lm:dims=[64],heads=[2],ffn_ratios=[2],stages=1,max_repeat=1,max_blocks=4")
+    rng = np.random.default_rng(0)
+    fixed = {}
+
+    def evaluate(arch):  # a few good architectures, so parents and children repeat unless the sampler avoids it
+        key = space.to_str(arch)
+        fixed.setdefault(key, (float(rng.integers(3)), 1.0))
+        return fixed[key]
+
+    config = SearchConfig(strategy=strategy, trials=60, population=6, seed=0)
+    rows = completed(run_search(space, evaluate, Objective("budget", budget_ms=2.0), config, f"sqlite:///{tmp_path}/s.db"))
+    assert space.size() > 60 and len(rows) == 60
+    assert len({r["arch"] for r in rows}) == 60
+
+
+@pytest.mark.slow
+def test_evolution_finds_better_feasible_archs_than_random(tmp_path):
+    space = load_space("ofa_mbv3:resolutions=[32]")
+    evaluate = toy(space)
+    lat = sorted(evaluate(space.sample(np.random.default_rng(i)))[1] for i in range(200))
+    budget = lat[len(lat) // 4]  # only a quarter of random archs meet it
+    best = {}
+    for strategy in ("random", "evolution", "nsga2"):
+        scores = []
+        for seed in range(3):
+            config = SearchConfig(strategy=strategy, trials=120, population=20, seed=seed, study_name=f"{strategy}{seed}")
+            study = run_search(space, evaluate, Objective("budget", budget_ms=budget), config, f"sqlite:///{tmp_path}/s.db")
+            scores.append(max(r["accuracy"] for r in completed(study) if r["latency_ms"] <= budget))
+        best[strategy] = np.mean(scores)
+    assert best["evolution"] > best["random"] and best["nsga2"] > best["random"], best
+
+
+def test_a_stopped_search_resumes_without_repeating_a_trial(tmp_path):
+    space = load_space("nasbench201")
+    calls = []
+    evaluate = toy(space)
+
+    def counted(arch):
+        calls.append(arch)
+        if len(calls) == 13:
+            raise KeyboardInterrupt  # killed while evaluating the 13th
+        return evaluate(arch)
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    config = SearchConfig(strategy="evolution", trials=30, population=8, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(space, counted, Objective("pareto"), config, storage)
+    study = run_search(space, counted, Objective("pareto"), config, storage)
+    rows = completed(study)
+    assert len(rows) == 30 and len(calls) == 31  # 12 kept, 1 lost mid-evaluation and asked again, 18 more
+    states = [t.state for t in study.get_trials()]
+    assert states.count(optuna.trial.TrialState.FAIL) == 1 and optuna.trial.TrialState.RUNNING not in states
+
+
+def test_a_trial_left_running_by_a_dead_worker_is_failed_and_redone(tmp_path):
+    space = load_space("nasbench201")
+    storage = f"sqlite:///{tmp_path}/s.db"
+    study = optuna.create_study(storage=storage, study_name="hwnas", directions=["maximize", "minimize"])
+    orphan = study.ask()
+    orphan.set_user_attr("worker", f"{os.uname().nodename}:999999999")  # no such process
+    study = run_search(space, toy(space), Objective("pareto"), SearchConfig(trials=5, population=4), storage)
+    assert len(completed(study)) == 5
+    assert study.get_trials()[0].state == optuna.trial.TrialState.FAIL
+
+
+def test_objectives_rank_feasible_above_infeasible():
+    budget = Objective("budget", budget_ms=10.0)
+    assert budget.values(0.5, 9.0)[0] > budget.values(0.99, 11.0)[0]
+    assert budget.values(0.1, 12.0)[0] > budget.values(0.1, 30.0)[0]  # of the infeasible, the faster
+    assert budget.values(-5.0, 10.0)[0] > budget.values(-1.0, 10.5)[0] > budget.values(-1.0, 40.0)[0]  # any sign
+    soft = Objective("soft", budget_ms=10.0)
+    assert soft.values(0.8, 5.0)[0] > soft.values(0.8, 10.0)[0] > soft.values(0.8, 20.0)[0]
+    with pytest.raises(ValueError, match="objective 'soft' needs accuracy >= 0, but got -2.5"):
+        soft.values(-2.5, 5.0)
+    assert Objective("pareto").directions == ["maximize", "minimize"]
+    with pytest.raises(ValueError, match="objective must be one of budget, soft, pareto, but got 'fast'"):
+        Objective("fast")
+    with pytest.raises(ValueError, match="needs a positive budget_ms"):
+        Objective("budget")
+    with pytest.raises(ValueError, match="Unknown search strategy 'anneal'; known: evolution"):
+        make_sampler("anneal", load_space("nasbench201"))
+
+
+def test_front_and_hypervolume_on_a_hand_example():
+    acc = [0.5, 0.7, 0.6, 0.9, 0.8]
+    lat = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert pareto_front(acc, lat).tolist() == [0, 1, 3]
+    # steps: [1,2) at 0.5, [2,4) at 0.7, [4,6) at 0.9 above reference accuracy 0.0, latency 6
+    assert hypervolume(acc, lat, 0.0, 6.0) == pytest.approx(1 * 0.5 + 2 * 0.7 + 2 * 0.9)
+    assert hypervolume(acc, lat, 0.95, 6.0) == 0.0
+
+
+def _workers(storage: str, name: str, tmp_path: Path, strategy: str) -> list[list[str]]:
+    worker = Path(__file__).with_name("search_worker.py")
+    logs = [tmp_path / f"{name}-{k}.log" for k in range(2)]
+    procs = [subprocess.Popen([sys.executable, str(worker), storage, name, str(log), strategy],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for log in logs]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    return [log.read_text().splitlines() if log.exists() else [] for log in logs]
+
+
+def _check_shared(storage: str, name: str, logs: list[list[str]]) -> None:
+    study = optuna.load_study(study_name=name, storage=storage)
+    rows = completed(study)
+    done = [line.split("\t")[0] for log in logs for line in log]
+    assert all(logs), "both workers must have evaluated trials"
+    assert len(done) == len(set(done)), "a trial was evaluated twice"
+    assert sorted(map(int, done)) == sorted(r["trial"] for r in rows), "a trial was lost"
+    assert 40 <= len(rows) <= 41  # each worker stops when the study holds 40; one may be mid-trial
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.get_trials())
+
+
+@pytest.mark.parametrize("strategy", ["nsga2", "optuna-tpe"])
+def test_two_workers_share_one_sqlite_study(strategy, tmp_path):
+    storage = f"sqlite:///{tmp_path}/shared.db"
+    optuna.create_study(storage=storage, study_name="shared", directions=["maximize", "minimize"])
+    _check_shared(storage, "shared", _workers(storage, "shared", tmp_path, strategy))
+
+
+@pytest.mark.skipif(not os.environ.get("HWNAS_TEST_POSTGRES"), reason="set HWNAS_TEST_POSTGRES=postgresql://... (.ci/run does)")
+def test_two_workers_share_one_postgresql_study(tmp_path):
+    storage = os.environ["HWNAS_TEST_POSTGRES"]
+    name = f"shared-{os.getpid()}"
+    optuna.create_study(storage=storage, study_name=name, directions=["maximize", "minimize"])
+    _check_shared(storage, name, _workers(storage, name, tmp_path, "nsga2"))
