@@ -1,4 +1,5 @@
 """The measuring agent behind `hwnas device serve`: HTTP + JSON, token required, one job at a time."""
+
 from __future__ import annotations
 
 import base64

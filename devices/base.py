@@ -1,4 +1,5 @@
 """The Device protocol: a model (module or ONNX) and an input shape in, a Measurement out."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -108,8 +109,9 @@ class Device:
         """How architecture strings compare (a space's canonical form): only a device that looks measurements
         up by architecture (a replayed table) uses it."""
 
-    def measure(self, model: ModelLike, input_shape: Sequence[int], arch: str | None = None,
-                policy: TimingPolicy | None = None) -> Measurement:
+    def measure(
+        self, model: ModelLike, input_shape: Sequence[int], arch: str | None = None, policy: TimingPolicy | None = None
+    ) -> Measurement:
         return self.measure_many([model], [input_shape], [arch], policy=policy)[0]
 
     def measure_many(

@@ -1,4 +1,5 @@
 """What a measurement was taken on: CPU, cores, int8 features, OS and library versions."""
+
 from __future__ import annotations
 
 import functools

@@ -7,6 +7,7 @@ saturates (`saturation_bounds`): a convolution feeding hard-swish needs no value
 hard-swish is 0 whatever its input. onnxruntime quantizes such a convolution's output over its whole
 calibrated range; in MobileNetV3 that range reached -229 at the head, a step of 0.9, and the uniform
 int8 model fell from 65% to 12% top-1. Tightened, it keeps 64.7%."""
+
 from __future__ import annotations
 
 import math
@@ -66,24 +67,34 @@ def check_calibration(text: str, name: str = "calibration") -> str:
 def _method(name: str) -> Any:
     from onnxruntime.quantization import CalibrationMethod
 
-    return {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
-            "entropy": CalibrationMethod.Entropy}[check_calibration(name)]
+    return {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[check_calibration(name)]
 
 
-def activation_ranges(prepared: Path, calibration: Iterable[np.ndarray], method: str = "minmax") -> dict[str, tuple[float, float]]:
+def activation_ranges(
+    prepared: Path, calibration: Iterable[np.ndarray], method: str = "minmax"
+) -> dict[str, tuple[float, float]]:
     """Every activation tensor's calibrated (low, high), by onnxruntime's calibrator for `method`."""
     from onnxruntime.quantization import create_calibrator
 
     with tempfile.TemporaryDirectory(prefix="hwnas-calib-") as tmp:
-        calibrator = create_calibrator(Path(prepared), None, augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-                                       calibrate_method=_method(method))
+        calibrator = create_calibrator(
+            Path(prepared),
+            None,
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=_method(method),
+        )
         calibrator.collect_data(_Reader(_input_name(Path(prepared)), calibration))
         data = calibrator.compute_data()
     return {name: (float(np.min(t.range_value[0])), float(np.max(t.range_value[1]))) for name, t in data.data.items()}
 
 
-def _flat_outside(node: Any, tensor: str, producers: dict[str, Any], constants: dict[str, np.ndarray]
-                  ) -> tuple[float, float] | None:
+def _flat_outside(
+    node: Any, tensor: str, producers: dict[str, Any], constants: dict[str, np.ndarray]
+) -> tuple[float, float] | None:
     """The interval of `tensor` outside which `node`'s output no longer changes, if it has one."""
     if node.op_type == "Relu":
         return 0.0, math.inf
@@ -132,8 +143,9 @@ def saturation_bounds(proto: Any) -> dict[str, tuple[float, float]]:
     return bounds
 
 
-def tightened_ranges(ranges: dict[str, tuple[float, float]], bounds: dict[str, tuple[float, float]]
-                     ) -> dict[str, tuple[float, float]]:
+def tightened_ranges(
+    ranges: dict[str, tuple[float, float]], bounds: dict[str, tuple[float, float]]
+) -> dict[str, tuple[float, float]]:
     """The calibrated ranges that `bounds` narrows, narrowed."""
     out = {}
     for tensor, (lo, hi) in ranges.items():
@@ -144,15 +156,23 @@ def tightened_ranges(ranges: dict[str, tuple[float, float]], bounds: dict[str, t
     return out
 
 
-def quantize_int8(prepared: Path, dst: Path, calibration: Iterable[np.ndarray], exclude: list[str] | None = None,
-                  cache: Path | None = None, activations: str = "u8",
-                  tight: dict[str, tuple[float, float]] | None = None, method: str = "minmax") -> None:
+def quantize_int8(
+    prepared: Path,
+    dst: Path,
+    calibration: Iterable[np.ndarray],
+    exclude: list[str] | None = None,
+    cache: Path | None = None,
+    activations: str = "u8",
+    tight: dict[str, tuple[float, float]] | None = None,
+    method: str = "minmax",
+) -> None:
     """Static QDQ int8 of a `prepare_int8` output: per-channel int8 weights, activation ranges from the
     calibration batches (or from onnxruntime's calibration cache `cache`, where this onnxruntime has one),
     the nodes in `exclude` left in float.
 
     `activations`: "u8" (U8S8: x86's VNNI / VPMADDUBSW kernels; ResNet-18 at 224 px ran 3.4x faster
-    than fp32 on onnxruntime's CPU provider here, against 1.3x with S8S8), "s8" (S8S8, asymmetric) or "s8sym" (symmetric int8, zero point 0, what
+    than fp32 on onnxruntime's CPU provider here, against 1.3x with S8S8), "s8" (S8S8, asymmetric) or "s8sym"
+    (symmetric int8, zero point 0, what
     TensorRT requires). Weights use 7 bits for U8S8 on an x86 CPU without VNNI, where VPMADDUBSW's
     16-bit sums saturate (onnxruntime's `reduce_range`).
 
@@ -174,12 +194,23 @@ def quantize_int8(prepared: Path, dst: Path, calibration: Iterable[np.ndarray], 
         kwargs["calibration_cache_path"] = str(cache)
     extra: dict[str, Any] = {"ActivationSymmetric": True} if activations == "s8sym" else {}
     if tight:
-        extra["TensorQuantOverrides"] = {t: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for t, (lo, hi) in tight.items()}
-    quantize_static(str(prepared), str(dst), _Reader(_input_name(prepared), calibration), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8 if activations == "u8" else QuantType.QInt8,
-                    weight_type=QuantType.QInt8, nodes_to_exclude=exclude or [],
-                    reduce_range=activations == "u8" and saturating_u8s8(), extra_options=extra,
-                    calibrate_method=_method(method), **kwargs)
+        extra["TensorQuantOverrides"] = {
+            t: [{"rmin": np.float32(lo), "rmax": np.float32(hi)}] for t, (lo, hi) in tight.items()
+        }
+    quantize_static(
+        str(prepared),
+        str(dst),
+        _Reader(_input_name(prepared), calibration),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8 if activations == "u8" else QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        nodes_to_exclude=exclude or [],
+        reduce_range=activations == "u8" and saturating_u8s8(),
+        extra_options=extra,
+        calibrate_method=_method(method),
+        **kwargs,
+    )
 
 
 def saturating_u8s8() -> bool:
@@ -198,11 +229,14 @@ def is_quantized(data: bytes) -> bool:
     """Whether an ONNX model already holds QuantizeLinear nodes (or QLinear operators)."""
     import onnx
 
-    return any(n.op_type == "QuantizeLinear" or n.op_type.startswith("QLinear") for n in onnx.load_from_string(data).graph.node)
+    return any(
+        n.op_type == "QuantizeLinear" or n.op_type.startswith("QLinear") for n in onnx.load_from_string(data).graph.node
+    )
 
 
-def int8_onnx(data: bytes, input_shape: Sequence[int], activations: str = "u8",
-              calibration: Iterable[np.ndarray] | None = None) -> bytes:
+def int8_onnx(
+    data: bytes, input_shape: Sequence[int], activations: str = "u8", calibration: Iterable[np.ndarray] | None = None
+) -> bytes:
     """The uniform int8 deployment of a float ONNX model. Activation ranges come from `calibration`, or,
     for timing only, from standard-normal inputs (onnxruntime's int8 kernels take the same time whatever
     the ranges). A model that is already quantized is returned as it is."""

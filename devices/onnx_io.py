@@ -1,4 +1,5 @@
 """Turning what a user hands a device (module, ONNX path or bytes) into ONNX bytes."""
+
 from __future__ import annotations
 
 import io
@@ -10,8 +11,9 @@ from typing import Any
 ARCH_KEY = "hwnas.arch"
 
 
-def to_onnx(model: Any, input_shape: Sequence[int], arch: str | None = None, dynamic_batch: bool = True,
-            opset: int = 17) -> bytes:
+def to_onnx(
+    model: Any, input_shape: Sequence[int], arch: str | None = None, dynamic_batch: bool = True, opset: int = 17
+) -> bytes:
     """ONNX bytes of `model`; an `nn.Module` is exported with input `input`, output `output`."""
     if isinstance(model, bytes):
         return model
@@ -30,8 +32,14 @@ def to_onnx(model: Any, input_shape: Sequence[int], arch: str | None = None, dyn
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (dummy,), buf, dynamo=False, opset_version=opset, input_names=["input"],
-            output_names=["output"], dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None,
+            model,
+            (dummy,),
+            buf,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None,
         )
     proto = onnx.load_from_string(buf.getvalue())
     if arch is not None:

@@ -1,4 +1,5 @@
 """onnxruntime backends: ort-cpu and ort-cuda."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,7 +12,12 @@ from devices.int8 import int8_onnx
 from devices.onnx_io import to_onnx
 from devices.registry import register
 
-_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+_OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 def _precision(text: str) -> str:
@@ -35,10 +41,18 @@ class _OrtDevice(Device):
         "threads": Option(int, 1, "intra-op threads (0: onnxruntime's default)"),
         "batch": Option(int, None, "batch size of the input"),
         "opt": Option(_opt_level, "all", "graph optimisation level"),
-        "precision": Option(_precision, "fp32", "fp32, or time the model's uniform int8 deployment: int8 (uint8 "
-                            "activations, x86's fast path) or int8-s8 (int8 activations)"),
-        "static": Option(parse_bool, False, "export at the timed input shape, batch included, so onnxruntime folds the "
-                         "shape arithmetic (a fixed-shape deployment); by default the batch axis is dynamic"),
+        "precision": Option(
+            _precision,
+            "fp32",
+            "fp32, or time the model's uniform int8 deployment: int8 (uint8 "
+            "activations, x86's fast path) or int8-s8 (int8 activations)",
+        ),
+        "static": Option(
+            parse_bool,
+            False,
+            "export at the timed input shape, batch included, so onnxruntime folds the "
+            "shape arithmetic (a fixed-shape deployment); by default the batch axis is dynamic",
+        ),
     }
 
     def _session(self, data: bytes) -> Any:

@@ -1,4 +1,5 @@
 """Device backends by name; `get(spec)` parses 'name:key=value,...' (or a table/remote spec)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,5 @@
 """`remote:http://host:port`: a device on another machine, reached through `hwnas device serve`."""
+
 from __future__ import annotations
 
 import base64

@@ -1,4 +1,5 @@
 """`table:PATH:COLUMN`: replays recorded latencies, so tests and benchmarks can "measure" devices."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -68,7 +69,9 @@ class TableDevice(Device):
                 known = [c for c in df.columns if c not in ("index", "arch")]
                 if "device" in df.columns:
                     known = sorted(df["device"].astype(str).unique())
-                raise ValueError(f"latency table {self.path!r} has no device {self.column!r}; it has: {', '.join(map(str, known))}")
+                raise ValueError(
+                    f"latency table {self.path!r} has no device {self.column!r}; it has: {', '.join(map(str, known))}"
+                )
             self._lookup = {self.key(a): float(v) for a, v in zip(rows["arch"], values)}
         return self._lookup
 

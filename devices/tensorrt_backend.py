@@ -1,4 +1,5 @@
 """TensorRT backend: an engine built from ONNX, timed with CUDA events. TensorRT imports lazily."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,8 +22,9 @@ def import_tensorrt() -> Any:
     return trt
 
 
-def build_engine(data: bytes, input_shape: Sequence[int], fp16: bool = False, workspace_mb: int = 2048,
-                 int8: bool = False) -> Any:
+def build_engine(
+    data: bytes, input_shape: Sequence[int], fp16: bool = False, workspace_mb: int = 2048, int8: bool = False
+) -> Any:
     """Parse ONNX bytes and build a serialized engine for exactly `input_shape`."""
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.ERROR)

@@ -1,4 +1,5 @@
 """How latency is timed: warm-up, round-robin rounds until stable, robust statistics, drift anchor."""
+
 from __future__ import annotations
 
 import time
@@ -40,7 +41,8 @@ class TimingPolicy:
     def __post_init__(self) -> None:
         if not 1 <= self.min_rounds <= self.max_rounds:
             raise ValueError(
-                f"`1 <= min_rounds <= max_rounds` must hold, but got min_rounds={self.min_rounds}, max_rounds={self.max_rounds}"
+                f"`1 <= min_rounds <= max_rounds` must hold, but got min_rounds={self.min_rounds}, "
+                f"max_rounds={self.max_rounds}"
             )
         if self.runs_per_round < 1:
             raise ValueError(f"runs_per_round must be >= 1, but got {self.runs_per_round}")

@@ -1,4 +1,5 @@
 """PyTorch eager backends: torch-cpu and torch-cuda (CUDA events, synchronised)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -20,8 +21,9 @@ def gpu_name() -> str:
         return ""
 
 
-def _inference(model: ModelLike, shape: Sequence[int], device: str, dtype: Any = None,
-               channels_last: bool = False) -> Callable[[], None]:
+def _inference(
+    model: ModelLike, shape: Sequence[int], device: str, dtype: Any = None, channels_last: bool = False
+) -> Callable[[], None]:
     """A function running `model` once on a random input of `shape`, under inference mode."""
     import torch
     from torch import nn
@@ -56,8 +58,9 @@ class TorchCPU(Device):
     def prepare(self, model: ModelLike, input_shape: Sequence[int], arch: str | None = None) -> Runner:
         import torch
 
-        runner = CallableRunner(_inference(model, self.batch_shape(input_shape), "cpu",
-                                           channels_last=self.config["channels_last"]))
+        runner = CallableRunner(
+            _inference(model, self.batch_shape(input_shape), "cpu", channels_last=self.config["channels_last"])
+        )
         return _Threads(runner, self.config["threads"] or torch.get_num_threads())
 
     def describe(self) -> dict[str, Any]:
@@ -138,7 +141,9 @@ class TorchCUDA(Device):
         "batch": Option(int, None, "batch size of the input"),
         "fp16": Option(parse_bool, False, "run in half precision"),
         "channels_last": Option(parse_bool, False, "NHWC memory format"),
-        "graphs": Option(parse_bool, False, "capture one call as a CUDA graph and time its replay (how a decoder is deployed)"),
+        "graphs": Option(
+            parse_bool, False, "capture one call as a CUDA graph and time its replay (how a decoder is deployed)"
+        ),
     }
 
     def prepare(self, model: ModelLike, input_shape: Sequence[int], arch: str | None = None) -> Runner:

@@ -2,6 +2,7 @@
 
 Nothing is downloaded and no user file is unpickled: CIFAR is read from the fixed-size records
 of the binary archives with numpy."""
+
 from __future__ import annotations
 
 import random
@@ -71,13 +72,26 @@ class TaskData:
     workers: int = 0
 
     def describe(self) -> dict:
-        return {"dataset": self.name, "num_classes": self.num_classes, "mean": list(self.mean), "std": list(self.std),
-                "resolution": self.resolution, "train": len(self.train), "val": len(self.val), "test": len(self.test)}
+        return {
+            "dataset": self.name,
+            "num_classes": self.num_classes,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resolution": self.resolution,
+            "train": len(self.train),
+            "val": len(self.val),
+            "test": len(self.test),
+        }
 
     def normalisation(self) -> dict:
         """What a deployed model needs to prepare its input: RGB in [0, 1], then (x - mean) / std."""
-        return {"mean": list(self.mean), "std": list(self.std), "resolution": self.resolution, "num_classes": self.num_classes,
-                "input": "RGB, NCHW, float32 in [0, 1], then (x - mean) / std"}
+        return {
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "resolution": self.resolution,
+            "num_classes": self.num_classes,
+            "input": "RGB, NCHW, float32 in [0, 1], then (x - mean) / std",
+        }
 
 
 def resize(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -112,8 +126,15 @@ class _Files(torch.utils.data.Dataset):
         return self.split.load(i, self.train)
 
 
-def batches(split: Split | FileSplit, batch_size: int, seed: int | None, data: TaskData, rank: int = 0, world: int = 1,
-            augment: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    split: Split | FileSplit,
+    batch_size: int,
+    seed: int | None,
+    data: TaskData,
+    rank: int = 0,
+    world: int = 1,
+    augment: bool | None = None,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Normalised (images, labels) batches. Shuffled with `seed` and augmented (training), or in order
     (evaluation) when seed is None. With `world` > 1 each rank takes its own share of every global batch."""
     n = len(split)
@@ -126,8 +147,9 @@ def batches(split: Split | FileSplit, batch_size: int, seed: int | None, data: T
         order = torch.arange(n)
         groups = [order[i : i + batch_size] for i in range(0, n, batch_size)]
     if isinstance(split, FileSplit):
-        loader = torch.utils.data.DataLoader(_Files(split, train), batch_sampler=[g.tolist() for g in groups],
-                                             num_workers=data.workers)
+        loader = torch.utils.data.DataLoader(
+            _Files(split, train), batch_sampler=[g.tolist() for g in groups], num_workers=data.workers
+        )
         images = iter(loader)
     for k, idx in enumerate(groups):
         x = next(images) if isinstance(split, FileSplit) else split.images[idx]
@@ -180,12 +202,19 @@ def _distort(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, generator=g)
     angle, scale, shear = u(-0.5, 0.5), u(0.75, 1.1), u(-0.3, 0.3)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin + shear, u(-0.2, 0.2)], 1), torch.stack([sin, cos, u(-0.2, 0.2)], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos, -sin + shear, u(-0.2, 0.2)], 1), torch.stack([sin, cos, u(-0.2, 0.2)], 1)], 1
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
     other = x[torch.randperm(n, generator=g)]
-    offset = torch.stack([torch.stack([torch.ones(n), torch.zeros(n), u(-1.0, 1.0)], 1),
-                          torch.stack([torch.zeros(n), torch.ones(n), u(-1.0, 1.0)], 1)], 1)
+    offset = torch.stack(
+        [
+            torch.stack([torch.ones(n), torch.zeros(n), u(-1.0, 1.0)], 1),
+            torch.stack([torch.zeros(n), torch.ones(n), u(-1.0, 1.0)], 1),
+        ],
+        1,
+    )
     clutter = F.grid_sample(other, F.affine_grid(offset, list(x.shape), align_corners=False), align_corners=False)
     out = torch.maximum(out, u(0.3, 0.6).view(-1, 1, 1, 1) * clutter)
     tint = 0.4 + 0.6 * torch.rand(n, 3, 1, 1, generator=g)
@@ -229,7 +258,12 @@ def cifar(root: str | Path, classes: int = 10, val_fraction: float = 0.1) -> Tas
     root = Path(root)
     if classes == 10:
         base = root / "cifar-10-batches-bin" if (root / "cifar-10-batches-bin").is_dir() else root
-        train_files, test_files, lb, li = [base / f"data_batch_{i}.bin" for i in range(1, 6)], [base / "test_batch.bin"], 1, 0
+        train_files, test_files, lb, li = (
+            [base / f"data_batch_{i}.bin" for i in range(1, 6)],
+            [base / "test_batch.bin"],
+            1,
+            0,
+        )
     elif classes == 100:
         base = root / "cifar-100-binary" if (root / "cifar-100-binary").is_dir() else root
         train_files, test_files, lb, li = [base / "train.bin"], [base / "test.bin"], 2, 1
@@ -237,7 +271,9 @@ def cifar(root: str | Path, classes: int = 10, val_fraction: float = 0.1) -> Tas
         raise ValueError(f"CIFAR has 10 or 100 classes, but got {classes}")
     missing = [str(p) for p in train_files + test_files if not p.is_file()]
     if missing:
-        raise ValueError(f"CIFAR-{classes} binary files not found: {missing[0]} (hwnas never downloads; give the local path)")
+        raise ValueError(
+            f"CIFAR-{classes} binary files not found: {missing[0]} (hwnas never downloads; give the local path)"
+        )
 
     def load(files: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
         parts = [_read_records(f, lb, li) for f in files]
@@ -247,7 +283,16 @@ def cifar(root: str | Path, classes: int = 10, val_fraction: float = 0.1) -> Tas
     X, y = load(train_files)
     Xt, yt = load(test_files)
     fit, val = _stratified(y.numpy(), val_fraction) if len(y) >= 10 * classes else (np.arange(len(y)), np.arange(0))
-    return TaskData(f"cifar{classes}", Split(X[fit], y[fit]), Split(X[val], y[val]), Split(Xt, yt), classes, CIFAR_MEAN, CIFAR_STD, 32)
+    return TaskData(
+        f"cifar{classes}",
+        Split(X[fit], y[fit]),
+        Split(X[val], y[val]),
+        Split(Xt, yt),
+        classes,
+        CIFAR_MEAN,
+        CIFAR_STD,
+        32,
+    )
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
@@ -272,15 +317,23 @@ def _scan(folder: Path, classes: list[str] | None = None) -> tuple[list[str], li
     return paths, labels, found
 
 
-def imagefolder(root: str | Path, resolution: int = 224, val_fraction: float = 0.1, auto_augment: str | None = None,
-                mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> TaskData:
+def imagefolder(
+    root: str | Path,
+    resolution: int = 224,
+    val_fraction: float = 0.1,
+    auto_augment: str | None = None,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> TaskData:
     """Images in root/train/<class>/ (and root/val/<class>/ as the test split, when present; otherwise
     a stratified fifth of train is held out as test). Training images get timm's training transform."""
     from timm.data import create_transform
 
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"ImageFolder root {str(root)!r} is not a directory (hwnas never downloads; give the local path)")
+        raise ValueError(
+            f"ImageFolder root {str(root)!r} is not a directory (hwnas never downloads; give the local path)"
+        )
     train_dir = root / "train" if (root / "train").is_dir() else root
     paths, labels, classes = _scan(train_dir)
     y = np.array(labels)
@@ -296,6 +349,14 @@ def imagefolder(root: str | Path, resolution: int = 224, val_fraction: float = 0
     train_tf = create_transform(resolution, is_training=True, auto_augment=auto_augment, **unit)
     eval_tf = create_transform(resolution, is_training=False, crop_pct=0.875 if resolution >= 128 else 1.0, **unit)
     pick = lambda ps, ls: FileSplit(list(ps), torch.tensor(ls, dtype=torch.int64), train_tf, eval_tf)
-    return TaskData(f"imagefolder:{root.name}", pick([paths[i] for i in fit], y[fit].tolist()),
-                    pick([paths[i] for i in val], y[val].tolist()), pick(test_paths, list(test_labels)),
-                    len(classes), tuple(mean), tuple(std), resolution, "timm")
+    return TaskData(
+        f"imagefolder:{root.name}",
+        pick([paths[i] for i in fit], y[fit].tolist()),
+        pick([paths[i] for i in val], y[val].tolist()),
+        pick(test_paths, list(test_labels)),
+        len(classes),
+        tuple(mean),
+        tuple(std),
+        resolution,
+        "timm",
+    )

@@ -3,6 +3,7 @@ calibration, per-channel weights) and TensorRT engines (checked the same way on 
 
 The export folder is self-describing: model.onnx / model.engine, and model.json with the
 architecture, input shape, normalisation, class count, accuracy and the measured latency."""
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ def _session(model: str | Path | bytes) -> Any:
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        model if isinstance(model, bytes) else str(model), opts, providers=["CPUExecutionProvider"]
+    )
 
 
 def _ort_run(path: Path, x: np.ndarray) -> np.ndarray:
@@ -49,7 +52,8 @@ def check_onnx(path: Path, model: nn.Module, inputs: torch.Tensor) -> dict[str, 
 
 
 def onnx_accuracy(path: str | Path | bytes, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """Top-1 of an ONNX model (file or bytes) under onnxruntime on (normalised images, labels) batches: what a user gets."""
+    """Top-1 of an ONNX model (file or bytes) under onnxruntime on (normalised images, labels) batches: what a user
+    gets."""
     sess = _session(path)
     name = sess.get_inputs()[0].name
     correct = total = 0
@@ -60,7 +64,9 @@ def onnx_accuracy(path: str | Path | bytes, batches: Iterable[tuple[torch.Tensor
     return correct / max(total, 1)
 
 
-def export_tensorrt(onnx_path: Path, out: Path, model: nn.Module, inputs: torch.Tensor, fp16: bool, int8: bool) -> dict[str, Any]:
+def export_tensorrt(
+    onnx_path: Path, out: Path, model: nn.Module, inputs: torch.Tensor, fp16: bool, int8: bool
+) -> dict[str, Any]:
     """Build an engine for the input shape and compare its output with PyTorch's (on the GPU)."""
     from devices.tensorrt_backend import EngineRunner, build_engine, import_tensorrt
     from devices.torch_backend import require_cuda
@@ -88,9 +94,17 @@ def export_tensorrt(onnx_path: Path, out: Path, model: nn.Module, inputs: torch.
     return {"max_abs_diff": err, "top1_agreement": agree, "rtol": rtol, "atol": atol}
 
 
-def export_model(model: nn.Module, input_shape: tuple[int, ...], out_dir: str | Path, info: dict[str, Any],
-                 check_inputs: torch.Tensor, fmt: str = "onnx", fp16: bool = False, int8: bool = False,
-                 calibration: Iterable[np.ndarray] | None = None) -> dict[str, Any]:
+def export_model(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    out_dir: str | Path,
+    info: dict[str, Any],
+    check_inputs: torch.Tensor,
+    fmt: str = "onnx",
+    fp16: bool = False,
+    int8: bool = False,
+    calibration: Iterable[np.ndarray] | None = None,
+) -> dict[str, Any]:
     """Write model.onnx (and model.int8.onnx / model.engine) plus model.json into `out_dir`."""
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, but got {fmt!r}")
@@ -101,8 +115,16 @@ def export_model(model: nn.Module, input_shape: tuple[int, ...], out_dir: str | 
     model = model.eval()
     onnx_path = out / "model.onnx"
     onnx_path.write_bytes(to_onnx(model, input_shape, info.get("arch"), dynamic_batch=True, opset=OPSET))
-    meta = {**info, "format": fmt, "files": {"onnx": onnx_path.name}, "opset": OPSET, "dynamic_batch": True,
-            "input_name": "input", "output_name": "output", "check": {"onnxruntime": check_onnx(onnx_path, model, check_inputs)}}
+    meta = {
+        **info,
+        "format": fmt,
+        "files": {"onnx": onnx_path.name},
+        "opset": OPSET,
+        "dynamic_batch": True,
+        "input_name": "input",
+        "output_name": "output",
+        "check": {"onnxruntime": check_onnx(onnx_path, model, check_inputs)},
+    }
     deployed = onnx_path
     if int8:
         if calibration is None:
@@ -125,7 +147,9 @@ def export_model(model: nn.Module, input_shape: tuple[int, ...], out_dir: str | 
     return meta
 
 
-def export_checked(model: torch.nn.Module, space: Any, arch: str, val: np.ndarray, seq_len: int, out: Path) -> dict[str, Any]:
+def export_checked(
+    model: torch.nn.Module, space: Any, arch: str, val: np.ndarray, seq_len: int, out: Path
+) -> dict[str, Any]:
     """A language model's `out/model.onnx` at `seq_len` (dynamic batch), checked against PyTorch with onnxruntime
     on held-out bytes `val`; raises when they differ. Returns the model card's fields."""
     import onnxruntime as ort
@@ -139,8 +163,15 @@ def export_checked(model: torch.nn.Module, space: Any, arch: str, val: np.ndarra
     err = float(np.max(np.abs(got - want)))
     ok = bool(np.allclose(got, want, rtol=1e-3, atol=1e-4))
     if not ok:
-        raise RuntimeError(f"{out / 'model.onnx'}: onnxruntime differs from PyTorch by {err:.2e} (rtol 1e-3, atol 1e-4)")
-    return {"arch": arch, "space": space.spec, "input_shape": list(shape),
-            "input": "byte ids (float in the ONNX graph; cast to int64 inside)",
-            "weights": "weights.pt (a state_dict; torch.load(..., weights_only=True))",
-            "onnxruntime_max_abs_diff": err, "onnxruntime_matches": ok}
+        raise RuntimeError(
+            f"{out / 'model.onnx'}: onnxruntime differs from PyTorch by {err:.2e} (rtol 1e-3, atol 1e-4)"
+        )
+    return {
+        "arch": arch,
+        "space": space.spec,
+        "input_shape": list(shape),
+        "input": "byte ids (float in the ONNX graph; cast to int64 inside)",
+        "weights": "weights.pt (a state_dict; torch.load(..., weights_only=True))",
+        "onnxruntime_max_abs_diff": err,
+        "onnxruntime_matches": ok,
+    }

@@ -1,4 +1,5 @@
 """How well predicted figures rank and match measured ones: Spearman's rho, Kendall's tau, MAPE (%)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,4 +19,8 @@ def rank_scores(pred: Sequence[float], true: Sequence[float]) -> dict[str, float
     p, t = np.asarray(pred, np.float64), np.asarray(true, np.float64)
     if len(p) < 3:
         return {"spearman": float("nan"), "kendall": float("nan"), "mape": mape(p, t)}
-    return {"spearman": float(spearmanr(p, t).statistic), "kendall": float(kendalltau(p, t).statistic), "mape": mape(p, t)}
+    return {
+        "spearman": float(spearmanr(p, t).statistic),
+        "kendall": float(kendalltau(p, t).statistic),
+        "mape": mape(p, t),
+    }

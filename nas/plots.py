@@ -1,4 +1,5 @@
 """matplotlib set up once for files, never a screen: every PNG hwnas writes comes through here."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """Progress and logs: a rich progress bar on stderr behind a tiny callback, and the `Log` callable type."""
+
 from __future__ import annotations
 
 import contextlib
@@ -15,8 +16,13 @@ Log = Callable[[str], None]  # where long work reports what it is doing (console
 def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     """Yields `update(done, total)`."""
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=console, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     ) as bar:
         task = bar.add_task(description, total=None)
 

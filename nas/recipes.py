@@ -1,4 +1,5 @@
 """Recipes: YAML (safe_load) validated into typed config; a wrong field gets an error naming it."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -77,7 +78,9 @@ class Recipe:
 
 
 DATASETS = ("digits", "digits-hard", "cifar10", "cifar100", "imagefolder")
-DEFAULT_BUDGET_FRACTION = 0.7  # of the largest subnet's (image) or the all-attention baseline's (hybrid) measured latency
+DEFAULT_BUDGET_FRACTION = (
+    0.7  # of the largest subnet's (image) or the all-attention baseline's (hybrid) measured latency
+)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -88,7 +91,9 @@ def _fill(cls: type, values: Any, where: str, source: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
-            raise ValueError(f"{source}: unknown field {where + '.' if where else ''}{key}; allowed: {', '.join(fields)}")
+            raise ValueError(
+                f"{source}: unknown field {where + '.' if where else ''}{key}; allowed: {', '.join(fields)}"
+            )
         sub = fields[key].default_factory
         if dataclasses.is_dataclass(sub):
             kwargs[key] = _fill(sub, value, key, source)
@@ -127,10 +132,14 @@ def recipe_from_dict(raw: Any, source: str) -> Recipe:
     if not recipe.data.name.startswith("digits") and not recipe.data.path:
         raise ValueError(f"{source}: data.path is required for {recipe.data.name} (hwnas never downloads)")
     if recipe.data.augment is not None and recipe.data.augment not in AUGMENTS:
-        raise ValueError(f"{source}: data.augment must be one of {', '.join(AUGMENTS)}, but got {recipe.data.augment!r}")
+        raise ValueError(
+            f"{source}: data.augment must be one of {', '.join(AUGMENTS)}, but got {recipe.data.augment!r}"
+        )
     check_budget_and_search(recipe, source)
     if recipe.export.format not in FORMATS:
-        raise ValueError(f"{source}: export.format must be one of {', '.join(FORMATS)}, but got {recipe.export.format!r}")
+        raise ValueError(
+            f"{source}: export.format must be one of {', '.join(FORMATS)}, but got {recipe.export.format!r}"
+        )
     try:
         check_settings(recipe.quantize.tolerance, recipe.quantize.method, recipe.quantize.search, "quantize.")
         if recipe.quantize.activations != "auto":
@@ -156,9 +165,13 @@ def check_budget_and_search(recipe: Any, source: str) -> None:
     if recipe.budget_ms is not None and recipe.budget_fraction is not None:
         raise ValueError(f"{source}: give budget_ms or budget_fraction, not both")
     if recipe.search.strategy not in STRATEGIES:
-        raise ValueError(f"{source}: search.strategy must be one of {', '.join(STRATEGIES)}, but got {recipe.search.strategy!r}")
+        raise ValueError(
+            f"{source}: search.strategy must be one of {', '.join(STRATEGIES)}, but got {recipe.search.strategy!r}"
+        )
     if recipe.search.objective not in KINDS:
-        raise ValueError(f"{source}: search.objective must be one of {', '.join(KINDS)}, but got {recipe.search.objective!r}")
+        raise ValueError(
+            f"{source}: search.objective must be one of {', '.join(KINDS)}, but got {recipe.search.objective!r}"
+        )
 
 
 def search_device_spec(recipe: Recipe) -> str:
@@ -258,8 +271,6 @@ def hybrid_recipe_from_dict(raw: Any, source: str) -> HybridRecipe:
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from None
     return recipe
-
-
 
 
 def load_any_recipe(path: str | Path) -> Recipe | HybridRecipe:

@@ -1,5 +1,6 @@
 """A run directory: the one owner of its file names, its recipe.yaml and result.json, and of the two
 append-only file kinds every cache uses (JSON lines that survive a kill mid-line, atomic rewrites)."""
+
 from __future__ import annotations
 
 import json
@@ -96,7 +97,9 @@ class RunDir:
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as err:
-            raise ValueError(f"{path}: cannot read the run's recipe ({getattr(err, 'strerror', None) or err})") from None
+            raise ValueError(
+                f"{path}: cannot read the run's recipe ({getattr(err, 'strerror', None) or err})"
+            ) from None
         return raw if isinstance(raw, dict) else {}
 
     def write_recipe(self, raw: dict[str, Any]) -> None:

@@ -1,4 +1,5 @@
 """Latency predictors: features in, milliseconds out; few-shot adaptation. Imports nothing else of hwnas."""
+
 from __future__ import annotations
 
 from predictors import graph, help, linear, neural  # noqa: F401  (registers the predictors)

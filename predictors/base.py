@@ -3,6 +3,7 @@
 Scikit-learn's habits: constructors only store parameters; fitted state ends in `_`.
 Files are safetensors (arrays) + JSON (everything else); nothing is ever pickled.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,9 @@ class Predictor:
 
     def block(self, X: np.ndarray, name: str) -> np.ndarray:
         if not self.layout or name not in self.layout:
-            raise ValueError(f"predictor {self.name!r} needs the feature block {name!r}; layout has {sorted(self.layout or {})}")
+            raise ValueError(
+                f"predictor {self.name!r} needs the feature block {name!r}; layout has {sorted(self.layout or {})}"
+            )
         start, stop = self.layout[name]
         return np.asarray(X[:, start:stop], dtype=np.float64)
 
@@ -74,7 +77,10 @@ class Predictor:
 
     def check_fitted(self, attr: str) -> None:
         if getattr(self, attr, None) is None:
-            raise NotFittedError(f"predictor {self.name!r} is not {'adapted' if 'adapt' in attr or attr.startswith('w') else 'fitted'} yet")
+            raise NotFittedError(
+                f"predictor {self.name!r} is not {'adapted' if 'adapt' in attr or attr.startswith('w') else 'fitted'} "
+                "yet"
+            )
 
     def save(self, path: str | Path, meta: dict[str, Any] | None = None) -> None:
         """Write `path`.safetensors and `path`.json."""
@@ -84,8 +90,13 @@ class Predictor:
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {k: np.ascontiguousarray(v) for k, v in self._arrays().items()}
         save_file(arrays, str(with_suffix(path, ".safetensors")))
-        doc = {"format": FORMAT, "predictor": self.name, "params": self.get_params(),
-               "fitted": self._scalars(), "meta": meta or {}}
+        doc = {
+            "format": FORMAT,
+            "predictor": self.name,
+            "params": self.get_params(),
+            "fitted": self._scalars(),
+            "meta": meta or {},
+        }
         with_suffix(path, ".json").write_text(json.dumps(doc, indent=1, default=_json_default))
 
 

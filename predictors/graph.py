@@ -2,6 +2,7 @@
 follow the space's gene graph (the cell's data flow in NAS-Bench-201, a chain elsewhere); graph
 convolutions, a mean over nodes, one head per source device; a new device gets a ridge head on the
 graph embedding (log space)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,14 +14,23 @@ from predictors.registry import register
 
 @register("gcn")
 class GraphRegressor(EmbeddingHead, Predictor):
-    def __init__(self, layout: Layout | None = None, seed: int = 0, hidden: int = 128, layers: int = 3,
-                 steps: int = 2000, lr: float = 1e-3) -> None:
+    def __init__(
+        self,
+        layout: Layout | None = None,
+        seed: int = 0,
+        hidden: int = 128,
+        layers: int = 3,
+        steps: int = 2000,
+        lr: float = 1e-3,
+    ) -> None:
         super().__init__(layout, seed)
         self.hidden, self.layers, self.steps, self.lr = hidden, layers, steps, lr
 
     def _graph(self) -> tuple[list[int], np.ndarray]:
         if not self.layout or "gene_sizes" not in self.layout:
-            raise ValueError(f"predictor {self.name!r} needs the gene layout (gene_sizes, gene_edges); re-make the base")
+            raise ValueError(
+                f"predictor {self.name!r} needs the gene layout (gene_sizes, gene_edges); re-make the base"
+            )
         sizes = list(self.layout["gene_sizes"])
         g = len(sizes)
         A = np.eye(g)
@@ -60,8 +70,9 @@ class GraphRegressor(EmbeddingHead, Predictor):
                     x = torch.relu(conv(A @ x))
                 return self.head(x.mean(1))
 
-        net, self.mu_, self.sd_ = fit_log_latency(lambda devices: Net(devices, self.hidden), nodes, Y, self.seed,
-                                                  self.steps, self.lr)
+        net, self.mu_, self.sd_ = fit_log_latency(
+            lambda devices: Net(devices, self.hidden), nodes, Y, self.seed, self.steps, self.lr
+        )
         for i, conv in enumerate(net.convs):
             setattr(self, f"W{i}_", conv.weight.detach().numpy().T.copy())
             setattr(self, f"b{i}_", conv.bias.detach().numpy().copy())

@@ -4,6 +4,7 @@ latencies, a predictor whose layers that embedding modulates, meta-learned with 
 Our compact reading of it: targets are log-latencies standardised by the device's reference
 latencies (so ranks, and ms after de-standardising); the modulator is FiLM on both hidden
 layers; the inner loop takes a few SGD steps on the references."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,17 @@ PARAMS = ("W0", "b0", "W1", "b1", "W2", "b2", "Wm", "bm")
 
 @register("help")
 class HELP(Predictor):
-    def __init__(self, layout: Layout | None = None, seed: int = 0, n_ref: int = 10, hidden: int = 128,
-                 meta_steps: int = 1500, inner_steps: int = 2, inner_lr: float = 0.05, lr: float = 1e-3) -> None:
+    def __init__(
+        self,
+        layout: Layout | None = None,
+        seed: int = 0,
+        n_ref: int = 10,
+        hidden: int = 128,
+        meta_steps: int = 1500,
+        inner_steps: int = 2,
+        inner_lr: float = 0.05,
+        lr: float = 1e-3,
+    ) -> None:
         super().__init__(layout, seed)
         self.n_ref, self.hidden, self.meta_steps = n_ref, hidden, meta_steps
         self.inner_steps, self.inner_lr, self.lr = inner_steps, inner_lr, lr
@@ -67,9 +77,16 @@ class HELP(Predictor):
         H = self.block(X, "onehot").astype(np.float32)
         d, k = H.shape[1], self.hidden
         init = lambda *shape: torch.nn.Parameter(torch.randn(*shape) * (2 / shape[0]) ** 0.5)
-        params = {"W0": init(d, k), "b0": torch.nn.Parameter(torch.zeros(k)), "W1": init(k, k),
-                  "b1": torch.nn.Parameter(torch.zeros(k)), "W2": init(k, 1), "b2": torch.nn.Parameter(torch.zeros(1)),
-                  "Wm": torch.nn.Parameter(torch.zeros(len(refs), 4 * k)), "bm": torch.nn.Parameter(torch.zeros(4 * k))}
+        params = {
+            "W0": init(d, k),
+            "b0": torch.nn.Parameter(torch.zeros(k)),
+            "W1": init(k, k),
+            "b1": torch.nn.Parameter(torch.zeros(k)),
+            "W2": init(k, 1),
+            "b2": torch.nn.Parameter(torch.zeros(1)),
+            "Wm": torch.nn.Parameter(torch.zeros(len(refs), 4 * k)),
+            "bm": torch.nn.Parameter(torch.zeros(4 * k)),
+        }
         opt = torch.optim.Adam(params.values(), self.lr)
         Xt = torch.tensor(H)
         x_ref = Xt[refs]
@@ -114,7 +131,9 @@ class HELP(Predictor):
         H = self.block(X_ref, "onehot").astype(np.float32)
         order = [int(np.argmin(np.abs(H - r).sum(1))) for r in self.ref_X_]
         if len(X_ref) != len(self.ref_X_) or any(np.abs(H[o] - r).sum() > 0 for o, r in zip(order, self.ref_X_)):
-            raise ValueError("HELP adapts only on its own reference architectures (hwnas reference with a help base lists them)")
+            raise ValueError(
+                "HELP adapts only on its own reference architectures (hwnas reference with a help base lists them)"
+            )
         y = np.asarray(y_ref, float)[order]
         self.mu_, self.sd_ = self._standardise(y)
         h = torch.tensor((np.log(y) - self.mu_) / self.sd_, dtype=torch.float32)
@@ -130,5 +149,7 @@ class HELP(Predictor):
         self.check_fitted("h_")
         fast = {k: torch.tensor(getattr(self, f"fast_{k}_")) for k in PARAMS}
         with torch.no_grad():
-            t = self._forward(fast, torch.tensor(self.block(X, "onehot").astype(np.float32)), torch.tensor(self.h_)).numpy()
+            t = self._forward(
+                fast, torch.tensor(self.block(X, "onehot").astype(np.float32)), torch.tensor(self.h_)
+            ).numpy()
         return np.exp(t * self.sd_ + self.mu_)

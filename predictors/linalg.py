@@ -1,4 +1,5 @@
 """Small least-squares fits shared by the predictors (all with an intercept)."""
+
 from __future__ import annotations
 
 import numpy as np

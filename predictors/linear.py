@@ -1,4 +1,5 @@
 """Linear baselines: FLOPs proxy, per-operation counts, and a mixture of per-device lookup tables."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Neural predictors: a multi-device MLP (BRP-NAS style) and hwnas's mixture of source experts."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -12,8 +13,9 @@ from predictors.linear import LookupTableMixture
 from predictors.registry import register
 
 
-def fit_log_latency(make_net: Callable[[int], Any], inputs: np.ndarray, Y: np.ndarray, seed: int, steps: int,
-                    lr: float) -> tuple[Any, np.ndarray, np.ndarray]:
+def fit_log_latency(
+    make_net: Callable[[int], Any], inputs: np.ndarray, Y: np.ndarray, seed: int, steps: int, lr: float
+) -> tuple[Any, np.ndarray, np.ndarray]:
     """Train `make_net(devices)` (inputs batch -> one output per source device) on each device's
     standardised log latency, NaNs masked: returns (net, mu, sd) of the log latencies."""
     import torch
@@ -60,8 +62,9 @@ class EmbeddingHead:
 class _Experts(Predictor):
     """A shared MLP trunk with one head per source device, trained on log-latency (NaNs masked)."""
 
-    def __init__(self, layout: Layout | None = None, seed: int = 0, hidden: int = 256, steps: int = 3000,
-                 lr: float = 1e-3) -> None:
+    def __init__(
+        self, layout: Layout | None = None, seed: int = 0, hidden: int = 256, steps: int = 3000, lr: float = 1e-3
+    ) -> None:
         super().__init__(layout, seed)
         self.hidden, self.steps, self.lr = hidden, steps, lr
 
@@ -72,9 +75,13 @@ class _Experts(Predictor):
         import torch
 
         def make_net(devices: int) -> torch.nn.Module:
-            return torch.nn.Sequential(torch.nn.Linear(inputs.shape[1], self.hidden), torch.nn.ReLU(),
-                                       torch.nn.Linear(self.hidden, self.hidden), torch.nn.ReLU(),
-                                       torch.nn.Linear(self.hidden, devices))
+            return torch.nn.Sequential(
+                torch.nn.Linear(inputs.shape[1], self.hidden),
+                torch.nn.ReLU(),
+                torch.nn.Linear(self.hidden, self.hidden),
+                torch.nn.ReLU(),
+                torch.nn.Linear(self.hidden, devices),
+            )
 
         inputs = self._inputs(X)
         net, self.mu_, self.sd_ = fit_log_latency(make_net, inputs, Y, self.seed, self.steps, self.lr)
@@ -120,8 +127,15 @@ class ExpertMixture(_Experts):
     kind, activations, weights and operator count (for devices unlike any source). The prediction
     averages those whose leave-one-out error on the references is within `near` times the best."""
 
-    def __init__(self, layout: Layout | None = None, seed: int = 0, hidden: int = 256, steps: int = 3000,
-                 lr: float = 1e-3, near: float = 1.5) -> None:
+    def __init__(
+        self,
+        layout: Layout | None = None,
+        seed: int = 0,
+        hidden: int = 256,
+        steps: int = 3000,
+        lr: float = 1e-3,
+        near: float = 1.5,
+    ) -> None:
         super().__init__(layout, seed, hidden, steps, lr)
         self.near = near
 
@@ -134,8 +148,11 @@ class ExpertMixture(_Experts):
         H = self.block(X, "onehot")
         lut = np.column_stack([H, np.ones(len(H))]) @ self.tables_
         agnostic = self.block(X, "agnostic")
-        out = [(np.column_stack([self.sources(X), agnostic]), "nnls"), (np.column_stack([lut, agnostic]), "nnls"),
-               (np.column_stack([self.block(X, "counts"), agnostic]), "ridge")]
+        out = [
+            (np.column_stack([self.sources(X), agnostic]), "nnls"),
+            (np.column_stack([lut, agnostic]), "nnls"),
+            (np.column_stack([self.block(X, "counts"), agnostic]), "ridge"),
+        ]
         if "costs" in (self.layout or {}):
             out.append((self.block(X, "costs"), "nnls"))
         return out

@@ -1,4 +1,5 @@
 """Choosing the architectures to measure on a new device: a greedy D-optimal design."""
+
 from __future__ import annotations
 
 import numpy as np

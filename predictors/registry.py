@@ -1,4 +1,5 @@
 """Predictors by name."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -10,6 +11,7 @@ class UnknownNameError(KeyError, ValueError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
 
 _REGISTRY: dict[str, type] = {}
 

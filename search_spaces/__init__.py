@@ -1,4 +1,5 @@
 """Search spaces: what an architecture is. Imports nothing else of hwnas."""
+
 from __future__ import annotations
 
 # Importing the families registers them.
@@ -7,5 +8,17 @@ from search_spaces.archs import read_archs, sample_archs
 from search_spaces.base import SearchSpace, Supernet, count_flops, count_params
 from search_spaces.registry import create, get, load_space, names, parse_space_spec, register
 
-__all__ = ["SearchSpace", "Supernet", "count_flops", "count_params", "create", "get", "load_space", "names",
-           "parse_space_spec", "read_archs", "register", "sample_archs"]
+__all__ = [
+    "SearchSpace",
+    "Supernet",
+    "count_flops",
+    "count_params",
+    "create",
+    "get",
+    "load_space",
+    "names",
+    "parse_space_spec",
+    "read_archs",
+    "register",
+    "sample_archs",
+]

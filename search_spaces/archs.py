@@ -1,4 +1,5 @@
 """Architecture lists: read from a file of canonical strings, or drawn at random."""
+
 from __future__ import annotations
 
 from typing import Any

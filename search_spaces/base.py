@@ -1,4 +1,5 @@
 """The protocol every search space follows, with the gene machinery most spaces share."""
+
 from __future__ import annotations
 
 import itertools
@@ -39,7 +40,15 @@ class Op(NamedTuple):
         """Multiply-adds, matmuls included."""
         if self.kind not in ("conv", "linear", "matmul"):
             return 0
-        return self.positions * self.out_hw * self.out_hw * self.c_out * (self.c_in // self.groups) * self.kernel * self.kernel
+        return (
+            self.positions
+            * self.out_hw
+            * self.out_hw
+            * self.c_out
+            * (self.c_in // self.groups)
+            * self.kernel
+            * self.kernel
+        )
 
     @property
     def macs(self) -> int:
@@ -47,7 +56,11 @@ class Op(NamedTuple):
 
     @property
     def weights(self) -> int:
-        return self.c_out * (self.c_in // self.groups) * self.kernel * self.kernel if self.kind in ("conv", "linear") else 0
+        return (
+            self.c_out * (self.c_in // self.groups) * self.kernel * self.kernel
+            if self.kind in ("conv", "linear")
+            else 0
+        )
 
 
 def totals(ops: Sequence[Op]) -> tuple[int, int]:
@@ -84,9 +97,7 @@ class SearchSpace:
 
     def validate(self, arch: Sequence) -> tuple:
         if len(arch) != len(self.genes):
-            raise ValueError(
-                f"{self.name}: an architecture has {len(self.genes)} genes, but got {len(arch)}"
-            )
+            raise ValueError(f"{self.name}: an architecture has {len(self.genes)} genes, but got {len(arch)}")
         for gene, value in zip(self.genes, arch):
             if value not in gene.options:
                 raise ValueError(
@@ -162,7 +173,9 @@ class SearchSpace:
         """`encode` of each arch, as rows."""
         index = [{v: i for i, v in enumerate(g.options)} for g in self.genes]
         offsets = np.cumsum([0] + [len(g.options) for g in self.genes])[:-1]
-        cols = offsets + np.array([[ix[v] for ix, v in zip(index, a)] for a in archs], dtype=np.int64).reshape(len(archs), -1)
+        cols = offsets + np.array([[ix[v] for ix, v in zip(index, a)] for a in archs], dtype=np.int64).reshape(
+            len(archs), -1
+        )
         on = np.array([self.active(a) for a in archs], dtype=np.float32).reshape(len(archs), -1)
         out = np.zeros((len(archs), self.encoding_size), dtype=np.float32)
         np.put_along_axis(out, cols, on, axis=1)
@@ -265,7 +278,8 @@ class Supernet(Protocol):
     def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
 
     def extract(self, arch: tuple | None = None) -> nn.Module:
-        """The standalone model of `arch` (default: the active one), weights copied; its outputs equal the supernet's."""
+        """The standalone model of `arch` (default: the active one), weights copied; its outputs equal the
+        supernet's."""
 
     def largest(self) -> tuple: ...
 

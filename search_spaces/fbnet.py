@@ -1,4 +1,5 @@
 """FBNet (v1) space as HW-NAS-Bench and HELP use it: 22 searchable layers, 9 candidate blocks."""
+
 from __future__ import annotations
 
 from functools import cache
@@ -78,11 +79,13 @@ def block_operators(op: str, c_in: int, c_out: int, stride: int, hw: int) -> tup
         return (Op("conv", c_in, c_out, 1, 1, hw, out_hw, 2 * c_out),) if stride != 1 or c_in != c_out else ()
     k, e, g = parse_op(op)
     mid = c_in * e
-    return (Op("conv", c_in, mid, 1, g, hw, hw, 2 * mid),
-            *([Op("eltwise", mid, mid, in_hw=hw, out_hw=hw)] if g > 1 else []),  # channel shuffle
-            Op("conv", mid, mid, k, mid, hw, out_hw, 2 * mid),
-            Op("conv", mid, c_out, 1, g, out_hw, out_hw, 2 * c_out),
-            *([Op("eltwise", c_out, c_out, in_hw=hw, out_hw=hw)] if out_hw == hw and c_in == c_out else []))
+    return (
+        Op("conv", c_in, mid, 1, g, hw, hw, 2 * mid),
+        *([Op("eltwise", mid, mid, in_hw=hw, out_hw=hw)] if g > 1 else []),  # channel shuffle
+        Op("conv", mid, mid, k, mid, hw, out_hw, 2 * mid),
+        Op("conv", mid, c_out, 1, g, out_hw, out_hw, 2 * c_out),
+        *([Op("eltwise", c_out, c_out, in_hw=hw, out_hw=hw)] if out_hw == hw and c_in == c_out else []),
+    )
 
 
 @cache
@@ -113,7 +116,9 @@ class FBNetNet(nn.Module):
 class FBNet(SearchSpace):
     """Architectures are 22-tuples of block names; the CIFAR-100 macro structure by default."""
 
-    def __init__(self, dataset: str = "cifar", num_classes: int = 100, resolution: int | None = None, spec: str | None = None):
+    def __init__(
+        self, dataset: str = "cifar", num_classes: int = 100, resolution: int | None = None, spec: str | None = None
+    ):
         self.spec = spec or self.name
         if dataset not in STRIDES:
             raise ValueError(f"fbnet: dataset must be one of {sorted(STRIDES)}, but got {dataset!r}")
@@ -148,6 +153,9 @@ class FBNet(SearchSpace):
             ops.extend(block_operators(op, c_in, c_out, stride, hw))
             hw = (hw + stride - 1) // stride
         head = HEAD[self.dataset]
-        ops += [Op("conv", STAGE_CHANNELS[-1], head, 1, 1, hw, hw, 2 * head), Op("pool", head, head, hw, head, hw, 1),
-                Op("linear", head, self.num_classes, extra_params=self.num_classes)]
+        ops += [
+            Op("conv", STAGE_CHANNELS[-1], head, 1, 1, hw, hw, 2 * head),
+            Op("pool", head, head, hw, head, hw, 1),
+            Op("linear", head, self.num_classes, extra_params=self.num_classes),
+        ]
         return ops

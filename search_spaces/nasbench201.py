@@ -1,4 +1,5 @@
 """NAS-Bench-201: a cell of 4 nodes, 6 edges, 5 operations; 15,625 architectures."""
+
 from __future__ import annotations
 
 from functools import cache
@@ -69,9 +70,7 @@ class ResidualReduction(nn.Module):
         super().__init__()
         self.conv_a = ReLUConvBN(c_in, c_out, 3, 2)
         self.conv_b = ReLUConvBN(c_out, c_out, 3, 1)
-        self.downsample = nn.Sequential(
-            nn.AvgPool2d(2, stride=2, padding=0), nn.Conv2d(c_in, c_out, 1, bias=False)
-        )
+        self.downsample = nn.Sequential(nn.AvgPool2d(2, stride=2, padding=0), nn.Conv2d(c_in, c_out, 1, bias=False))
 
     def forward(self, x):
         return self.downsample(x) + self.conv_b(self.conv_a(x))
@@ -102,7 +101,14 @@ class NASBench201Net(nn.Module):
 class NASBench201(SearchSpace):
     """Architectures are 6-tuples of op names, one per edge in string order."""
 
-    def __init__(self, channels: int = 16, cells_per_stage: int = 5, num_classes: int = 10, resolution: int = 32, spec: str | None = None):
+    def __init__(
+        self,
+        channels: int = 16,
+        cells_per_stage: int = 5,
+        num_classes: int = 10,
+        resolution: int = 32,
+        spec: str | None = None,
+    ):
         self.spec = spec or self.name
         self.channels = channels
         self.cells_per_stage = cells_per_stage
@@ -160,11 +166,18 @@ class NASBench201(SearchSpace):
         for i, (ch, hw) in enumerate(self._stages()):
             if i > 0:
                 c_in = ch // 2
-                ops += [Op("conv", c_in, ch, 3, 1, 2 * hw, hw, 2 * ch), Op("conv", ch, ch, 3, 1, hw, hw, 2 * ch),
-                        Op("pool", c_in, c_in, 2, c_in, 2 * hw, hw), Op("conv", c_in, ch, 1, 1, hw, hw)]
+                ops += [
+                    Op("conv", c_in, ch, 3, 1, 2 * hw, hw, 2 * ch),
+                    Op("conv", ch, ch, 3, 1, hw, hw, 2 * ch),
+                    Op("pool", c_in, c_in, 2, c_in, 2 * hw, hw),
+                    Op("conv", c_in, ch, 1, 1, hw, hw),
+                ]
             cell = [op for name in arch for op in edge_operators(name, ch, hw)]
             ops += cell * self.cells_per_stage
         last, hw = self._stages()[-1]
-        ops += [Op("eltwise", last, last, in_hw=hw, out_hw=hw, extra_params=2 * last), Op("pool", last, last, hw, last, hw, 1),
-                Op("linear", last, self.num_classes, extra_params=self.num_classes)]
+        ops += [
+            Op("eltwise", last, last, in_hw=hw, out_hw=hw, extra_params=2 * last),
+            Op("pool", last, last, hw, last, hw, 1),
+            Op("linear", last, self.num_classes, extra_params=self.num_classes),
+        ]
         return ops

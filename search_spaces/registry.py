@@ -1,4 +1,5 @@
 """Name -> search-space factory, the way timm finds models by name."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -12,6 +13,7 @@ class UnknownNameError(KeyError, ValueError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
+
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 

@@ -1,5 +1,6 @@
 """The import rules of ARCHITECTURE.md: lower packages import neither nas nor each other, and no module of
 ours imports in a cycle (function-level imports included)."""
+
 from __future__ import annotations
 
 import ast
@@ -86,6 +87,11 @@ def test_rooms_below_the_runs_never_import_the_runs_or_the_cli():
     upper = ("nas.cli", "nas.pipeline", "nas.lm", "nas.bench")
     lower = ("nas.latency", "nas.training", "nas.supernet", "nas.search", "nas.quantize", "nas.recipes", "nas.rundir")
     bad = [f"{m} -> {d}" for m, deps in _graph().items() if m.startswith(lower) for d in deps if d.startswith(upper)]
-    bad += [f"{m} -> {d}" for m, deps in _graph().items() if not m.startswith("nas.cli") for d in deps
-            if d.startswith("nas.cli")]
+    bad += [
+        f"{m} -> {d}"
+        for m, deps in _graph().items()
+        if not m.startswith("nas.cli")
+        for d in deps
+        if d.startswith("nas.cli")
+    ]
     assert bad == []

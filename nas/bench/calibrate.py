@@ -1,4 +1,5 @@
 """`hwnas bench calibrate`: the whole few-shot loop on a real device, scored on fresh architectures."""
+
 from __future__ import annotations
 
 import tempfile
@@ -18,9 +19,16 @@ from nas.metrics import rank_scores
 from search_spaces import load_space, sample_archs
 
 
-def bench_calibrate(space_spec: str, device: Device, n_test: int = 60, n_ref: int = 10, base: str | None = None,
-                    seed: int = 1, names: tuple[str, ...] | None = None,
-                    log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def bench_calibrate(
+    space_spec: str,
+    device: Device,
+    n_test: int = 60,
+    n_ref: int = 10,
+    base: str | None = None,
+    seed: int = 1,
+    names: tuple[str, ...] | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """Default predictors: hwnas (from the base), roofline and flops; without a base for the space,
     roofline, opcount and flops."""
     space = load_space(space_spec)
@@ -56,6 +64,5 @@ def bench_calibrate(space_spec: str, device: Device, n_test: int = 60, n_ref: in
             Xr, _ = features(space, refs, fspace)
             pred.adapt(Xr, np.array([truth[space.to_str(a)] for a in refs]))
             p = pred.predict(Xt)
-            rows.append({"predictor": name, **rank_scores(p, yt),
-                         "test_archs": len(test), "mean_ms": float(yt.mean())})
+            rows.append({"predictor": name, **rank_scores(p, yt), "test_archs": len(test), "mean_ms": float(yt.mean())})
     return rows

@@ -1,4 +1,5 @@
 """`hwnas bench device`: how repeatable is a profile? Two passes, naive and interleaved, compared."""
+
 from __future__ import annotations
 
 import tempfile
@@ -28,8 +29,9 @@ def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return rho, mdape
 
 
-def bench_device(space: Any, device: Device, archs: list[tuple], group_size: int = 10,
-                 log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def bench_device(
+    space: Any, device: Device, archs: list[tuple], group_size: int = 10, log: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
     """Runs naive and interleaved passes alternately (naive, method, naive, method)."""
     passes: dict[str, list[np.ndarray]] = {"naive": [], "raw": [], "anchor": []}
     seconds: dict[str, float] = {"naive": 0.0, "method": 0.0}
@@ -41,7 +43,9 @@ def bench_device(space: Any, device: Device, archs: list[tuple], group_size: int
             seconds["naive"] += time.perf_counter() - t
             log(f"pass {p + 1}: naive done in {time.perf_counter() - t:.0f}s")
             t = time.perf_counter()
-            rows = profile(space, device, archs, Path(tmp) / f"pass{p}.csv", group_size=group_size, anchor_ref_ms=anchor_ref)
+            rows = profile(
+                space, device, archs, Path(tmp) / f"pass{p}.csv", group_size=group_size, anchor_ref_ms=anchor_ref
+            )
             seconds["method"] += time.perf_counter() - t
             log(f"pass {p + 1}: interleaved done in {time.perf_counter() - t:.0f}s")
             anchor_ref = rows[0]["anchor_ref_ms"]
@@ -57,6 +61,13 @@ def bench_device(space: Any, device: Device, archs: list[tuple], group_size: int
     for key, label in labels.items():
         rho, mdape = agreement(*passes[key])
         secs = seconds["naive" if key == "naive" else "method"] / 2
-        table.append({"method": label, "spearman": rho, "mdape_pct": mdape, "seconds_per_pass": secs,
-                      "mean_ms": float(np.mean(passes[key][0]))})
+        table.append(
+            {
+                "method": label,
+                "spearman": rho,
+                "mdape_pct": mdape,
+                "seconds_per_pass": secs,
+                "mean_ms": float(np.mean(passes[key][0])),
+            }
+        )
     return table

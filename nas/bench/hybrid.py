@@ -1,5 +1,6 @@
 """`hwnas bench hybrid`: what each hybrid_lm mixer costs on a device (prefill against prompt length,
 per-token decode against context) and how well short proxy training ranks architectures."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -13,16 +14,31 @@ from nas.metrics import rank_scores
 from search_spaces.hybrid_lm.model import MIXERS, DecodeStep
 
 
-def operator_latency(device_spec: str, mixers: Sequence[str] = MIXERS, contexts: Sequence[int] = (256, 1024, 4096),
-                     prompts: Sequence[int] = (128, 512), dim: int = 256, heads: int = 4, layers: int = 4,
-                     window: int = 128, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def operator_latency(
+    device_spec: str,
+    mixers: Sequence[str] = MIXERS,
+    contexts: Sequence[int] = (256, 1024, 4096),
+    prompts: Sequence[int] = (128, 512),
+    dim: int = 256,
+    heads: int = 4,
+    layers: int = 4,
+    window: int = 128,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """Per mixer, a stack of `layers` (mixer + FFN) blocks: ms of a prefill of each prompt length and
     of one decoding step at each context, all measured interleaved on the device."""
     from search_spaces.hybrid_lm.space import HybridLMSpace
 
     device = get_device(device_spec)
-    space = HybridLMSpace(dims=(dim,), heads=(heads,), ffn_ratios=(3.0,), stages=1, max_repeat=layers,
-                          max_blocks=2 * layers, window=window)
+    space = HybridLMSpace(
+        dims=(dim,),
+        heads=(heads,),
+        ffn_ratios=(3.0,),
+        stages=1,
+        max_repeat=layers,
+        max_blocks=2 * layers,
+        window=window,
+    )
     models, shapes, rows = [], [], []
     for mixer in mixers:
         model = space.build(space.from_str(f"d{dim}h{heads}f3/{mixer},f1,x{layers}")).eval()
@@ -47,8 +63,10 @@ def plot_operator_latency(rows: list[dict[str, Any]], path: Path, title: str) ->
     plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, phase, xlabel, ylabel in ((axes[0], "decode", "context (tokens)", "ms per decoded token"),
-                                      (axes[1], "prefill", "prompt (tokens)", "prefill ms")):
+    for ax, phase, xlabel, ylabel in (
+        (axes[0], "decode", "context (tokens)", "ms per decoded token"),
+        (axes[1], "prefill", "prompt (tokens)", "prefill ms"),
+    ):
         for mixer in dict.fromkeys(r["mixer"] for r in rows):
             pts = [(r["tokens"], r["ms"]) for r in rows if r["mixer"] == mixer and r["phase"] == phase]
             ax.plot(*zip(*pts), marker="o", label=mixer)
@@ -63,9 +81,16 @@ def plot_operator_latency(rows: list[dict[str, Any]], path: Path, title: str) ->
     plt.close(fig)
 
 
-def proxy_agreement(n_archs: int = 12, short_steps: int = 100, long_steps: int = 400, seq_len: int = 64,
-                    batch: int = 16, seed: int = 0, text: str | None = None,
-                    log: Callable[[str], None] = print) -> tuple[list[dict[str, Any]], dict[str, float]]:
+def proxy_agreement(
+    n_archs: int = 12,
+    short_steps: int = 100,
+    long_steps: int = 400,
+    seq_len: int = 64,
+    batch: int = 16,
+    seed: int = 0,
+    text: str | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Validation bits per byte of random small hybrids after short and after longer training (same
     seed, separate runs), and the rank agreement of the two."""
     import torch
@@ -85,16 +110,25 @@ def proxy_agreement(n_archs: int = 12, short_steps: int = 100, long_steps: int =
             torch.manual_seed(seed)
             config = ProxyConfig(steps=steps, batch=batch, seq_len=seq_len, seed=seed, val_windows=64)
             row[f"{name}_bpb"] = train_proxy(space.build(arch), data, config)["val_bpb"]
-        log(f"[{i + 1}/{len(archs)}] {row['arch']}: {row['short_bpb']:.3f} bpb after {short_steps} steps, "
-            f"{row['long_bpb']:.3f} after {long_steps}")
+        log(
+            f"[{i + 1}/{len(archs)}] {row['arch']}: {row['short_bpb']:.3f} bpb after {short_steps} steps, "
+            f"{row['long_bpb']:.3f} after {long_steps}"
+        )
         rows.append(row)
     s, l = [r["short_bpb"] for r in rows], [r["long_bpb"] for r in rows]
     scores = rank_scores(s, l)
     return rows, {"spearman": scores["spearman"], "kendall": scores["kendall"]}
 
 
-def compare_run(run_dir: str | Path, groups: int = 3, front: bool = False, archs: Sequence[str] = (), seeds: int = 1,
-                device: str | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def compare_run(
+    run_dir: str | Path,
+    groups: int = 3,
+    front: bool = False,
+    archs: Sequence[str] = (),
+    seeds: int = 1,
+    device: str | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     """A finished hybrid run's winner against its parameter-matched all-attention and all-Mamba2 baselines:
     bits per byte from the run's proxy (the mean over `seeds` seeds from the recipe's on: the extra ones trained
     into the run's cache), decode ms per token as the median of `groups` fresh interleaved groups, and per figure
@@ -139,6 +173,9 @@ def compare_run(run_dir: str | Path, groups: int = 3, front: bool = False, archs
         if not run.trained(k, s):
             log(f"training {k} with seed {s} ({i + 1} of {len(todo)})")
         run.bpb(k, s)
-    log(f"decode at context {recipe.decode.context} on {run.device.spec}: {groups} interleaved groups of {len(keys)} models")
+    log(
+        f"decode at context {recipe.decode.context} on {run.device.spec}: {groups} interleaved groups of {len(keys)} "
+        "models"
+    )
     times = [run.decode_group(keys) for _ in range(groups)]
     return [{"found": arch, **row} for arch in found for row in run.compared(arch, times, seed_list)]

@@ -8,6 +8,7 @@ uniform int8 deployment's latency and accuracy. The two deployed winners are fin
 measured interleaved with the fp32 largest subnet, whose time in that group sets the budget they
 are held to, so the comparison does not depend on when each pipeline ran (timings on a shared CPU
 drift by 20% and more from one minute to the next)."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,16 @@ from nas.supernet.run import load_search_run
 MODES = (("fp32 search, then quantize", False, "fp32_then_quantize"), ("joint search", True, "joint"))
 
 
-def bench_joint(run_dir: str | Path, out: str | Path, budget_fraction: float = 0.6, trials: int | None = None,
-                tolerance: float = 0.5, device: str | None = None, log: Log = print, progress: Any = None) -> tuple[list[dict], dict]:
+def bench_joint(
+    run_dir: str | Path,
+    out: str | Path,
+    budget_fraction: float = 0.6,
+    trials: int | None = None,
+    tolerance: float = 0.5,
+    device: str | None = None,
+    log: Log = print,
+    progress: Any = None,
+) -> tuple[list[dict], dict]:
     if not 0 < budget_fraction <= 1:
         raise ValueError(f"`0 < budget_fraction <= 1` must hold, but got budget_fraction={budget_fraction}")
     sn, _ = load_search_run(run_dir)
@@ -41,18 +50,33 @@ def bench_joint(run_dir: str | Path, out: str | Path, budget_fraction: float = 0
     profile(space, base, [largest], out / "largest.csv")
     largest_ms = read_latencies(out / "largest.csv")[space.to_str(largest)]
     budget = budget_fraction * largest_ms
-    log(f"budget: {budget:.3f} ms on {spec}, deployed ({budget_fraction} of the largest subnet's fp32 {largest_ms:.3f} ms)")
+    log(
+        f"budget: {budget:.3f} ms on {spec}, deployed ({budget_fraction} of the largest subnet's fp32 "
+        f"{largest_ms:.3f} ms)"
+    )
     results: dict[str, dict] = {}
     for label, joint, folder in MODES:
-        recipe = {**raw, "device": spec, "supernet": str(sn.path), "budget_ms": budget, "budget_fraction": None,
-                  "search": {**raw["search"], **({"trials": trials} if trials else {})},
-                  "quantize": {**raw["quantize"], "enabled": True, "joint": joint, "tolerance": tolerance}}
+        recipe = {
+            **raw,
+            "device": spec,
+            "supernet": str(sn.path),
+            "budget_ms": budget,
+            "budget_fraction": None,
+            "search": {**raw["search"], **({"trials": trials} if trials else {})},
+            "quantize": {**raw["quantize"], "enabled": True, "joint": joint, "tolerance": tolerance},
+        }
         run = out / folder
         log(f"{label}: {run}")
         run.mkdir(parents=True, exist_ok=True)
         (run / "bench_recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-        results[label] = Pipeline(recipe_from_dict(recipe, str(run / "bench_recipe.yaml")), run, log=log, progress=progress).execute()
-    deployed = {label: out / folder / "quantized" / "model.onnx" for label, _, folder in MODES if results[label].get("quantized")}
+        results[label] = Pipeline(
+            recipe_from_dict(recipe, str(run / "bench_recipe.yaml")), run, log=log, progress=progress
+        ).execute()
+    deployed = {
+        label: out / folder / "quantized" / "model.onnx"
+        for label, _, folder in MODES
+        if results[label].get("quantized")
+    }
     # the arbiter: both deployed winners and the fp32 largest subnet in one interleaved group, so the
     # budget and the winners are measured in the same machine state
     shape = space.input_shape(largest)
@@ -65,12 +89,30 @@ def bench_joint(run_dir: str | Path, out: str | Path, budget_fraction: float = 0
     for label, _, _ in MODES:
         r = results[label]
         w, q = r.get("winner") or {}, r.get("quantized") or {}
-        rows.append({"mode": label, "arch": w.get("arch"), "search_device": r["device"], "search_ms": w.get("measured_ms"),
-                     "search_val_top1": w.get("val_top1"), "config": q.get("chosen"),
-                     "int8_layers": f"{q.get('int8_layers', 0)}/{q.get('layers', 0)}", "deployed_ms": final.get(label),
-                     "within_budget": final.get(label, float("inf")) <= final_budget, "test_top1": q.get("test_top1"),
-                     "fp32_test_top1": w.get("test_top1")})
-    info = {"budget_ms": budget, "largest_fp32_ms": largest_ms, "final_budget_ms": final_budget, "final_largest_fp32_ms": ms[0], "device": spec, "dataset": sn.data.name,
-            "tolerance": tolerance, "test_images": len(sn.data.test)}
+        rows.append(
+            {
+                "mode": label,
+                "arch": w.get("arch"),
+                "search_device": r["device"],
+                "search_ms": w.get("measured_ms"),
+                "search_val_top1": w.get("val_top1"),
+                "config": q.get("chosen"),
+                "int8_layers": f"{q.get('int8_layers', 0)}/{q.get('layers', 0)}",
+                "deployed_ms": final.get(label),
+                "within_budget": final.get(label, float("inf")) <= final_budget,
+                "test_top1": q.get("test_top1"),
+                "fp32_test_top1": w.get("test_top1"),
+            }
+        )
+    info = {
+        "budget_ms": budget,
+        "largest_fp32_ms": largest_ms,
+        "final_budget_ms": final_budget,
+        "final_largest_fp32_ms": ms[0],
+        "device": spec,
+        "dataset": sn.data.name,
+        "tolerance": tolerance,
+        "test_images": len(sn.data.test),
+    }
     (out / "bench_joint.json").write_text(json.dumps({"info": info, "rows": rows}, indent=2, default=str))
     return rows, info

@@ -1,4 +1,5 @@
 """`hwnas bench predictors`: HELP's few-shot protocol on held-out devices, for every predictor."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,11 @@ from nas.metrics import rank_scores
 from predictors.linear import LookupTableMixture
 
 SPLIT_KEY = {"nasbench201": "nasbench201", "fbnet": "fbnet", "ofa_mbv3": "ofa"}
-PUBLISHED = {"nasbench201": "HELP 0.932, BRP-NAS (3,200 samples) 0.805, FLOPs 0.787",
-             "fbnet": "HELP 0.910, Meta-SGD 0.806, MAML 0.736", "ofa_mbv3": "n/a"}
+PUBLISHED = {
+    "nasbench201": "HELP 0.932, BRP-NAS (3,200 samples) 0.805, FLOPs 0.787",
+    "fbnet": "HELP 0.910, Meta-SGD 0.806, MAML 0.736",
+    "ofa_mbv3": "n/a",
+}
 PREDICTORS = ("flops", "opcount", "roofline", "lut", "mlp", "gcn", "help", "hwnas")
 
 
@@ -47,7 +51,10 @@ def splits(table: LatencyTable, space_name: str, which: str, splits_file: Path |
         return [(t, [d for d in devs if hardware(d) != hardware(t)]) for t in devs]
     if which == "dissimilar":
         corr = np.array([[spearmanr(*_pair(table, a, b)).statistic for b in devs] for a in devs])
-        mean = {d: np.mean([corr[i, j] for j in range(len(devs)) if hardware(devs[j]) != hardware(d)]) for i, d in enumerate(devs)}
+        mean = {
+            d: np.mean([corr[i, j] for j in range(len(devs)) if hardware(devs[j]) != hardware(d)])
+            for i, d in enumerate(devs)
+        }
         targets = sorted(devs, key=mean.get)[: max(2, len(devs) // 4)]
         held = {hardware(t) for t in targets}
         return [(t, [d for d in devs if hardware(d) not in held]) for t in targets]
@@ -60,8 +67,15 @@ def _pair(table: LatencyTable, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
     return x[ok], y[ok]
 
 
-def run(space: Any, table: LatencyTable, which: str, names: Sequence[str] = PREDICTORS, n_ref: int = 10,
-        splits_file: Path | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run(
+    space: Any,
+    table: LatencyTable,
+    which: str,
+    names: Sequence[str] = PREDICTORS,
+    n_ref: int = 10,
+    splits_file: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
     q0, q1 = QUERY_RANGE[space.name]
     archs = [space.from_str(a) for a in table.archs]
     X, layout = features(space, archs)
@@ -88,5 +102,5 @@ def run(space: Any, table: LatencyTable, which: str, names: Sequence[str] = PRED
             refs = p[pred.choose_references(X[p], n_ref)]
             pred.adapt(X[refs], y[refs])
             rows.append({"device": target, "predictor": name, **score(pred.predict(X[q]), y[q])})
-        log(f"{target}: " + ", ".join(f"{r['predictor']} {r['spearman']:.3f}" for r in rows[-len(names):]))
+        log(f"{target}: " + ", ".join(f"{r['predictor']} {r['spearman']:.3f}" for r in rows[-len(names) :]))
     return rows

@@ -3,6 +3,7 @@ the latency-aware search and HAWQ-V3's ILP, on three models, measured interleave
 
 The models are trained in the benchmark itself (a few CPU minutes at small resolution): a
 MobileNetV2-like and a ResNet-like timm model, and, with --run, the winner of a hwnas run."""
+
 from __future__ import annotations
 
 import time
@@ -67,8 +68,16 @@ def parse_methods(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(known[n] for n in names)
 
 
-def bench_one(label: str, model: torch.nn.Module, qd: QuantizeData, device: Any, out: Path, tolerance: float,
-              log: Log = print, methods: tuple[tuple[str, str], ...] = ROWS) -> tuple[list[dict], dict]:
+def bench_one(
+    label: str,
+    model: torch.nn.Module,
+    qd: QuantizeData,
+    device: Any,
+    out: Path,
+    tolerance: float,
+    log: Log = print,
+    methods: tuple[tuple[str, str], ...] = ROWS,
+) -> tuple[list[dict], dict]:
     job = MixedPrecision(model, qd, device, out / label, QuantizeConfig(tolerance=tolerance), log=log)
     found, seconds = {}, {}
     for method, search in methods:
@@ -79,11 +88,21 @@ def bench_one(label: str, model: torch.nn.Module, qd: QuantizeData, device: Any,
     fp32 = result["configs"][0]
     rows = []
     for c in result["configs"]:
-        rows.append({"model": label, "config": c["config"], "int8_layers": f"{c['int8_layers']}/{len(job.layers)}",
-                     "latency_ms": c["latency_ms"], "speedup": fp32["latency_ms"] / c["latency_ms"],
-                     "val_top1": c["val_top1"], "test_top1": c["test_top1"],
-                     "test_drop": 100 * (fp32["test_top1"] - c["test_top1"]), "within": c["within_tolerance"],
-                     "search_s": seconds.get(c["config"], 0.0), "chosen": c["config"] == result["chosen"]})
+        rows.append(
+            {
+                "model": label,
+                "config": c["config"],
+                "int8_layers": f"{c['int8_layers']}/{len(job.layers)}",
+                "latency_ms": c["latency_ms"],
+                "speedup": fp32["latency_ms"] / c["latency_ms"],
+                "val_top1": c["val_top1"],
+                "test_top1": c["test_top1"],
+                "test_drop": 100 * (fp32["test_top1"] - c["test_top1"]),
+                "within": c["within_tolerance"],
+                "search_s": seconds.get(c["config"], 0.0),
+                "chosen": c["config"] == result["chosen"],
+            }
+        )
     return rows, predictor_row(label, job)
 
 
@@ -99,16 +118,31 @@ def predictor_row(label: str, job: MixedPrecision, fit: int = 10, test: int = 16
     times = job.measure(train + held)
     profile = layer_profile(job.model, job.layers, job.data.calib[0][0])
     model = PrecisionLatency(job.layers, profile, job.deployer.edges).fit(train, times[: len(train)])
-    truth = times[len(train):]
-    return {"model": label, "layers": len(job.layers), "fit": len(train), "test": len(held),
-            "additive_mape": mape(additive(times[0], gains, held), truth), "additive_measurements": len(job.layers) + 1,
-            "precision_mape": mape(model.predict(held), truth),
-            "spread": float(np.max(truth) / np.min(truth))}
+    truth = times[len(train) :]
+    return {
+        "model": label,
+        "layers": len(job.layers),
+        "fit": len(train),
+        "test": len(held),
+        "additive_mape": mape(additive(times[0], gains, held), truth),
+        "additive_measurements": len(job.layers) + 1,
+        "precision_mape": mape(model.predict(held), truth),
+        "spread": float(np.max(truth) / np.min(truth)),
+    }
 
 
-def bench_quantize(models: list[str], data_spec: str, resolution: int, epochs: int, device_spec: str, tolerance: float,
-                   out: str | Path, run: str | None = None, log: Log = print,
-                   methods: tuple[tuple[str, str], ...] = ROWS) -> tuple[list[dict], list[dict]]:
+def bench_quantize(
+    models: list[str],
+    data_spec: str,
+    resolution: int,
+    epochs: int,
+    device_spec: str,
+    tolerance: float,
+    out: str | Path,
+    run: str | None = None,
+    log: Log = print,
+    methods: tuple[tuple[str, str], ...] = ROWS,
+) -> tuple[list[dict], list[dict]]:
     out = Path(out)
     device = devices.get(device_spec)
     data = _task(data_spec, resolution)

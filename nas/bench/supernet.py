@@ -1,4 +1,5 @@
 """`hwnas bench supernet`: the cost of weight sharing per training step, and what a trained run reaches."""
+
 from __future__ import annotations
 
 import time
@@ -19,8 +20,9 @@ def _timed(step: Any) -> float:
     return time.perf_counter() - t
 
 
-def bench_throughput(space_spec: str, batch_size: int = 64, rounds: int = 10, seed: int = 0,
-                     device: str = "cpu") -> list[dict]:
+def bench_throughput(
+    space_spec: str, batch_size: int = 64, rounds: int = 10, seed: int = 0, device: str = "cpu"
+) -> list[dict]:
     """Images per second of one training step (forward, backward, SGD), interleaved round by round:
     the largest subnet as a standalone timm model, the same subnet inside the supernet, and the
     whole sandwich step (largest + smallest + 2 random subnets, counted per subnet pass)."""
@@ -52,7 +54,11 @@ def bench_throughput(space_spec: str, batch_size: int = 64, rounds: int = 10, se
         opt_net.step()
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    steps = {"standalone largest (timm)": plain, "supernet, largest active": shared_largest, "supernet sandwich step": sandwich}
+    steps = {
+        "standalone largest (timm)": plain,
+        "supernet, largest active": shared_largest,
+        "supernet sandwich step": sandwich,
+    }
     times: dict[str, list[float]] = {k: [] for k in steps}
     for r in range(rounds + 2):
         for name, fn in steps.items():
@@ -64,8 +70,16 @@ def bench_throughput(space_spec: str, batch_size: int = 64, rounds: int = 10, se
     for name, ts in times.items():
         t = float(np.median(ts))
         passes = 2 + config.random_subnets if "sandwich" in name else 1
-        rows.append({"step": name, "ms": t * 1000, "images_per_s": batch_size / t, "passes": passes,
-                     "ms_per_pass": t * 1000 / passes, "vs_standalone": t / passes / base})
+        rows.append(
+            {
+                "step": name,
+                "ms": t * 1000,
+                "images_per_s": batch_size / t,
+                "passes": passes,
+                "ms_per_pass": t * 1000 / passes,
+                "vs_standalone": t / passes / base,
+            }
+        )
     return rows
 
 
@@ -75,5 +89,7 @@ def bench_accuracy(run_dir: str) -> list[dict]:
 
     run = load_supernet_run(run_dir)
     acc = run.accuracy("test")
-    return [{"subnet": name, "arch": run.net.space.to_str(a), "test_top1": acc(a)}
-            for name, a in (("largest", run.net.largest()), ("smallest", run.net.smallest()))]
+    return [
+        {"subnet": name, "arch": run.net.space.to_str(a), "test_top1": acc(a)}
+        for name, a in (("largest", run.net.largest()), ("smallest", run.net.smallest()))
+    ]

@@ -1,4 +1,5 @@
 """`python -m nas.cli` (torchrun runs the CLI this way)."""
+
 import sys
 
 from nas.cli.main import main

@@ -1,4 +1,5 @@
 """What every command shares: the Command contract, the user-error type, common arguments, table output."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,12 @@ class Command:
 
 
 def space_arg(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    parser.add_argument("--space", required=default is None, default=default,
-                        help="search space, optionally with options: ofa_mbv3:resolutions=[160]")
+    parser.add_argument(
+        "--space",
+        required=default is None,
+        default=default,
+        help="search space, optionally with options: ofa_mbv3:resolutions=[160]",
+    )
 
 
 def timing_args(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,5 @@
 """`hwnas bench ...`: each benchmark declares its arguments, runs nas.bench.<name> and prints its table."""
+
 from __future__ import annotations
 
 import argparse
@@ -45,11 +46,22 @@ class Device(Command):
         archs = sample_archs(space, args.n, args.seed)
         console.print(f"bench device: {len(archs)} {space.spec} architectures on {device.spec}, two passes per method")
         rows = bench_device(space, device, archs, group_size=args.group, log=console.print)
-        table = Table("timing method", "rank agreement (Spearman)", "median |diff| %", "s / pass", "mean ms",
-                      title=f"Repeatability on {device.spec} ({len(archs)} {space.spec} archs)")
+        table = Table(
+            "timing method",
+            "rank agreement (Spearman)",
+            "median |diff| %",
+            "s / pass",
+            "mean ms",
+            title=f"Repeatability on {device.spec} ({len(archs)} {space.spec} archs)",
+        )
         for r in rows:
-            table.add_row(r["method"], f"{r['spearman']:.3f}", f"{r['mdape_pct']:.2f}", f"{r['seconds_per_pass']:.0f}",
-                          f"{r['mean_ms']:.2f}")
+            table.add_row(
+                r["method"],
+                f"{r['spearman']:.3f}",
+                f"{r['mdape_pct']:.2f}",
+                f"{r['seconds_per_pass']:.0f}",
+                f"{r['mean_ms']:.2f}",
+            )
         print_table(table)
 
 
@@ -59,8 +71,9 @@ class Predictors(Command):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         space_arg(parser)
         parser.add_argument("--data", nargs="+", required=True)
-        parser.add_argument("--split", default="loho,dissimilar",
-                            help="comma list of: help, loho (leave one hardware out), dissimilar")
+        parser.add_argument(
+            "--split", default="loho,dissimilar", help="comma list of: help, loho (leave one hardware out), dissimilar"
+        )
         parser.add_argument("--splits", help="HELP's splits.json (default: beside the first table)")
         parser.add_argument("--predictors", help="comma list (default: all)")
         parser.add_argument("--refs", type=int, default=10)
@@ -80,8 +93,11 @@ class Predictors(Command):
         names = args.predictors.split(",") if args.predictors else list(bp.PREDICTORS)
         for which in args.split.split(","):
             rows = pd.DataFrame(bp.run(space, table, which, names, args.refs, splits_file, log=console.print))
-            out = Table("device", *names, title=f"{space.spec}, split {which}: Spearman rho / Kendall tau / MAPE % "
-                                                 f"with {args.refs} samples")
+            out = Table(
+                "device",
+                *names,
+                title=f"{space.spec}, split {which}: Spearman rho / Kendall tau / MAPE % with {args.refs} samples",
+            )
             cell = "{:.3f} / {:.3f} / {:.1f}"
             for device, g in rows.groupby("device", sort=False):
                 g = g.set_index("predictor")
@@ -114,11 +130,24 @@ class Calibrate(Command):
         _at_least_one(refs=args.refs)
         device = devices.get(args.device)
         rows = bench_calibrate(args.space, device, args.n, args.refs, args.base, args.seed, log=console.print)
-        out = Table("predictor", "Spearman", "Kendall", "MAPE %", "fresh archs", "mean ms",
-                    title=f"Calibrated from {args.refs} measurements on {device.spec}, scored on fresh {args.space} archs")
+        out = Table(
+            "predictor",
+            "Spearman",
+            "Kendall",
+            "MAPE %",
+            "fresh archs",
+            "mean ms",
+            title=f"Calibrated from {args.refs} measurements on {device.spec}, scored on fresh {args.space} archs",
+        )
         for r in rows:
-            out.add_row(r["predictor"], f"{r['spearman']:.3f}", f"{r['kendall']:.3f}", f"{r['mape']:.1f}",
-                        str(r["test_archs"]), f"{r['mean_ms']:.2f}")
+            out.add_row(
+                r["predictor"],
+                f"{r['spearman']:.3f}",
+                f"{r['kendall']:.3f}",
+                f"{r['mape']:.1f}",
+                str(r["test_archs"]),
+                f"{r['mean_ms']:.2f}",
+            )
         print_table(out)
 
 
@@ -139,12 +168,25 @@ class Supernet(Command):
 
         _at_least_one(batch_size=args.batch_size, rounds=args.rounds)
         rows = bench_throughput(args.space, args.batch_size, args.rounds, device=args.device)
-        out = Table("training step", "ms", "images/s", "subnet passes", "ms per pass", "per pass vs standalone",
-                    title=f"Training step, {args.space}, batch {args.batch_size}, {args.device}, median of "
-                          f"{args.rounds} interleaved rounds")
+        out = Table(
+            "training step",
+            "ms",
+            "images/s",
+            "subnet passes",
+            "ms per pass",
+            "per pass vs standalone",
+            title=f"Training step, {args.space}, batch {args.batch_size}, {args.device}, median of "
+            f"{args.rounds} interleaved rounds",
+        )
         for r in rows:
-            out.add_row(r["step"], f"{r['ms']:.1f}", f"{r['images_per_s']:.0f}", str(r["passes"]),
-                        f"{r['ms_per_pass']:.1f}", f"{r['vs_standalone']:.2f}x")
+            out.add_row(
+                r["step"],
+                f"{r['ms']:.1f}",
+                f"{r['images_per_s']:.0f}",
+                str(r["passes"]),
+                f"{r['ms_per_pass']:.1f}",
+                f"{r['vs_standalone']:.2f}x",
+            )
         print_table(out)
         if args.run:
             acc = Table("subnet", "test top-1", "arch", title=f"Accuracy after training: {args.run}")
@@ -170,14 +212,20 @@ class Hybrid(Command):
         parser.add_argument("--seq-len", type=int, default=64, help="bytes per training window of the proxy agreement")
         parser.add_argument("--batch", type=int, default=16, help="windows per step of the proxy agreement")
         parser.add_argument("--text", help="a text file or directory (default: Python's bundled pydoc topics)")
-        parser.add_argument("--run", help="a finished hybrid_lm run: its winner against the baselines, decode measured "
-                                          "afresh")
-        parser.add_argument("--front", action="store_true", help="with --run: also every other hybrid on the run's "
-                                                                 "front within the budget (trains their baselines)")
-        parser.add_argument("--arch", action="append",
-                            help="with --run: also this architecture of the run's space (repeatable)")
-        parser.add_argument("--seeds", type=int, default=1,
-                            help="with --run: bits per byte as the mean of this many proxy seeds")
+        parser.add_argument(
+            "--run", help="a finished hybrid_lm run: its winner against the baselines, decode measured afresh"
+        )
+        parser.add_argument(
+            "--front",
+            action="store_true",
+            help="with --run: also every other hybrid on the run's front within the budget (trains their baselines)",
+        )
+        parser.add_argument(
+            "--arch", action="append", help="with --run: also this architecture of the run's space (repeatable)"
+        )
+        parser.add_argument(
+            "--seeds", type=int, default=1, help="with --run: bits per byte as the mean of this many proxy seeds"
+        )
         parser.add_argument("--groups", type=int, default=3, help="with --run: interleaved decode timing groups")
         parser.add_argument("--time-on", help="with --run: time decode on this device spec instead of the run's")
         parser.add_argument("--out", default="runs/bench_hybrid")
@@ -192,45 +240,81 @@ class Hybrid(Command):
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         contexts, prompts, mixers = _ints(args.contexts), _ints(args.prompts), args.mixers.split(",")
-        rows = bh.operator_latency(args.device, mixers, contexts, prompts, args.dim, layers=args.layers,
-                                   window=args.window, log=console.print)
+        rows = bh.operator_latency(
+            args.device, mixers, contexts, prompts, args.dim, layers=args.layers, window=args.window, log=console.print
+        )
         pd.DataFrame(rows).to_csv(out / "operator_latency.csv", index=False)
         title = f"{args.layers} x (mixer + FFN), d{args.dim}, batch 1, {args.device}"
         bh.plot_operator_latency(rows, out / "operator_latency.png", title)
-        table = Table("mixer", *(f"decode ms @{c}" for c in contexts), *(f"prefill ms @{p}" for p in prompts),
-                      title=f"Per-operator latency: {title}")
+        table = Table(
+            "mixer",
+            *(f"decode ms @{c}" for c in contexts),
+            *(f"prefill ms @{p}" for p in prompts),
+            title=f"Per-operator latency: {title}",
+        )
         for mixer in mixers:
             get = {(r["phase"], r["tokens"]): r["ms"] for r in rows if r["mixer"] == mixer}
-            table.add_row(mixer, *(f"{get['decode', c]:.2f}" for c in contexts),
-                          *(f"{get['prefill', p]:.1f}" for p in prompts))
+            table.add_row(
+                mixer, *(f"{get['decode', c]:.2f}" for c in contexts), *(f"{get['prefill', p]:.1f}" for p in prompts)
+            )
         print_table(table)
         if args.archs > 1:
-            prows, agree = bh.proxy_agreement(args.archs, args.short, args.long, args.seq_len, args.batch,
-                                              text=args.text, log=console.print)
+            prows, agree = bh.proxy_agreement(
+                args.archs, args.short, args.long, args.seq_len, args.batch, text=args.text, log=console.print
+            )
             pd.DataFrame(prows).to_csv(out / "proxy_agreement.csv", index=False)
-            t = Table("arch", "params", f"bpb @{args.short} steps", f"bpb @{args.long} steps",
-                      title=f"Proxy rank agreement ({args.batch} x {args.seq_len} bytes a step) on "
-                            f"{args.text or 'pydoc topics'}: Spearman {agree['spearman']:.3f}, "
-                            f"Kendall {agree['kendall']:.3f} (Nemotron-Flash reported 0.888)")
+            t = Table(
+                "arch",
+                "params",
+                f"bpb @{args.short} steps",
+                f"bpb @{args.long} steps",
+                title=f"Proxy rank agreement ({args.batch} x {args.seq_len} bytes a step) on "
+                f"{args.text or 'pydoc topics'}: Spearman {agree['spearman']:.3f}, "
+                f"Kendall {agree['kendall']:.3f} (Nemotron-Flash reported 0.888)",
+            )
             for r in prows:
                 t.add_row(r["arch"], f"{r['params']:,}", f"{r['short_bpb']:.3f}", f"{r['long_bpb']:.3f}")
             print_table(t)
         if args.run:
-            crows = bh.compare_run(args.run, groups=args.groups, front=args.front, archs=args.arch or (),
-                                   seeds=args.seeds, device=args.time_on, log=console.print)
+            crows = bh.compare_run(
+                args.run,
+                groups=args.groups,
+                front=args.front,
+                archs=args.arch or (),
+                seeds=args.seeds,
+                device=args.time_on,
+                log=console.print,
+            )
             pd.DataFrame(crows).to_csv(out / "found_vs_baselines.csv", index=False)
-            what = " and ".join(["the winner"]
-                                + (["the other hybrids on the front within the budget"] if args.front else [])
-                                + (["the given architectures"] if args.arch else []))
-            t = Table("model", "arch", "params", "val bits/byte", "decode ms/token", "the found model against it",
-                      "evidence", title=f"{args.run}: {what} against all-attention and all-Mamba2 stacks of its depth "
-                                        f"and parameter count (bits/byte: mean of {args.seeds} seed(s); decode: median "
-                                        f"of {args.groups} interleaved groups)")
+            what = " and ".join(
+                ["the winner"]
+                + (["the other hybrids on the front within the budget"] if args.front else [])
+                + (["the given architectures"] if args.arch else [])
+            )
+            t = Table(
+                "model",
+                "arch",
+                "params",
+                "val bits/byte",
+                "decode ms/token",
+                "the found model against it",
+                "evidence",
+                title=f"{args.run}: {what} against all-attention and all-Mamba2 stacks of its depth "
+                f"and parameter count (bits/byte: mean of {args.seeds} seed(s); decode: median "
+                f"of {args.groups} interleaved groups)",
+            )
             for i, r in enumerate(crows):
                 if i and r["model"] == "found":
                     t.add_section()
-                t.add_row(r["model"], r["arch"], f"{r['params']:,}", f"{r['val_bpb']:.3f}", f"{r['decode_ms']:.3f}",
-                          r.get("found_vs_this", ""), r.get("evidence", ""))
+                t.add_row(
+                    r["model"],
+                    r["arch"],
+                    f"{r['params']:,}",
+                    f"{r['val_bpb']:.3f}",
+                    f"{r['decode_ms']:.3f}",
+                    r.get("found_vs_this", ""),
+                    r.get("evidence", ""),
+                )
             print_table(t)
         print(f"tables and operator_latency.png in {out}")
 
@@ -246,8 +330,11 @@ class Quantize(Command):
         parser.add_argument("--epochs", type=int, default=8)
         parser.add_argument("--device", default="ort-cpu:threads=1")
         parser.add_argument("--tolerance", type=float, default=0.5)
-        parser.add_argument("--methods", default="hessian+bisect,interlayer+bisect,interlayer+latency,hessian+ilp",
-                            help="sensitivity+search pairs to compare, comma-separated")
+        parser.add_argument(
+            "--methods",
+            default="hessian+bisect,interlayer+bisect,interlayer+latency,hessian+ilp",
+            help="sensitivity+search pairs to compare, comma-separated",
+        )
         parser.add_argument("--out", default="runs/bench_quantize")
 
     def run(self, args: argparse.Namespace) -> None:
@@ -257,27 +344,70 @@ class Quantize(Command):
         from nas.progress import console
 
         models = [m for m in args.models.split(",") if m]
-        rows, preds = bench_quantize(models, args.data, args.resolution, args.epochs, args.device, args.tolerance,
-                                     args.out, args.run, log=console.print, methods=parse_methods(args.methods))
-        t = Table("model", "configuration", "int8 layers", "latency (ms)", "vs fp32", "val top-1", "test top-1",
-                  "test drop", "within tolerance", "search (s)",
-                  title=f"{args.data} at {args.resolution} px on {args.device}, tolerance {args.tolerance} points "
-                        "(validation split); latency measured interleaved per model")
+        rows, preds = bench_quantize(
+            models,
+            args.data,
+            args.resolution,
+            args.epochs,
+            args.device,
+            args.tolerance,
+            args.out,
+            args.run,
+            log=console.print,
+            methods=parse_methods(args.methods),
+        )
+        t = Table(
+            "model",
+            "configuration",
+            "int8 layers",
+            "latency (ms)",
+            "vs fp32",
+            "val top-1",
+            "test top-1",
+            "test drop",
+            "within tolerance",
+            "search (s)",
+            title=f"{args.data} at {args.resolution} px on {args.device}, tolerance {args.tolerance} points "
+            "(validation split); latency measured interleaved per model",
+        )
         for r in rows:
-            t.add_row(r["model"], r["config"] + (" *" if r["chosen"] else ""), r["int8_layers"],
-                      f"{r['latency_ms']:.4f}", f"{r['speedup']:.2f}x", f"{100 * r['val_top1']:.2f}",
-                      f"{100 * r['test_top1']:.2f}", f"{r['test_drop']:+.2f}", "yes" if r["within"] else "no",
-                      f"{r['search_s']:.0f}")
+            t.add_row(
+                r["model"],
+                r["config"] + (" *" if r["chosen"] else ""),
+                r["int8_layers"],
+                f"{r['latency_ms']:.4f}",
+                f"{r['speedup']:.2f}x",
+                f"{100 * r['val_top1']:.2f}",
+                f"{100 * r['test_top1']:.2f}",
+                f"{r['test_drop']:+.2f}",
+                "yes" if r["within"] else "no",
+                f"{r['search_s']:.0f}",
+            )
         print_table(t)
-        print("* the configuration hwnas quantize would choose: the fastest that holds the tolerance on the validation "
-              "split")
-        p = Table("model", "layers", "additive table: measurements", "additive table: MAPE",
-                  "precision-aware: measurements", "precision-aware: MAPE", "held-out configs (max/min latency)",
-                  title="Latency of mixed-precision configurations, predicted vs measured (random held-out "
-                        "configurations)")
+        print(
+            "* the configuration hwnas quantize would choose: the fastest that holds the tolerance on the validation "
+            "split"
+        )
+        p = Table(
+            "model",
+            "layers",
+            "additive table: measurements",
+            "additive table: MAPE",
+            "precision-aware: measurements",
+            "precision-aware: MAPE",
+            "held-out configs (max/min latency)",
+            title="Latency of mixed-precision configurations, predicted vs measured (random held-out configurations)",
+        )
         for r in preds:
-            p.add_row(r["model"], f"{r['layers']}", f"{r['additive_measurements']}", f"{r['additive_mape']:.1f}%",
-                      f"{r['fit']}", f"{r['precision_mape']:.1f}%", f"{r['test']} ({r['spread']:.2f}x)")
+            p.add_row(
+                r["model"],
+                f"{r['layers']}",
+                f"{r['additive_measurements']}",
+                f"{r['additive_mape']:.1f}%",
+                f"{r['fit']}",
+                f"{r['precision_mape']:.1f}%",
+                f"{r['test']} ({r['spread']:.2f}x)",
+            )
         print_table(p)
 
 
@@ -286,8 +416,9 @@ class Joint(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("run", help="a run directory with a trained supernet (RUN/supernet)")
-        parser.add_argument("--budget-fraction", type=float, default=0.6,
-                            help="of the largest subnet's measured fp32 latency")
+        parser.add_argument(
+            "--budget-fraction", type=float, default=0.6, help="of the largest subnet's measured fp32 latency"
+        )
         parser.add_argument("--trials", type=int, help="candidates per search (default: the run's recipe)")
         parser.add_argument("--tolerance", type=float, default=0.5)
         parser.add_argument("--device", help="device spec (default: the run's)")
@@ -299,21 +430,48 @@ class Joint(Command):
         from nas.bench.joint import bench_joint
         from nas.progress import console, progress_bar
 
-        rows, info = bench_joint(args.run, args.out, args.budget_fraction, args.trials, args.tolerance, args.device,
-                                 log=console.print, progress=progress_bar)
-        t = Table("search", "winner", "searched on", "val top-1 (as searched)", "deployed precision", "int8 layers",
-                  "deployed latency (ms)", "within budget", "deployed test top-1", "fp32 test top-1",
-                  title=f"{info['dataset']} ({info['test_images']} test images), budget {info['budget_ms']:.3f} ms "
-                        f"deployed on {info['device']} (final group: {info['final_budget_ms']:.3f} ms), tolerance "
-                        f"{info['tolerance']} points; deployed winners measured interleaved with the largest subnet")
+        rows, info = bench_joint(
+            args.run,
+            args.out,
+            args.budget_fraction,
+            args.trials,
+            args.tolerance,
+            args.device,
+            log=console.print,
+            progress=progress_bar,
+        )
+        t = Table(
+            "search",
+            "winner",
+            "searched on",
+            "val top-1 (as searched)",
+            "deployed precision",
+            "int8 layers",
+            "deployed latency (ms)",
+            "within budget",
+            "deployed test top-1",
+            "fp32 test top-1",
+            title=f"{info['dataset']} ({info['test_images']} test images), budget {info['budget_ms']:.3f} ms "
+            f"deployed on {info['device']} (final group: {info['final_budget_ms']:.3f} ms), tolerance "
+            f"{info['tolerance']} points; deployed winners measured interleaved with the largest subnet",
+        )
 
         def pct(v: float | None) -> str:
             return "-" if v is None else f"{100 * v:.2f}"
 
         for r in rows:
-            t.add_row(r["mode"], str(r["arch"]), r["search_device"], pct(r["search_val_top1"]), str(r["config"]),
-                      r["int8_layers"], "-" if r["deployed_ms"] is None else f"{r['deployed_ms']:.3f}",
-                      "yes" if r["within_budget"] else "no", pct(r["test_top1"]), pct(r["fp32_test_top1"]))
+            t.add_row(
+                r["mode"],
+                str(r["arch"]),
+                r["search_device"],
+                pct(r["search_val_top1"]),
+                str(r["config"]),
+                r["int8_layers"],
+                "-" if r["deployed_ms"] is None else f"{r['deployed_ms']:.3f}",
+                "yes" if r["within_budget"] else "no",
+                pct(r["test_top1"]),
+                pct(r["fp32_test_top1"]),
+            )
         print_table(t)
         print(f"written to {args.out} (bench_joint.json, and a run directory per search)")
 
@@ -335,16 +493,27 @@ class Search(Command):
         from nas.progress import console
 
         _at_least_one(seeds=args.seeds, trials=args.trials, population=args.population)
-        table, info = bench_search(args.run, args.strategies.split(","), args.seeds, args.trials, args.population,
-                                   log=console.print)
-        out = Table("strategy", "hypervolume (mean ± sd)", "best feasible val top-1",
-                    "winners meeting the budget measured", "distinct archs",
-                    title=f"{args.trials} candidates x {args.seeds} seeds on {args.run}; budget {info['budget_ms']:.3f} ms "
-                          f"on {info['device']}; reference point ({info['ref_accuracy']:.4f}, "
-                          f"{info['ref_latency_ms']:.3f} ms)")
+        table, info = bench_search(
+            args.run, args.strategies.split(","), args.seeds, args.trials, args.population, log=console.print
+        )
+        out = Table(
+            "strategy",
+            "hypervolume (mean ± sd)",
+            "best feasible val top-1",
+            "winners meeting the budget measured",
+            "distinct archs",
+            title=f"{args.trials} candidates x {args.seeds} seeds on {args.run}; budget {info['budget_ms']:.3f} ms "
+            f"on {info['device']}; reference point ({info['ref_accuracy']:.4f}, "
+            f"{info['ref_latency_ms']:.3f} ms)",
+        )
         for r in table:
-            out.add_row(r["strategy"], f"{r['hv_mean']:.5f} ± {r['hv_std']:.5f}", f"{r['best_feasible_acc']:.4f}",
-                        f"{r['winners_meet']}/{r['winners']}", f"{r['distinct']:.0f}")
+            out.add_row(
+                r["strategy"],
+                f"{r['hv_mean']:.5f} ± {r['hv_std']:.5f}",
+                f"{r['best_feasible_acc']:.4f}",
+                f"{r['winners_meet']}/{r['winners']}",
+                f"{r['distinct']:.0f}",
+            )
         print_table(out)
         print(f"accuracy evaluations: {info['evaluated']} new, {info['cached']} from the run's cache")
 

@@ -1,4 +1,5 @@
 """`hwnas device serve` and `hwnas device info`."""
+
 from __future__ import annotations
 
 import argparse

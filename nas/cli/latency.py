@@ -1,4 +1,5 @@
 """Latency commands: profile a device, meta-train a base, choose references, calibrate, predict."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,9 @@ class Profile(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         space_arg(parser)
-        parser.add_argument("--device", required=True,
-                            help="e.g. ort-cpu:threads=1, torch-cuda, tensorrt:fp16, remote:http://host:8600")
+        parser.add_argument(
+            "--device", required=True, help="e.g. ort-cpu:threads=1, torch-cuda, tensorrt:fp16, remote:http://host:8600"
+        )
         parser.add_argument("--archs", help="file with one architecture string per line")
         parser.add_argument("-n", type=int, help="number of random architectures instead of --archs")
         parser.add_argument("--seed", type=int, default=0)
@@ -39,8 +41,9 @@ class Profile(Command):
         device = devices.get(args.device)
         check_output(args.out)
         with progress_bar(f"profiling on {device.spec}") as update:
-            rows = profile(space, device, archs, args.out, group_size=args.group, policy=timing_policy(args),
-                           progress=update)
+            rows = profile(
+                space, device, archs, args.out, group_size=args.group, policy=timing_policy(args), progress=update
+            )
         console.print(f"{len(rows)} new rows in {args.out} ({len(archs) - len(rows)} already there)")
 
 
@@ -49,19 +52,23 @@ class MetaTrain(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         space_arg(parser)
-        parser.add_argument("--data", nargs="+", required=True,
-                            help="latency tables: HELP's wide CSVs and/or hwnas profile CSVs")
+        parser.add_argument(
+            "--data", nargs="+", required=True, help="latency tables: HELP's wide CSVs and/or hwnas profile CSVs"
+        )
         parser.add_argument("--out", required=True)
         parser.add_argument("--predictor", default="hwnas")
-        parser.add_argument("--all-rows", action="store_true",
-                            help="also train on HELP's query range (default: rows below it)")
+        parser.add_argument(
+            "--all-rows", action="store_true", help="also train on HELP's query range (default: rows below it)"
+        )
 
     def run(self, args: argparse.Namespace) -> None:
         from nas.latency.calibration import meta_train
 
         meta = meta_train(args.space, args.data, args.out, args.predictor, args.all_rows)
-        print(f"meta-trained {args.predictor} on {len(meta['devices'])} devices x {meta['rows']} architectures "
-              f"-> {args.out}")
+        print(
+            f"meta-trained {args.predictor} on {len(meta['devices'])} devices x {meta['rows']} architectures "
+            f"-> {args.out}"
+        )
 
 
 class Reference(Command):
@@ -89,8 +96,9 @@ class Calibrate(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         space_arg(parser)
-        parser.add_argument("--measurements", required=True,
-                            help="CSV with columns arch, latency_ms (hwnas profile output works)")
+        parser.add_argument(
+            "--measurements", required=True, help="CSV with columns arch, latency_ms (hwnas profile output works)"
+        )
         parser.add_argument("--base")
         parser.add_argument("--device", help="the device whose rows to use, when the file holds several")
         parser.add_argument("--out", required=True)

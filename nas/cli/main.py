@@ -1,5 +1,6 @@
 """The `hwnas` command: one parser built from every command module; a user error is one line (exit 2),
 anything else a one-line internal error (exit 1) whose traceback `--debug` shows."""
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(err, user_errors()):
             print(f"hwnas: error: {err}", file=sys.stderr)
             return 2
-        print(f"hwnas: internal error: {type(err).__name__}: {err} (run again with --debug for the traceback)",
-              file=sys.stderr)
+        print(
+            f"hwnas: internal error: {type(err).__name__}: {err} (run again with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -1,4 +1,5 @@
 """`hwnas spaces` and `hwnas sample`: what the search spaces hold."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,13 @@ class Spaces(Command):
             arch = space.sample(np.random.default_rng(0))
             size = space.size()
             about = (sys.modules[type(space).__module__].__doc__ or "").strip().splitlines()[0]
-            table.add_row(name, f"{size:.3g}" if size > 1e6 else str(size), str(space.encoding_size),
-                          "x".join(map(str, space.input_shape(arch)[1:])), about)
+            table.add_row(
+                name,
+                f"{size:.3g}" if size > 1e6 else str(size),
+                str(space.encoding_size),
+                "x".join(map(str, space.input_shape(arch)[1:])),
+                about,
+            )
         print_table(table)
 
 

@@ -1,4 +1,5 @@
 """Training commands: `train-supernet`, `eval-subnet`, `train-lm` (each runs under torchrun too)."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,10 @@ class TrainSupernet(Command):
         with progress_bar("training supernet") as update:
             metrics = train_supernet(recipe, run, update)
         for m in metrics:
-            console.print(f"epoch {m['epoch']}: loss {m['loss']:.3f}, largest {m['acc_largest']:.3f}, "
-                          f"smallest {m['acc_smallest']:.3f}")
+            console.print(
+                f"epoch {m['epoch']}: loss {m['loss']:.3f}, largest {m['acc_largest']:.3f}, "
+                f"smallest {m['acc_smallest']:.3f}"
+            )
         console.print(f"run directory: {run}")
 
 
@@ -56,8 +59,11 @@ class TrainLM(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("run", nargs="?", help="a hybrid_lm run directory: its winner, space and text")
-        parser.add_argument("--arch", help="the architecture string (default: the run's winner); STRING|mamba2-only "
-                            "or STRING|attn-only: its parameter-matched baseline")
+        parser.add_argument(
+            "--arch",
+            help="the architecture string (default: the run's winner); STRING|mamba2-only "
+            "or STRING|attn-only: its parameter-matched baseline",
+        )
         parser.add_argument("--space", help="the hybrid_lm space spec (default: the run's)")
         parser.add_argument("--text", help="a text file or directory (default: the run's, else the bundled pydoc text)")
         parser.add_argument("--steps", type=int, default=2000)
@@ -77,25 +83,39 @@ class TrainLM(Command):
         from nas.progress import console, progress_bar
 
         space, arch, text = training_job(args.run, args.arch, args.space, args.text)
-        config = LMTrainConfig(steps=args.steps, batch=args.batch, seq_len=args.seq_len, lr=args.lr, seed=args.seed,
-                               eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-                               val_windows=args.val_windows, device=args.device)
+        config = LMTrainConfig(
+            steps=args.steps,
+            batch=args.batch,
+            seq_len=args.seq_len,
+            lr=args.lr,
+            seed=args.seed,
+            eval_every=args.eval_every,
+            checkpoint_every=args.checkpoint_every,
+            val_windows=args.val_windows,
+            device=args.device,
+        )
         data = TextData.from_bytes(load_text(text))
         out = Path(args.out)
         if not is_main_rank():
             train_lm(space, arch, data, config, out)
             return
-        console.print(f"train-lm: {arch}, {config.steps} steps of {config.batch} x {config.seq_len} bytes, "
-                      f"world size {os.environ.get('WORLD_SIZE', '1')} -> {out}")
+        console.print(
+            f"train-lm: {arch}, {config.steps} steps of {config.batch} x {config.seq_len} bytes, "
+            f"world size {os.environ.get('WORLD_SIZE', '1')} -> {out}"
+        )
         with progress_bar("training") as update:
             meta = train_lm(space, arch, data, config, out, update)
         if meta["best_step"] < meta["trained_steps"]:
-            console.print(f"validation bits per byte were lowest at step {meta['best_step']} "
-                          f"({meta['best_val_bpb']:.3f}), not at the end ({meta['val_bpb']:.3f}): the model is likely "
-                          "overfitting the text; give it more (--text) or fewer steps")
-        console.print(f"{meta['params']:,} parameters: validation {meta['val_bpb']:.3f} bits per byte after "
-                      f"{meta['trained_steps']} steps; {out / 'model.onnx'} matches PyTorch "
-                      f"(max abs diff {meta['onnxruntime_max_abs_diff']:.1e})")
+            console.print(
+                f"validation bits per byte were lowest at step {meta['best_step']} "
+                f"({meta['best_val_bpb']:.3f}), not at the end ({meta['val_bpb']:.3f}): the model is likely "
+                "overfitting the text; give it more (--text) or fewer steps"
+            )
+        console.print(
+            f"{meta['params']:,} parameters: validation {meta['val_bpb']:.3f} bits per byte after "
+            f"{meta['trained_steps']} steps; {out / 'model.onnx'} matches PyTorch "
+            f"(max abs diff {meta['onnxruntime_max_abs_diff']:.1e})"
+        )
 
 
 COMMANDS = [TrainSupernet(), EvalSubnet(), TrainLM()]

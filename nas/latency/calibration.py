@@ -1,4 +1,5 @@
 """Meta-training bases, choosing references, calibrating to a device, predicting: what the CLI runs."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -19,12 +20,15 @@ MIN_SAMPLES = 5
 def shipped_base(space_name: str) -> Path:
     path = BASES / f"{space_name}.json"
     if not path.exists():
-        raise ValueError(f"hwnas ships no base predictor for space {space_name!r}; make one with hwnas meta-train and pass --base")
+        raise ValueError(
+            f"hwnas ships no base predictor for space {space_name!r}; make one with hwnas meta-train and pass --base"
+        )
     return path
 
 
-def meta_train(space_spec: str, tables: Sequence[str], out: str, predictor: str = "hwnas",
-               all_rows: bool = False) -> dict[str, Any]:
+def meta_train(
+    space_spec: str, tables: Sequence[str], out: str, predictor: str = "hwnas", all_rows: bool = False
+) -> dict[str, Any]:
     space = load_space(space_spec)
     table = read_tables(space, tables)
     rows = np.ones(len(table.archs), bool)
@@ -33,8 +37,14 @@ def meta_train(space_spec: str, tables: Sequence[str], out: str, predictor: str 
     archs = np.array(table.archs)[rows]
     X, layout = features(space, [space.from_str(a) for a in archs])
     pred = predictors.create(predictor, layout=layout).fit(X, table.Y[rows])
-    meta = {"reference_archs": _fixed_references(pred, X, archs), "space": space.spec, "kind": "base",
-            "devices": table.devices, "tables": [str(t) for t in tables], "rows": int(rows.sum())}
+    meta = {
+        "reference_archs": _fixed_references(pred, X, archs),
+        "space": space.spec,
+        "kind": "base",
+        "devices": table.devices,
+        "tables": [str(t) for t in tables],
+        "rows": int(rows.sum()),
+    }
     pred.save(out, meta)
     return meta
 
@@ -60,8 +70,14 @@ def load_base(base: str | None, space_name: str) -> tuple[Any, dict[str, Any], s
     return pred, meta, path
 
 
-def reference(space_spec: str, n: int, pool: Sequence[tuple] | None = None, base: str | None = None,
-              pool_size: int = 3000, seed: int = 0) -> list[tuple]:
+def reference(
+    space_spec: str,
+    n: int,
+    pool: Sequence[tuple] | None = None,
+    base: str | None = None,
+    pool_size: int = 3000,
+    seed: int = 0,
+) -> list[tuple]:
     space = load_space(space_spec)
     pred, meta, _ = load_base(base, space.name)
     if meta.get("reference_archs"):
@@ -71,18 +87,29 @@ def reference(space_spec: str, n: int, pool: Sequence[tuple] | None = None, base
     return [candidates[i] for i in pred.choose_references(X, n)]
 
 
-def calibrate(space_spec: str, measurements: str, out: str, base: str | None = None,
-              device: str | None = None) -> dict[str, Any]:
+def calibrate(
+    space_spec: str, measurements: str, out: str, base: str | None = None, device: str | None = None
+) -> dict[str, Any]:
     space = load_space(space_spec)
     archs, y, fingerprint = read_measurements(space, measurements, device)
     if len(archs) < MIN_SAMPLES:
-        raise ValueError(f"calibration needs at least {MIN_SAMPLES} measured architectures (10 recommended), but {measurements!r} has {len(archs)}")
+        raise ValueError(
+            f"calibration needs at least {MIN_SAMPLES} measured architectures (10 recommended), but {measurements!r} "
+            f"has {len(archs)}"
+        )
     pred, base_meta, base_path = load_base(base, space.name)
     X, _ = features(space, archs, feature_space(base_meta, space))
     pred.adapt(X, y)
-    meta = {"space": space.spec, "feature_space": base_meta.get("space", space.spec), "kind": "calibrated", "base": base_path,
-            "base_devices": base_meta.get("devices", []),
-            "fingerprint": fingerprint, "samples": len(archs), "measurements": str(measurements)}
+    meta = {
+        "space": space.spec,
+        "feature_space": base_meta.get("space", space.spec),
+        "kind": "calibrated",
+        "base": base_path,
+        "base_devices": base_meta.get("devices", []),
+        "fingerprint": fingerprint,
+        "samples": len(archs),
+        "measurements": str(measurements),
+    }
     pred.save(out, meta)
     return meta
 

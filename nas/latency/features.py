@@ -1,4 +1,5 @@
 """Predictor features of architectures: one-hot encoding, per-operation counts, FLOPs and params."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -39,8 +40,16 @@ def _encode_as(space: Any, like: Any, arch: tuple) -> np.ndarray:
     return np.concatenate(out)
 
 
-COSTS = ("dense_macs", "pointwise_macs", "grouped_macs", "depthwise_macs", "matmul_macs", "activations", "weights",
-         "operators")
+COSTS = (
+    "dense_macs",
+    "pointwise_macs",
+    "grouped_macs",
+    "depthwise_macs",
+    "matmul_macs",
+    "activations",
+    "weights",
+    "operators",
+)
 
 
 def _op_cost(op: Op) -> list[float]:
@@ -81,13 +90,19 @@ def features(space: Any, archs: Sequence[tuple], like: Any = None) -> tuple[np.n
     operators)]. With `like` (the space a base
     predictor was meta-trained on), the encoding takes that space's columns; FLOPs stay `space`'s own."""
     enc = space if like is None or like.genes == space.genes else like
-    onehot = (space.encode_many(archs) if enc is space else np.stack([_encode_as(space, enc, a) for a in archs])).astype(np.float64)
+    onehot = (
+        space.encode_many(archs) if enc is space else np.stack([_encode_as(space, enc, a) for a in archs])
+    ).astype(np.float64)
     counts = np.column_stack([onehot[:, c].sum(1) for c in _count_groups(enc)])
     agnostic, costs = _agnostic_and_costs(space, archs)
     a, b = onehot.shape[1], onehot.shape[1] + counts.shape[1]
-    layout = {"onehot": [0, a], "counts": [a, b], "agnostic": [b, b + 2],
-              "gene_sizes": [len(g.options) for g in enc.genes],  # the graph predictor's nodes and edges
-              "gene_edges": [int(v) for edge in enc.gene_graph() for v in edge]}
+    layout = {
+        "onehot": [0, a],
+        "counts": [a, b],
+        "agnostic": [b, b + 2],
+        "gene_sizes": [len(g.options) for g in enc.genes],  # the graph predictor's nodes and edges
+        "gene_edges": [int(v) for edge in enc.gene_graph() for v in edge],
+    }
     blocks = [onehot, counts, agnostic]
     if costs is not None:
         layout["costs"] = [b + 2, b + 2 + costs.shape[1]]

@@ -3,6 +3,7 @@
 Rows are appended to a CSV as each group finishes; started again with the same arguments, a
 profile measures only what the file does not hold yet.
 """
+
 from __future__ import annotations
 
 import os
@@ -81,17 +82,28 @@ def profile(
             if anchor_ref_ms is None:
                 anchor_ref_ms = anchor_ms
             scale = anchor_ref_ms / anchor_ms if anchor else 1.0
-            names, results = names[len(anchor):], results[len(anchor):]
+            names, results = names[len(anchor) :], results[len(anchor) :]
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             for name, m in zip(names, results):
                 row = {
-                    "space": space_spec, "arch": name, "device": device.spec,
-                    "latency_ms": round(m.latency_ms * scale, 5), "raw_ms": round(m.latency_ms, 5),
-                    "spread_ms": round(m.p90_ms - m.p10_ms, 5), "median_ms": round(m.median_ms, 5),
-                    "p10_ms": round(m.p10_ms, 5), "p90_ms": round(m.p90_ms, 5), "cv": round(m.cv, 5),
-                    "repeats": m.repeats, "rounds": m.rounds, "outliers": m.outliers,
-                    "anchor_ms": rounded(anchor_ms), "anchor_ref_ms": rounded(anchor_ref_ms),
-                    "group": state.groups + g, "timestamp": stamp, **fp,
+                    "space": space_spec,
+                    "arch": name,
+                    "device": device.spec,
+                    "latency_ms": round(m.latency_ms * scale, 5),
+                    "raw_ms": round(m.latency_ms, 5),
+                    "spread_ms": round(m.p90_ms - m.p10_ms, 5),
+                    "median_ms": round(m.median_ms, 5),
+                    "p10_ms": round(m.p10_ms, 5),
+                    "p90_ms": round(m.p90_ms, 5),
+                    "cv": round(m.cv, 5),
+                    "repeats": m.repeats,
+                    "rounds": m.rounds,
+                    "outliers": m.outliers,
+                    "anchor_ms": rounded(anchor_ms),
+                    "anchor_ref_ms": rounded(anchor_ref_ms),
+                    "group": state.groups + g,
+                    "timestamp": stamp,
+                    **fp,
                 }
                 writer.writerow(row)
                 written.append(row)
@@ -104,8 +116,9 @@ def profile(
     return written
 
 
-def measure_archs(space: Any, device: Device, archs: Sequence[tuple], path: Path,
-                  progress: Callable[[int, int], None] | None = None) -> dict[str, float]:
+def measure_archs(
+    space: Any, device: Device, archs: Sequence[tuple], path: Path, progress: Callable[[int, int], None] | None = None
+) -> dict[str, float]:
     """Measured latency of each arch (resumable CSV); returns arch string -> latency_ms.
 
     A run keeps every device measurement in one file, so each group's anchor rescales it to the

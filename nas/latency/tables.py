@@ -2,6 +2,7 @@
 measured.csv hold, one row per architecture and device), the one writer of its rows, and every reader of
 latency files: a profile's state for resuming, measured latencies by device, calibration measurements, and
 HELP's wide tables (one column per device) merged with profiles into one architectures x devices table."""
+
 from __future__ import annotations
 
 import csv
@@ -15,12 +16,38 @@ import numpy as np
 import pandas as pd
 
 FINGERPRINT_COLUMNS = (
-    "cpu_model", "cpu_cores", "cpu_threads", "cpu_int8", "os", "python", "torch", "onnxruntime",
-    "hwnas", "threads", "gpu", "cuda", "tensorrt",
+    "cpu_model",
+    "cpu_cores",
+    "cpu_threads",
+    "cpu_int8",
+    "os",
+    "python",
+    "torch",
+    "onnxruntime",
+    "hwnas",
+    "threads",
+    "gpu",
+    "cuda",
+    "tensorrt",
 )
 COLUMNS = (
-    "space", "arch", "device", "latency_ms", "raw_ms", "spread_ms", "median_ms", "p10_ms", "p90_ms",
-    "cv", "repeats", "rounds", "outliers", "anchor_ms", "anchor_ref_ms", "group", "timestamp",
+    "space",
+    "arch",
+    "device",
+    "latency_ms",
+    "raw_ms",
+    "spread_ms",
+    "median_ms",
+    "p10_ms",
+    "p90_ms",
+    "cv",
+    "repeats",
+    "rounds",
+    "outliers",
+    "anchor_ms",
+    "anchor_ref_ms",
+    "group",
+    "timestamp",
 ) + FINGERPRINT_COLUMNS
 
 # a hybrid_lm run's measured.csv: one decode step per architecture, at the recipe's context and batch
@@ -83,7 +110,9 @@ def read_tables(space: Any, paths: Sequence[str | Path]) -> LatencyTable:
     Y = merged.to_numpy(np.float64)
     if np.any(Y[~np.isnan(Y)] <= 0):
         raise ValueError(f"latency tables {', '.join(map(str, paths))} hold non-positive latencies")
-    return LatencyTable(list(merged.index), [str(c) for c in merged.columns], Y, index.fillna(-1).astype(int).to_numpy())
+    return LatencyTable(
+        list(merged.index), [str(c) for c in merged.columns], Y, index.fillna(-1).astype(int).to_numpy()
+    )
 
 
 @dataclass
@@ -157,7 +186,9 @@ def open_for_append(path: Path) -> Any:
     return f, writer
 
 
-def read_measurements(space: Any, path: str, device: str | None = None) -> tuple[list[tuple], np.ndarray, dict[str, Any]]:
+def read_measurements(
+    space: Any, path: str, device: str | None = None
+) -> tuple[list[tuple], np.ndarray, dict[str, Any]]:
     """(archs, latencies, fingerprint) from a CSV with columns arch, latency_ms (extra columns allowed)."""
     try:
         df = pd.read_csv(path)
@@ -173,9 +204,13 @@ def read_measurements(space: Any, path: str, device: str | None = None) -> tuple
         if device is not None:
             df = df[df["device"] == device]
             if df.empty:
-                raise ValueError(f"measurements file {path!r} has no rows of device {device!r}; it has {', '.join(found)}")
+                raise ValueError(
+                    f"measurements file {path!r} has no rows of device {device!r}; it has {', '.join(found)}"
+                )
         elif len(found) > 1:
-            raise ValueError(f"measurements file {path!r} holds {len(found)} devices ({', '.join(found)}); choose one with --device")
+            raise ValueError(
+                f"measurements file {path!r} holds {len(found)} devices ({', '.join(found)}); choose one with --device"
+            )
     archs = []
     for line, s in zip(df.index + 2, df["arch"].astype(str)):
         try:
@@ -189,8 +224,9 @@ def read_measurements(space: Any, path: str, device: str | None = None) -> tuple
     y = pd.to_numeric(df["latency_ms"], errors="coerce").to_numpy(float)
     bad = np.where(~(y > 0))[0]
     if len(bad):
-        raise ValueError(f"{path}:{int(df.index[bad[0]]) + 2}: latency_ms must be a positive number, got {df['latency_ms'].iloc[bad[0]]!r}")
+        raise ValueError(
+            f"{path}:{int(df.index[bad[0]]) + 2}: latency_ms must be a positive number, got "
+            f"{df['latency_ms'].iloc[bad[0]]!r}"
+        )
     fp = {c: df[c].iloc[0] for c in ("device",) + FINGERPRINT_COLUMNS if c in df.columns}
     return archs, y, {k: (v.item() if hasattr(v, "item") else v) for k, v in fp.items()}
-
-

@@ -3,6 +3,7 @@
 Text comes from a local file or directory (every *.txt / *.md / *.py under it), or, by default, from
 Python's own bundled documentation (`pydoc_data.topics`: about 0.5 MB of English and code), so
 nothing is downloaded. The last `val_fraction` of the bytes is held out."""
+
 from __future__ import annotations
 
 import math
@@ -69,22 +70,30 @@ def next_byte_loss(model: torch.nn.Module, window: torch.Tensor) -> torch.Tensor
 
 
 @torch.no_grad()
-def bits_per_byte(model: torch.nn.Module, data: np.ndarray, seq_len: int, max_windows: int = 64, batch: int = 16,
-                  device: str = "cpu") -> float:
+def bits_per_byte(
+    model: torch.nn.Module, data: np.ndarray, seq_len: int, max_windows: int = 64, batch: int = 16, device: str = "cpu"
+) -> float:
     """Mean next-byte cross-entropy in bits over consecutive windows of `data` (up to max_windows)."""
     model.eval()
     n = min(max_windows, (len(data) - 1) // seq_len)
     if n < 1:
         raise ValueError(f"the validation text ({len(data)} bytes) is shorter than one window of {seq_len + 1}")
-    windows = torch.from_numpy(np.stack([data[i * seq_len : i * seq_len + seq_len + 1] for i in range(n)]).astype(np.int64))
+    windows = torch.from_numpy(
+        np.stack([data[i * seq_len : i * seq_len + seq_len + 1] for i in range(n)]).astype(np.int64)
+    )
     total = 0.0
     for i in range(0, n, batch):
         total += next_byte_loss(model, windows[i : i + batch].to(device)).item() * len(windows[i : i + batch])
     return total / n / math.log(2)
 
 
-def train_proxy(model: torch.nn.Module, data: TextData, config: ProxyConfig, seed: int | None = None,
-                progress: Callable[[int, float], None] | None = None) -> dict[str, Any]:
+def train_proxy(
+    model: torch.nn.Module,
+    data: TextData,
+    config: ProxyConfig,
+    seed: int | None = None,
+    progress: Callable[[int, float], None] | None = None,
+) -> dict[str, Any]:
     """Train `model` for `config.steps` AdamW steps (cosine schedule, warm-up; bf16 autocast on CUDA) and
     score it: validation bits per byte after training, and the training loss curve. `seed` (default: the
     config's) seeds the batches. The model is left on the CPU."""

@@ -4,6 +4,7 @@ device at a fixed context; the budget is a fraction of the all-attention baselin
 
 Everything is written as it is made (`proxy.jsonl`, `measured.csv`, the Optuna study), so a run
 that is stopped resumes where it was."""
+
 from __future__ import annotations
 
 import contextlib
@@ -44,7 +45,9 @@ class HybridRun:
         self.device = devices.get(recipe.device)
         self.proxy_path, self.measured_path = self.run / PROXY, self.run / MEASURED
         # proxy scores by (key, seed); rows without a seed were trained with the recipe's seed
-        self._proxy = {(row["arch"], int(row.get("seed", recipe.proxy.seed))): row for row in read_jsonl(self.proxy_path)}
+        self._proxy = {
+            (row["arch"], int(row.get("seed", recipe.proxy.seed))): row for row in read_jsonl(self.proxy_path)
+        }
         self._measured = read_latencies(self.measured_path)
         self.data = TextData.from_bytes(load_text(recipe.proxy.text))
 
@@ -57,7 +60,8 @@ class HybridRun:
         return len(set(self.space.blocks(self.space.from_str(key))) - {"ffn"}) > 1
 
     def bpb(self, key: str, seed: int | None = None) -> float:
-        """Validation bits per byte after the recipe's proxy training, with its seed or `seed` (cached per key and seed)."""
+        """Validation bits per byte after the recipe's proxy training, with its seed or `seed` (cached per key and
+        seed)."""
         return float(self._proxy_row(key, seed)["val_bpb"])
 
     def trained(self, key: str, seed: int | None = None) -> bool:
@@ -70,8 +74,13 @@ class HybridRun:
             torch.manual_seed(seed)  # the same initial weights for the same key and seed, whatever ran before
             model = self.model(key)
             r = train_proxy(model, self.data, p, seed=seed)
-            row = {"arch": key, "seed": seed, "val_bpb": r["val_bpb"], "final_train_loss": float(np.mean(r["train_loss"][-10:])),
-                   "params": count_params(model)}
+            row = {
+                "arch": key,
+                "seed": seed,
+                "val_bpb": r["val_bpb"],
+                "final_train_loss": float(np.mean(r["train_loss"][-10:])),
+                "params": count_params(model),
+            }
             append_jsonl(self.proxy_path, row)
             self._proxy[key, seed] = row
         return self._proxy[key, seed]
@@ -82,12 +91,19 @@ class HybridRun:
         if todo:
             d = self.recipe.decode
             ms = self.decode_group(todo)
-            append_decode_rows(self.measured_path, [{"arch": k, "latency_ms": ms[k], "context": d.context,
-                                                     "batch": d.batch, "device": self.device.spec} for k in todo])
+            append_decode_rows(
+                self.measured_path,
+                [
+                    {"arch": k, "latency_ms": ms[k], "context": d.context, "batch": d.batch, "device": self.device.spec}
+                    for k in todo
+                ],
+            )
             self._measured.update(ms)
         return {k: float(self._measured[k]) for k in keys}
 
-    def compared(self, arch: str, groups: Sequence[dict[str, float]], seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    def compared(
+        self, arch: str, groups: Sequence[dict[str, float]], seeds: Sequence[int] | None = None
+    ) -> list[dict[str, Any]]:
         """`arch` and its baselines (`compared_keys`): params, bits per byte (the mean over `seeds`, by default the
         recipe's; trained where not cached), decode ms (the median of the timing `groups`, each a dict of key -> ms),
         and the found model's verdict against each baseline: per figure a `paired_verdict` (by seed, by group), and
@@ -100,13 +116,24 @@ class HybridRun:
         found = keys[0][1]
         rows = []
         for name, k in keys:
-            row = {"model": name, "arch": k, "params": int(self._proxy_row(k)["params"]), "val_bpb": float(np.mean(bpbs[k])),
-                   "decode_ms": float(np.median(times[k])), "seeds": len(seeds), "groups": len(groups)}
+            row = {
+                "model": name,
+                "arch": k,
+                "params": int(self._proxy_row(k)["params"]),
+                "val_bpb": float(np.mean(bpbs[k])),
+                "decode_ms": float(np.median(times[k])),
+                "seeds": len(seeds),
+                "groups": len(groups),
+            }
             if k != found:
                 bpb, ms = paired_verdict(bpbs[found], bpbs[k]), paired_verdict(times[found], times[k])
-                row.update(found_vs_this=overall([bpb, ms]), bpb=bpb, decode=ms,
-                           evidence=f"bpb {bpb} (lower in {lower(bpbs[found], bpbs[k])}/{len(seeds)} seeds), decode {ms} "
-                                    f"(faster in {lower(times[found], times[k])}/{len(groups)} groups)")
+                row.update(
+                    found_vs_this=overall([bpb, ms]),
+                    bpb=bpb,
+                    decode=ms,
+                    evidence=f"bpb {bpb} (lower in {lower(bpbs[found], bpbs[k])}/{len(seeds)} seeds), decode {ms} "
+                    f"(faster in {lower(times[found], times[k])}/{len(groups)} groups)",
+                )
             rows.append(row)
         return rows
 
@@ -114,7 +141,9 @@ class HybridRun:
         """Per-token decode latency of `keys` measured afresh in one interleaved group (for a fair comparison)."""
         d = self.recipe.decode
         steps = [DecodeStep(self.model(k).eval(), d.batch, d.context) for k in keys]
-        return {k: m.latency_ms for k, m in zip(keys, self.device.measure_many(steps, [(d.batch, 1)] * len(keys), keys))}
+        return {
+            k: m.latency_ms for k, m in zip(keys, self.device.measure_many(steps, [(d.batch, 1)] * len(keys), keys))
+        }
 
     @staticmethod
     def summary(result: dict[str, Any]) -> list[str]:
@@ -122,12 +151,16 @@ class HybridRun:
         w = result["winner"]
         if not w:
             return [f"no candidate met the {result['budget_ms']:.3f} ms budget"]
-        lines = [f"winner: {w['arch']}: {w['val_bpb']:.3f} bits/byte, {w['decode_ms']:.3f} ms per token "
-                 f"(budget {result['budget_ms']:.3f} ms)"]
+        lines = [
+            f"winner: {w['arch']}: {w['val_bpb']:.3f} bits/byte, {w['decode_ms']:.3f} ms per token "
+            f"(budget {result['budget_ms']:.3f} ms)"
+        ]
         for row in result["compared"]:
             verdict = f"; the found model against it: {row['found_vs_this']}" if "found_vs_this" in row else ""
-            lines.append(f"  {row['model']}: {row['params']:,} params, {row['val_bpb']:.3f} bits/byte, "
-                         f"{row['decode_ms']:.3f} ms per token (one interleaved group){verdict}")
+            lines.append(
+                f"  {row['model']}: {row['params']:,} params, {row['val_bpb']:.3f} bits/byte, "
+                f"{row['decode_ms']:.3f} ms per token (one interleaved group){verdict}"
+            )
         return lines
 
     def check_resumable(self) -> None:
@@ -138,8 +171,10 @@ class HybridRun:
         old, new = RunDir(self.run).read_recipe(), dataclasses.asdict(self.recipe)
         for name in ("space", "device", "decode", "proxy", "baseline"):
             if name in old and old[name] != new[name]:
-                raise ValueError(f"{path}: this run was made with {name}={old[name]!r}, but the recipe says {new[name]!r}; "
-                                 "its cached scores would not match (use another --out)")
+                raise ValueError(
+                    f"{path}: this run was made with {name}={old[name]!r}, but the recipe says {new[name]!r}; "
+                    "its cached scores would not match (use another --out)"
+                )
 
     # ---- phases ------------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
@@ -148,21 +183,27 @@ class HybridRun:
         RunDir(self.run).write_recipe(dataclasses.asdict(r))
         base_ms = self.decode_ms([r.baseline])[r.baseline]
         budget = r.budget_ms or r.budget_fraction * base_ms
-        self.log(f"budget: {budget:.3f} ms per token at context {r.decode.context} on {self.device.spec} "
-                 f"(the all-attention baseline {r.baseline} decodes in {base_ms:.3f} ms)")
+        self.log(
+            f"budget: {budget:.3f} ms per token at context {r.decode.context} on {self.device.spec} "
+            f"(the all-attention baseline {r.baseline} decodes in {base_ms:.3f} ms)"
+        )
         objective = Objective(r.search.objective, budget_ms=budget, w=r.search.soft_w)
         storage = r.search.storage or RunDir(self.run).default_storage
 
         def evaluate(arch: tuple) -> tuple[float, float]:
-            """Decode time first: under a hard budget a candidate over it ranks by its time alone, so it is not trained."""
+            """Decode time first: under a hard budget a candidate over it ranks by its time alone, so it is not
+            trained."""
             key = space.to_str(arch)
             ms = self.decode_ms([key])[key]
             if objective.kind == "budget" and not objective.feasible(ms):
                 return float("nan"), ms
             return BITS - self.bpb(key), ms
 
-        self.log(f"search: {r.search.strategy}, {r.search.trials} candidates, proxy {r.proxy.steps} steps, study in {storage}")
-        with (self.progress("searching") if self.progress else contextlib.nullcontext(None)) as update:
+        self.log(
+            f"search: {r.search.strategy}, {r.search.trials} candidates, proxy {r.proxy.steps} steps, study in "
+            f"{storage}"
+        )
+        with self.progress("searching") if self.progress else contextlib.nullcontext(None) as update:
             study = run_search(space, evaluate, objective, r.search, storage, progress=update)
         trials = pd.DataFrame(completed(study))
         trials["val_bpb"] = BITS - trials["accuracy"]  # empty where the candidate missed the budget and was not trained
@@ -172,17 +213,31 @@ class HybridRun:
         front.to_csv(self.run / PARETO, index=False)
         feasible = scored[scored["latency_ms"] <= budget]
         winner = feasible.sort_values("val_bpb").iloc[0].to_dict() if len(feasible) else None
-        result: dict[str, Any] = {"space": space.spec, "device": self.device.spec, "fingerprint": self.device.fingerprint(),
-                                  "budget_ms": budget, "baseline": {"arch": r.baseline, "decode_ms": base_ms},
-                                  "decode": dataclasses.asdict(r.decode), "proxy": dataclasses.asdict(r.proxy),
-                                  "trials": len(trials), "distinct": int(trials["arch"].nunique()),
-                                  "trained": int(scored["arch"].nunique()), "winner": None, "compared": []}
+        result: dict[str, Any] = {
+            "space": space.spec,
+            "device": self.device.spec,
+            "fingerprint": self.device.fingerprint(),
+            "budget_ms": budget,
+            "baseline": {"arch": r.baseline, "decode_ms": base_ms},
+            "decode": dataclasses.asdict(r.decode),
+            "proxy": dataclasses.asdict(r.proxy),
+            "trials": len(trials),
+            "distinct": int(trials["arch"].nunique()),
+            "trained": int(scored["arch"].nunique()),
+            "winner": None,
+            "compared": [],
+        }
         if winner is not None:
             key = winner["arch"]
             self.log("compare: the winner against all-attention and all-Mamba2 stacks of its depth and parameter count")
             result["compared"] = self.compared(key, [self.decode_group([k for _, k in compared_keys(key)])])
-            result["winner"] = {"arch": key, "val_bpb": winner["val_bpb"], "decode_ms": winner["latency_ms"],
-                                "params": space.params(space.from_str(key)), "export": self.export(space.from_str(key))}
+            result["winner"] = {
+                "arch": key,
+                "val_bpb": winner["val_bpb"],
+                "decode_ms": winner["latency_ms"],
+                "params": space.params(space.from_str(key)),
+                "export": self.export(space.from_str(key)),
+            }
         RunDir(self.run).write_result(result)
         plot_front(self.run, r, self.device.spec, trials, front, budget, result)
         write_report(self.run, r, result)
@@ -203,4 +258,3 @@ class HybridRun:
         meta.update({"val_bpb": trained["val_bpb"], "trained_steps": p.steps})
         (out / "model.json").write_text(json.dumps(meta, indent=2))
         return meta
-

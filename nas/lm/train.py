@@ -6,6 +6,7 @@ global batch and gradients are averaged once per step, so N ranks take the steps
 take with the same global batch. Each step's windows come from a generator seeded by (seed, step),
 and the checkpoint holds the weights, the optimizer and the step, so a run that is stopped resumes
 and ends with the weights an uninterrupted run ends with."""
+
 from __future__ import annotations
 
 import contextlib
@@ -65,8 +66,10 @@ def _check_config(config: LMTrainConfig, world: int) -> None:
         if getattr(config, name) < 1:
             raise ValueError(f"`{name} >= 1` must hold, but got {name}={getattr(config, name)}")
     if config.batch % world:
-        raise ValueError(f"`batch % world_size == 0` must hold (each rank takes an equal share), "
-                         f"but got batch={config.batch}, world_size={world}")
+        raise ValueError(
+            f"`batch % world_size == 0` must hold (each rank takes an equal share), "
+            f"but got batch={config.batch}, world_size={world}"
+        )
 
 
 def _load_checkpoint(path: Path, arch: str, config: LMTrainConfig, device: torch.device) -> dict:
@@ -75,15 +78,24 @@ def _load_checkpoint(path: Path, arch: str, config: LMTrainConfig, device: torch
         raise ValueError(f"{path}: trained architecture {state['arch']!r}, but got {arch!r}; use another --out")
     for name in SAME_RUN:
         if state["config"][name] != getattr(config, name):
-            raise ValueError(f"{path}: trained with {name}={state['config'][name]}, but got {name}={getattr(config, name)}; "
-                             f"use another --out to start over")
+            raise ValueError(
+                f"{path}: trained with {name}={state['config'][name]}, but got {name}={getattr(config, name)}; "
+                f"use another --out to start over"
+            )
     return state
 
 
-def train_lm(space: Any, arch: str, data: TextData, config: LMTrainConfig, out: str | Path,
-             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+def train_lm(
+    space: Any,
+    arch: str,
+    data: TextData,
+    config: LMTrainConfig,
+    out: str | Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
     """Train (or resume) `arch` (a space string, or `STRING|MIXER-only` for its parameter-matched
-    all-MIXER baseline, as `hwnas bench hybrid` compares) in `out`: checkpoint.pt as it goes, metrics.csv (train loss, validation
+    all-MIXER baseline, as `hwnas bench hybrid` compares) in `out`: checkpoint.pt as it goes, metrics.csv (train loss,
+    validation
     bits per byte), and at the end weights.pt, model.onnx (checked with onnxruntime), model.json and
     metrics.png. Returns model.json's content on rank 0, {} on the others."""
     ctx = distributed.setup(config.device)
@@ -103,8 +115,11 @@ def train_lm(space: Any, arch: str, data: TextData, config: LMTrainConfig, out: 
         if ctx.main:
             trim_metrics(metrics, step)
     distributed.broadcast_state(model, ctx)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" and config.amp
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if ctx.device.type == "cuda" and config.amp
+        else contextlib.nullcontext()
+    )
     params = list(model.parameters())
     losses: list[float] = []
     started = time.perf_counter()
@@ -129,13 +144,31 @@ def train_lm(space: Any, arch: str, data: TextData, config: LMTrainConfig, out: 
             if ctx.main:
                 bpb = bits_per_byte(model, data.val, config.seq_len, config.val_windows, device=str(ctx.device))
                 mean = float(total) / ctx.world
-                append_metrics(metrics, {"step": step, "train_loss": mean, "train_bpb": mean / math.log(2), "val_bpb": bpb,
-                                         "lr": lr_at(step - 1, config), "seconds": time.perf_counter() - started})
+                append_metrics(
+                    metrics,
+                    {
+                        "step": step,
+                        "train_loss": mean,
+                        "train_bpb": mean / math.log(2),
+                        "val_bpb": bpb,
+                        "lr": lr_at(step - 1, config),
+                        "seconds": time.perf_counter() - started,
+                    },
+                )
                 model.train()
             losses = []
         if ctx.main and (step % config.checkpoint_every == 0 or step == config.steps):
-            save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "arch": arch,
-                             "space": space.spec, "config": asdict(config)}, ckpt)
+            save_checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": step,
+                    "arch": arch,
+                    "space": space.spec,
+                    "config": asdict(config),
+                },
+                ckpt,
+            )
         if progress is not None and ctx.main:
             progress(step, config.steps)
     distributed.barrier(ctx)
@@ -146,9 +179,17 @@ def train_lm(space: Any, arch: str, data: TextData, config: LMTrainConfig, out: 
     rows = pd.read_csv(metrics)
     meta = export_checked(model, space, arch, data.val, config.seq_len, out)
     best = rows.loc[rows["val_bpb"].idxmin()]
-    meta.update({"val_bpb": float(rows["val_bpb"].iloc[-1]), "best_val_bpb": float(best["val_bpb"]), "best_step": int(best["step"]),
-                 "trained_steps": config.steps, "world_size": ctx.world,
-                 "config": asdict(config), "params": int(sum(p.numel() for p in model.parameters()))})
+    meta.update(
+        {
+            "val_bpb": float(rows["val_bpb"].iloc[-1]),
+            "best_val_bpb": float(best["val_bpb"]),
+            "best_step": int(best["step"]),
+            "trained_steps": config.steps,
+            "world_size": ctx.world,
+            "config": asdict(config),
+            "params": int(sum(p.numel() for p in model.parameters())),
+        }
+    )
     (out / "model.json").write_text(json.dumps(meta, indent=2))
     plot_metrics(rows, out / "metrics.png", arch)
     return meta
@@ -172,8 +213,9 @@ def plot_metrics(rows: pd.DataFrame, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def training_job(run_dir: str | Path | None, arch: str | None, space_spec: str | None,
-                 text: str | None) -> tuple[Any, str, str | None]:
+def training_job(
+    run_dir: str | Path | None, arch: str | None, space_spec: str | None, text: str | None
+) -> tuple[Any, str, str | None]:
     """(space, arch key, text) of a `train-lm` job: a finished hybrid_lm run's winner, space and text, each
     overridden by what is given; `arch` may end in `|MIXER-only` (the parameter-matched baseline)."""
     from nas.rundir import RESULT, RunDir

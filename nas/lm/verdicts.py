@@ -1,5 +1,6 @@
 """Paired verdicts: the found model against a baseline, figure by figure, by a one-sided sign test over
 seeds or timing groups; and the keys of the models compared."""
+
 from __future__ import annotations
 
 import math
@@ -32,7 +33,8 @@ def paired_verdict(found: Sequence[float], other: Sequence[float]) -> str:
 
 
 def overall(verdicts: Sequence[str]) -> str:
-    """Per-figure `paired_verdict`s in one word: dominates (better in one, worse in none), dominated, equal or trade-off."""
+    """Per-figure `paired_verdict`s in one word: dominates (better in one, worse in none), dominated, equal or
+    trade-off."""
     better, worse = "better" in verdicts, "worse" in verdicts
     if better and worse:
         return "trade-off"

@@ -1,5 +1,6 @@
 """`hwnas export`: a run's winner (or any subnet) extracted from its supernet, BN recalibrated, exported to
 ONNX or TensorRT and checked against PyTorch."""
+
 from __future__ import annotations
 
 import json
@@ -14,15 +15,24 @@ from nas.supernet.run import SupernetRun, run_subnet
 from nas.supernet.train import evaluate
 
 
-def export_run(run_dir: str | Path, config: ExportConfig, arch: str | None = None, out: str | Path | None = None,
-               sn: SupernetRun | None = None) -> dict[str, Any]:
+def export_run(
+    run_dir: str | Path,
+    config: ExportConfig,
+    arch: str | None = None,
+    out: str | Path | None = None,
+    sn: SupernetRun | None = None,
+) -> dict[str, Any]:
     """Extract a subnet of a run (default: its winner, with its measured latency and device), recalibrate BN,
     export it as `config` says and check it (`sn`: the run's supernet, when the caller has it loaded)."""
     run = Path(run_dir)
     sn, a, result = run_subnet(run, arch, "export", sn)
     measured_ms = device = fingerprint = None
     if arch is None:
-        measured_ms, device, fingerprint = result["winner"].get("measured_ms"), result.get("device"), result.get("fingerprint")
+        measured_ms, device, fingerprint = (
+            result["winner"].get("measured_ms"),
+            result.get("device"),
+            result.get("fingerprint"),
+        )
     fmt, fp16, int8 = config.format, config.fp16, config.int8
     space = sn.net.space
     val = evaluate(sn.net, a, sn.data, "val")  # leaves the subnet's BN statistics recalibrated
@@ -32,9 +42,19 @@ def export_run(run_dir: str | Path, config: ExportConfig, arch: str | None = Non
     r = shape[-1]
     check = resize(next(batches(sn.data.val, 16, None, sn.data))[0], r)
     calib = (resize(x, r).numpy() for x, _ in batches(sn.data.train, 32, 7, sn.data, augment=False)) if int8 else None
-    info = {"arch": space.to_str(a), "space": space.spec, "input_shape": list(shape), "normalisation": sn.data.normalisation(),
-            "num_classes": sn.data.num_classes, "classes_from": sn.data.name, "val_top1": val, "test_top1": test,
-            "latency_ms": measured_ms, "device": device, "fingerprint": fingerprint}
+    info = {
+        "arch": space.to_str(a),
+        "space": space.spec,
+        "input_shape": list(shape),
+        "normalisation": sn.data.normalisation(),
+        "num_classes": sn.data.num_classes,
+        "classes_from": sn.data.name,
+        "val_top1": val,
+        "test_top1": test,
+        "latency_ms": measured_ms,
+        "device": device,
+        "fingerprint": fingerprint,
+    }
     out_dir = Path(out) if out else run / BEST
     meta = export_model(model, shape, out_dir, info, check, fmt, fp16, int8, calib)
     if int8:

@@ -1,4 +1,5 @@
 """The run's results: trials.csv, pareto.csv, pareto.png, predictor.png, result.json, best/, report.md."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,14 +19,24 @@ from nas.search import pareto_front
 def _plot_pareto(df: pd.DataFrame, front: pd.DataFrame, budget: float, winner: dict | None, path: Any) -> None:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.scatter(df["latency_ms"], df["accuracy"], s=10, alpha=0.35, color="tab:gray", label="candidates (predicted latency)")
+    ax.scatter(
+        df["latency_ms"], df["accuracy"], s=10, alpha=0.35, color="tab:gray", label="candidates (predicted latency)"
+    )
     ax.plot(front["latency_ms"], front["accuracy"], "-o", ms=4, color="tab:blue", label="front (predicted)")
     m = df.dropna(subset=["measured_ms"])
     ax.scatter(m["measured_ms"], m["accuracy"], marker="x", s=50, color="tab:red", label="measured on the device")
     ax.axvline(budget, color="black", ls="--", lw=1, label=f"budget {budget:.3g} ms")
     if winner:
-        ax.scatter([winner["measured_ms"]], [winner["accuracy"]], marker="*", s=220, color="gold", edgecolor="black",
-                   zorder=5, label="winner (measured)")
+        ax.scatter(
+            [winner["measured_ms"]],
+            [winner["accuracy"]],
+            marker="*",
+            s=220,
+            color="gold",
+            edgecolor="black",
+            zorder=5,
+            label="winner (measured)",
+        )
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("validation top-1")
     ax.grid(alpha=0.3)
@@ -62,8 +73,9 @@ class Outcome:
     winner: dict | None
 
 
-def write_results(run: RunDir, recipe: Any, device: Any, sn: Any, outcome: Outcome,
-                  predictor: tuple[Any, dict]) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+def write_results(
+    run: RunDir, recipe: Any, device: Any, sn: Any, outcome: Outcome, predictor: tuple[Any, dict]
+) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
     """trials.csv, pareto.csv, pareto.png, predictor.png; returns result.json's content (without export and
     quantization, which their phases add), the front, and the predictor's figures on every measured arch."""
     space, (pred, pred_meta) = sn.net.space, predictor
@@ -87,16 +99,39 @@ def write_results(run: RunDir, recipe: Any, device: Any, sn: Any, outcome: Outco
     ends = {}
     for name, a in (("largest", sn.net.largest()), ("smallest", sn.net.smallest())):
         s = space.to_str(a)
-        ends[name] = {"arch": s, "val_top1": sn.accuracy("val")(a), "test_top1": test(a), "measured_ms": measured.get(s)}
-    result = {"device": device.spec, "fingerprint": device.fingerprint(), "budget_ms": budget,
-              "objective": recipe.search.objective, "strategy": recipe.search.strategy, "trials": len(df),
-              "distinct_archs": int(uniq["arch"].nunique()), "supernet": str(sn.path),
-              "predictor": {"mape_percent": scores["mape"], "spearman": scores["spearman"], "measured": len(pm),
-                            "base": pred_meta.get("base")},
-              "largest": ends["largest"], "smallest": ends["smallest"], "winner": None}
+        ends[name] = {
+            "arch": s,
+            "val_top1": sn.accuracy("val")(a),
+            "test_top1": test(a),
+            "measured_ms": measured.get(s),
+        }
+    result = {
+        "device": device.spec,
+        "fingerprint": device.fingerprint(),
+        "budget_ms": budget,
+        "objective": recipe.search.objective,
+        "strategy": recipe.search.strategy,
+        "trials": len(df),
+        "distinct_archs": int(uniq["arch"].nunique()),
+        "supernet": str(sn.path),
+        "predictor": {
+            "mape_percent": scores["mape"],
+            "spearman": scores["spearman"],
+            "measured": len(pm),
+            "base": pred_meta.get("base"),
+        },
+        "largest": ends["largest"],
+        "smallest": ends["smallest"],
+        "winner": None,
+    }
     if winner:
-        result["winner"] = {"arch": winner["arch"], "val_top1": winner["accuracy"], "predicted_ms": winner["latency_ms"],
-                            "measured_ms": winner["measured_ms"], "test_top1": test(space.from_str(winner["arch"]))}
+        result["winner"] = {
+            "arch": winner["arch"],
+            "val_top1": winner["accuracy"],
+            "predicted_ms": winner["latency_ms"],
+            "measured_ms": winner["measured_ms"],
+            "test_top1": test(space.from_str(winner["arch"])),
+        }
     n_val = len(sn.data.val)
     result["val_images"] = n_val
     if winner:
@@ -108,11 +143,18 @@ def write_results(run: RunDir, recipe: Any, device: Any, sn: Any, outcome: Outco
 def quantized_summary(qr: dict[str, Any], device: str, joint: bool, budget: float) -> dict[str, Any]:
     """result.json's `quantized` entry from `hwnas quantize`'s model.json."""
     chosen = next(c for c in qr["configs"] if c["config"] == qr["chosen"])
-    return {**{k: qr[k] for k in ("chosen", "speedup_vs_fp32", "test_drop_points", "val_drop_points")},
-            "int8_layers": sum(p == "int8" for p in qr["precision"].values()), "layers": len(qr["precision"]),
-            "device": device, "latency_ms": chosen["latency_ms"], "test_top1": chosen["test_top1"],
-            "val_top1": chosen["val_top1"], "int8_activations": qr.get("int8_activations"), "joint": joint,
-            "within_budget": bool(chosen["latency_ms"] <= budget)}
+    return {
+        **{k: qr[k] for k in ("chosen", "speedup_vs_fp32", "test_drop_points", "val_drop_points")},
+        "int8_layers": sum(p == "int8" for p in qr["precision"].values()),
+        "layers": len(qr["precision"]),
+        "device": device,
+        "latency_ms": chosen["latency_ms"],
+        "test_top1": chosen["test_top1"],
+        "val_top1": chosen["val_top1"],
+        "int8_activations": qr.get("int8_activations"),
+        "joint": joint,
+        "within_budget": bool(chosen["latency_ms"] <= budget),
+    }
 
 
 def write_markdown(run: RunDir, result: dict[str, Any], recipe: Any, front: pd.DataFrame, pm: pd.DataFrame) -> None:
@@ -125,46 +167,89 @@ def _ms(v: float | None) -> str:
 
 def _markdown(r: dict, recipe: Any, front: pd.DataFrame, pm: pd.DataFrame) -> str:
     w, big, small = r["winner"], r["largest"], r["smallest"]
-    lines = ["# hwnas run report", "",
-             f"**Device:** `{r['device']}` ({r['fingerprint'].get('cpu_model') or r['fingerprint'].get('gpu') or 'unknown'}).  ",
-             f"**Space:** `{recipe.space}`, data `{recipe.data.name}`.  ",
-             f"**Budget:** {r['budget_ms']:.3f} ms per image (batch 1).  ",
-             f"**Search:** {r['strategy']}, objective {r['objective']}, {r['trials']} candidates "
-             f"({r['distinct_archs']} distinct), accuracy from the supernet (BN recalibrated), latency from the "
-             f"predictor calibrated on this device.", ""]
+    lines = [
+        "# hwnas run report",
+        "",
+        f"**Device:** `{r['device']}` "
+        f"({r['fingerprint'].get('cpu_model') or r['fingerprint'].get('gpu') or 'unknown'}).  ",
+        f"**Space:** `{recipe.space}`, data `{recipe.data.name}`.  ",
+        f"**Budget:** {r['budget_ms']:.3f} ms per image (batch 1).  ",
+        f"**Search:** {r['strategy']}, objective {r['objective']}, {r['trials']} candidates "
+        f"({r['distinct_archs']} distinct), accuracy from the supernet (BN recalibrated), latency from the "
+        f"predictor calibrated on this device.",
+        "",
+    ]
     if w:
         speed = big["measured_ms"] / w["measured_ms"] if big.get("measured_ms") else float("nan")
-        lines += ["## Winner", "",
-                  f"The most accurate candidate that meets the budget **when measured**: test top-1 "
-                  f"**{w['test_top1']:.4f}** (validation {w['val_top1']:.4f}), measured **{w['measured_ms']:.3f} ms** "
-                  f"(predicted {w['predicted_ms']:.3f} ms), {speed:.2f}x faster than the largest subnet.", "",
-                  f"A validation split of {r.get('val_images', 0)} images resolves about {r.get('val_resolution', float('nan')):.1f} "
-                  f"points (two standard errors at this accuracy); candidates closer than that are a tie, and the best "
-                  f"validation score among many candidates is optimistic, which is why the test split is reported.", "",
-                  f"`{w['arch']}`", "", "Exported to `best/` (model.onnx, model.json with the input shape and normalisation).", ""]
+        lines += [
+            "## Winner",
+            "",
+            f"The most accurate candidate that meets the budget **when measured**: test top-1 "
+            f"**{w['test_top1']:.4f}** (validation {w['val_top1']:.4f}), measured **{w['measured_ms']:.3f} ms** "
+            f"(predicted {w['predicted_ms']:.3f} ms), {speed:.2f}x faster than the largest subnet.",
+            "",
+            f"A validation split of {r.get('val_images', 0)} images resolves about "
+            f"{r.get('val_resolution', float('nan')):.1f} "
+            f"points (two standard errors at this accuracy); candidates closer than that are a tie, and the best "
+            f"validation score among many candidates is optimistic, which is why the test split is reported.",
+            "",
+            f"`{w['arch']}`",
+            "",
+            "Exported to `best/` (model.onnx, model.json with the input shape and normalisation).",
+            "",
+        ]
     else:
-        lines += ["## Winner", "", "**No candidate met the budget when measured.** Raise the budget or search longer.", ""]
-    lines += ["## Against the ends of the space", "", "| subnet | test top-1 | val top-1 | measured |", "|---|---|---|---|"]
+        lines += [
+            "## Winner",
+            "",
+            "**No candidate met the budget when measured.** Raise the budget or search longer.",
+            "",
+        ]
+    lines += [
+        "## Against the ends of the space",
+        "",
+        "| subnet | test top-1 | val top-1 | measured |",
+        "|---|---|---|---|",
+    ]
     for name, e in (("largest", big), ("smallest", small)):
         lines.append(f"| {name} | {e['test_top1']:.4f} | {e['val_top1']:.4f} | {_ms(e['measured_ms'])} |")
     if w:
         lines.append(f"| **winner** | **{w['test_top1']:.4f}** | {w['val_top1']:.4f} | {_ms(w['measured_ms'])} |")
     if r.get("quantized"):
         q = r["quantized"]
-        lines += ["", "## Quantization", "",
-                  f"Per-layer precision within {recipe.quantize.tolerance} points: {q['int8_layers']} of {q['layers']} layers "
-                  f"in int8 (`{q['chosen']}`), {q['speedup_vs_fp32']:.2f}x the speed of fp32 on the device, test drop "
-                  f"{q['test_drop_points']:.2f} points. Deployed on `{q.get('device')}`: {_ms(q.get('latency_ms'))}, test top-1 "
-                  f"{q.get('test_top1', float('nan')):.4f}. See `quantized/` (model.onnx, model.json, quantize.png)."]
+        lines += [
+            "",
+            "## Quantization",
+            "",
+            f"Per-layer precision within {recipe.quantize.tolerance} points: {q['int8_layers']} of {q['layers']} "
+            "layers "
+            f"in int8 (`{q['chosen']}`), {q['speedup_vs_fp32']:.2f}x the speed of fp32 on the device, test drop "
+            f"{q['test_drop_points']:.2f} points. Deployed on `{q.get('device')}`: {_ms(q.get('latency_ms'))}, test "
+            "top-1 "
+            f"{q.get('test_top1', float('nan')):.4f}. See `quantized/` (model.onnx, model.json, quantize.png).",
+        ]
         if q.get("joint"):
-            lines += ["", "Joint search (`quantize.joint`): the search measured each candidate's uniform int8 deployment "
-                      f"(`{r['device']}`) and scored the validation accuracy of that deployment, so the budget and the accuracies "
-                      "above are after quantization."]
+            lines += [
+                "",
+                "Joint search (`quantize.joint`): the search measured each candidate's uniform int8 deployment "
+                f"(`{r['device']}`) and scored the validation accuracy of that deployment, so the budget and the "
+                "accuracies "
+                "above are after quantization.",
+            ]
     p = r["predictor"]
-    lines += ["", "## Latency predictor", "",
-              f"On the {p['measured']} architectures measured in this run (the front's candidates and the ends of the "
-              f"space): MAPE {p['mape_percent']:.1f}%, Spearman {p['spearman']:.3f}. See `predictor.png`; "
-              f"candidates that missed the budget when measured are not reported as meeting it.", "",
-              "## Files", "", "`trials.csv` (every candidate), `pareto.csv`, `pareto.png`, `predictor.png`, "
-              "`measured.csv` (every device measurement of the run, drift-corrected to one anchor) and `calibration.csv` (the references), `study.db` (the Optuna study), `best/`.", ""]
+    lines += [
+        "",
+        "## Latency predictor",
+        "",
+        f"On the {p['measured']} architectures measured in this run (the front's candidates and the ends of the "
+        f"space): MAPE {p['mape_percent']:.1f}%, Spearman {p['spearman']:.3f}. See `predictor.png`; "
+        f"candidates that missed the budget when measured are not reported as meeting it.",
+        "",
+        "## Files",
+        "",
+        "`trials.csv` (every candidate), `pareto.csv`, `pareto.png`, `predictor.png`, "
+        "`measured.csv` (every device measurement of the run, drift-corrected to one anchor) and `calibration.csv` "
+        "(the references), `study.db` (the Optuna study), `best/`.",
+        "",
+    ]
     return "\n".join(lines)

@@ -3,6 +3,7 @@ verify the best candidates on the device, export the winner, write the report.
 
 Every phase writes its results as it goes and is skipped or resumed when its output exists, so a
 run that is stopped and started again continues where it was."""
+
 from __future__ import annotations
 
 import json
@@ -39,7 +40,9 @@ class Pipeline:
         self.progress = progress  # a context-manager factory: progress(description) -> update(done, total)
         self.run.mkdir(parents=True, exist_ok=True)
         self.device = devices.get(search_device_spec(recipe))  # what the search measures
-        self.deploy_device = devices.get(recipe.device)  # where the quantized winner runs (the same without quantize.joint)
+        self.deploy_device = devices.get(
+            recipe.device
+        )  # where the quantized winner runs (the same without quantize.joint)
 
     def _bar(self, description: str) -> Any:
         import contextlib
@@ -53,8 +56,11 @@ class Pipeline:
             self.log(f"supernet: using the trained run {self.recipe.supernet}")
             return load_supernet_run(self.recipe.supernet, dev)
         sub = self.run / SUPERNET
-        done = (sub / CHECKPOINT).exists() and (sub / METRICS).exists() and \
-            len(pd.read_csv(sub / METRICS)) >= self.recipe.train.epochs
+        done = (
+            (sub / CHECKPOINT).exists()
+            and (sub / METRICS).exists()
+            and len(pd.read_csv(sub / METRICS)) >= self.recipe.train.epochs
+        )
         if not done:
             self.log("supernet: training (resumes from its last checkpoint)")
             with self._bar("training supernet") as update:
@@ -65,9 +71,14 @@ class Pipeline:
         if self.recipe.predictor:
             pred, meta = predictors.load(self.recipe.predictor)
             if meta.get("kind") != "calibrated":
-                raise ValueError(f"predictor {self.recipe.predictor} is a base; calibrate it with hwnas calibrate first")
+                raise ValueError(
+                    f"predictor {self.recipe.predictor} is a base; calibrate it with hwnas calibrate first"
+                )
             if parse_space_spec(meta.get("space", ""))[0] != space.name:
-                raise ValueError(f"predictor {self.recipe.predictor} is for space {meta.get('space')!r}, but the recipe searches {space.spec!r}")
+                raise ValueError(
+                    f"predictor {self.recipe.predictor} is for space {meta.get('space')!r}, but the recipe searches "
+                    f"{space.spec!r}"
+                )
             return pred, meta
         path = self.run / PREDICTOR
         if not path.exists():
@@ -98,7 +109,10 @@ class Pipeline:
             X, _ = features(space, [arch], fspace)
             return acc(arch), float(pred.predict(X)[0])
 
-        self.log(f"search: {cfg.strategy}, objective {objective.kind}, {cfg.trials} candidates, study {cfg.study_name!r} in {storage}")
+        self.log(
+            f"search: {cfg.strategy}, objective {objective.kind}, {cfg.trials} candidates, study {cfg.study_name!r} "
+            f"in {storage}"
+        )
         with self._bar("searching") as update:
             study = run_search(space, evaluate, objective, cfg, storage, progress=update)
         return completed(study)
@@ -111,7 +125,9 @@ class Pipeline:
         cap = budget * (1 + self.recipe.verify.margin)
         on_front = np.zeros(len(df), dtype=bool)
         on_front[pareto_front(df["accuracy"], df["latency_ms"])] = True
-        queue = df.assign(front=on_front)[df["latency_ms"] <= cap].sort_values(["front", "accuracy"], ascending=False, kind="stable")
+        queue = df.assign(front=on_front)[df["latency_ms"] <= cap].sort_values(
+            ["front", "accuracy"], ascending=False, kind="stable"
+        )
         path = self.run / MEASURED
         measured: dict[str, float] = {}
         winner = None
@@ -128,7 +144,9 @@ class Pipeline:
             if winner is not None:
                 break
         if winner is None:
-            self.log(f"verify: no candidate predicted within {cap:.3f} ms measured within the budget of {budget:.3f} ms")
+            self.log(
+                f"verify: no candidate predicted within {cap:.3f} ms measured within the budget of {budget:.3f} ms"
+            )
         return winner, measured
 
     def export(self, sn: SupernetRun) -> dict[str, Any]:
@@ -144,13 +162,25 @@ class Pipeline:
         self.log(f"quantize: per-layer precision for {device.spec}, tolerance {q.tolerance} points")
         done = self.run / QUANTIZED / "model.json"
         previous = json.loads(done.read_text()) if done.exists() else {}
-        same = {"arch": winner["arch"], "device": device.spec, "tolerance_points": q.tolerance, "method": q.method,
-                "search": q.search, "activations": q.activations, "calibration": q.calibration}
+        same = {
+            "arch": winner["arch"],
+            "device": device.spec,
+            "tolerance_points": q.tolerance,
+            "method": q.method,
+            "search": q.search,
+            "activations": q.activations,
+            "calibration": q.calibration,
+        }
         if all(previous.get(k) == v for k, v in same.items()):
             qr = previous
         else:
-            config = QuantizeConfig(tolerance=q.tolerance, method=q.method, search=q.search, activations=q.activations,
-                                    calibration=q.calibration)
+            config = QuantizeConfig(
+                tolerance=q.tolerance,
+                method=q.method,
+                search=q.search,
+                activations=q.activations,
+                calibration=q.calibration,
+            )
             qr = quantize_run(self.run, config, device.spec, winner["arch"], q.calib, log=self.log, sn=sn)
         return quantized_summary(qr, device.spec, q.joint, budget)
 
@@ -169,8 +199,10 @@ class Pipeline:
         w = result["winner"]
         if not w:
             return [f"no candidate met the {result['budget_ms']:.3f} ms budget when measured"]
-        return [f"winner: test top-1 {w['test_top1']:.4f}, measured {w['measured_ms']:.3f} ms "
-                f"(budget {result['budget_ms']:.3f} ms, predicted {w['predicted_ms']:.3f} ms)"]
+        return [
+            f"winner: test top-1 {w['test_top1']:.4f}, measured {w['measured_ms']:.3f} ms "
+            f"(budget {result['budget_ms']:.3f} ms, predicted {w['predicted_ms']:.3f} ms)"
+        ]
 
     def execute(self) -> dict[str, Any]:
         recipe, run = self.recipe, RunDir(self.run)
@@ -179,14 +211,17 @@ class Pipeline:
         space = sn.net.space
         pred, pred_meta = self.predictor(space)
         budget, ends = self.budget(space, sn.net)
-        self.log(f"budget: {budget:.3f} ms on {self.device.spec} "
-                 f"(largest subnet measures {ends[space.to_str(sn.net.largest())]:.3f} ms)")
+        self.log(
+            f"budget: {budget:.3f} ms on {self.device.spec} "
+            f"(largest subnet measures {ends[space.to_str(sn.net.largest())]:.3f} ms)"
+        )
         objective = Objective(recipe.search.objective, budget_ms=budget, w=recipe.search.soft_w)
         trials = self.search(sn, pred, pred_meta, objective)
         winner, _ = self.verify(space, trials, budget)
         measured = read_latencies(self.run / MEASURED)
-        result, front, pm = write_results(run, recipe, self.device, sn, Outcome(trials, measured, budget, winner),
-                                          (pred, pred_meta))
+        result, front, pm = write_results(
+            run, recipe, self.device, sn, Outcome(trials, measured, budget, winner), (pred, pred_meta)
+        )
         run.write_result(result)
         if winner:
             result["export"] = self.export(sn)

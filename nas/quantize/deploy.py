@@ -3,6 +3,7 @@ channel; activations uint8 or int8, whichever the device runs faster), after `qu
 layers that stay in float passed as `nodes_to_exclude` (`devices.int8.quantize_int8`). Activation ranges
 are calibrated once and reused for every configuration (`ranges.json`, and onnxruntime's calibration cache
 where it has one); ranges that saturating consumers make too wide are tightened (`devices.int8`)."""
+
 from __future__ import annotations
 
 import functools
@@ -31,8 +32,15 @@ __all__ = ["Deployer", "int8_nodes", "onnx_accuracy"]
 class Deployer:
     """Writes int8 variants of one float ONNX model for any set of int8 layers."""
 
-    def __init__(self, fp32_onnx: str | Path, layers: list[str], calibration: Sequence[np.ndarray], workdir: str | Path,
-                 activations: str = "u8", method: str = "minmax") -> None:
+    def __init__(
+        self,
+        fp32_onnx: str | Path,
+        layers: list[str],
+        calibration: Sequence[np.ndarray],
+        workdir: str | Path,
+        activations: str = "u8",
+        method: str = "minmax",
+    ) -> None:
         self.work = Path(workdir)
         self.work.mkdir(parents=True, exist_ok=True)
         self.fp32 = Path(fp32_onnx)
@@ -60,13 +68,16 @@ class Deployer:
 
     @functools.cached_property
     def tight(self) -> dict[str, tuple[float, float]]:
-        """The ranges that saturating consumers narrow, narrowed (`devices.int8.tightened_ranges`), for every configuration."""
+        """The ranges that saturating consumers narrow, narrowed (`devices.int8.tightened_ranges`), for every
+        configuration."""
         return tightened_ranges(self.ranges, saturation_bounds(self.proto))
 
     def layer_input_ranges(self) -> dict[str, tuple[float, float]]:
         """Each layer's input range as the deployment quantizes it, for the fake quantization to mirror."""
         inputs = {n.name: n.input[0] for n in self.proto.graph.node}
-        return {layer: self.ranges[inputs[node]] for layer, node in self.nodes.items() if inputs.get(node) in self.ranges}
+        return {
+            layer: self.ranges[inputs[node]] for layer, node in self.nodes.items() if inputs.get(node) in self.ranges
+        }
 
     @functools.cached_property
     def edges(self) -> list:
@@ -86,8 +97,16 @@ class Deployer:
             return dst
         exclude = [self.nodes[n] for n in self.layers if n not in int8]
         exclude += [node for node, touches in self.neighbours.items() if not touches & int8]
-        quantize_int8(self.pre, dst, self.calibration, exclude, self.cache.with_suffix(f".{self.method}.json"),
-                      activations or self.activations, self.tight, self.method)
+        quantize_int8(
+            self.pre,
+            dst,
+            self.calibration,
+            exclude,
+            self.cache.with_suffix(f".{self.method}.json"),
+            activations or self.activations,
+            self.tight,
+            self.method,
+        )
         return dst
 
 
@@ -95,4 +114,6 @@ def int8_nodes(path: str | Path) -> int:
     """How many Conv/Gemm/MatMul nodes of an ONNX file read int8 weights (a DequantizeLinear feeds them)."""
     proto = onnx.load(str(path))
     dq = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    return sum(1 for n in proto.graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1 and n.input[1] in dq)
+    return sum(
+        1 for n in proto.graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1 and n.input[1] in dq
+    )

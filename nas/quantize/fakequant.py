@@ -2,6 +2,7 @@
 symmetric; activations (each quantized layer's input) per tensor, asymmetric, over min/max ranges
 calibrated here, or over the deployment's own ranges once they are set (`MixedPrecision.prepare`).
 Used to score a precision configuration's accuracy quickly; the deployed model confirms it."""
+
 from __future__ import annotations
 
 import contextlib
@@ -46,6 +47,7 @@ class FakeQuant:
                 lo, hi = float(x.min()), float(x.max())
                 r = ranges.setdefault(name, [lo, hi])
                 r[0], r[1] = min(r[0], lo), max(r[1], hi)
+
             return record
 
         hooks = [self.modules[n].register_forward_pre_hook(hook(n)) for n in self.layers]
@@ -72,8 +74,11 @@ class FakeQuant:
                 saved[name] = mod.weight.data
                 mod.weight.data = quantize_weight(mod.weight.data)
                 lo, hi = self.ranges_[name]
-                hooks.append(mod.register_forward_pre_hook(
-                    lambda _m, args, lo=lo, hi=hi: (quantize_activation(args[0], lo, hi), *args[1:])))
+                hooks.append(
+                    mod.register_forward_pre_hook(
+                        lambda _m, args, lo=lo, hi=hi: (quantize_activation(args[0], lo, hi), *args[1:])
+                    )
+                )
             yield self.model
         finally:
             for h in hooks:

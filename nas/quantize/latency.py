@@ -7,6 +7,7 @@ depthwise, pointwise, dense), the number of precision borders along the forward 
 number of int8 layers. It is fitted by non-negative least squares on about ten measured
 configurations; HAWQ-V3's additive table (one measurement per layer) is the baseline it is
 compared with."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence

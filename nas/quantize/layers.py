@@ -1,4 +1,5 @@
 """The layers a precision is chosen for (Conv2d and Linear, in forward order), and their ONNX nodes."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,6 +17,7 @@ def trace_layers(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[nn.
     their output shapes for one example."""
     seen: dict[str, tuple[nn.Module, torch.Size]] = {}
     names = {m: n for n, m in model.named_modules() if isinstance(m, QUANTIZABLE)}
+
     def record(mod: nn.Module, _inp: tuple, y: torch.Tensor) -> None:
         seen.setdefault(names[mod], (mod, y.shape))
 
@@ -53,8 +55,10 @@ def onnx_nodes(proto: Any, layers: list[str]) -> dict[str, str]:
             found.setdefault(module_of_node(node.name), node.name)
     missing = [name for name in layers if name not in found]
     if missing:
-        raise ValueError(f"no ONNX node for layer(s) {', '.join(missing[:3])}; the ONNX graph names "
-                         f"{', '.join(sorted(found)[:5])} ...")
+        raise ValueError(
+            f"no ONNX node for layer(s) {', '.join(missing[:3])}; the ONNX graph names "
+            f"{', '.join(sorted(found)[:5])} ..."
+        )
     return {name: found[name] for name in layers}
 
 
@@ -66,7 +70,9 @@ def blocks(layers: list[str]) -> list[list[str]]:
     return list(groups.values())
 
 
-Edge = tuple[Any, Any, float]  # (producer, consumer, elements); producer None: the model input, consumer None: its output
+Edge = tuple[
+    Any, Any, float
+]  # (producer, consumer, elements); producer None: the model input, consumer None: its output
 JOINS = ("Add", "Mul", "Concat")
 JOIN = "*"  # a join as a producer: (JOIN, the layers it touches); it runs in int8 when one of them does
 

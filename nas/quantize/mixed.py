@@ -1,5 +1,6 @@
 """Mixed-precision post-training quantization of one model for one device, end to end:
 sensitivities, search, deployment with onnxruntime, confirmation and interleaved measurement."""
+
 from __future__ import annotations
 
 import json
@@ -35,7 +36,9 @@ class QuantizeConfig:
     rounds: int = 4
     screen: int = 8  # moves measured per round of the latency search, ranked by the precision-aware model (0: all)
     activations: str = "auto"  # u8 | s8 | s8sym, or auto: the faster of u8 and s8 for uniform int8, measured
-    calibration: str = "minmax"  # minmax | percentile | entropy: onnxruntime's calibrators, mirrored by the fake quantization
+    calibration: str = (
+        "minmax"  # minmax | percentile | entropy: onnxruntime's calibrators, mirrored by the fake quantization
+    )
 
     def __post_init__(self) -> None:
         check_settings(self.tolerance, self.method, self.search)
@@ -51,7 +54,9 @@ def check_settings(tolerance: float, method: str, search: str, prefix: str = "")
     if search not in SEARCHES:
         raise ValueError(f"{prefix}search must be one of {', '.join(SEARCHES)}, but got {search!r}")
     if not 0 <= tolerance <= 100:
-        raise ValueError(f"`0 <= {prefix}tolerance <= 100` must hold (accuracy points), but got {prefix}tolerance={tolerance}")
+        raise ValueError(
+            f"`0 <= {prefix}tolerance <= 100` must hold (accuracy points), but got {prefix}tolerance={tolerance}"
+        )
 
 
 @dataclass
@@ -75,8 +80,15 @@ def _accuracy_torch(model: nn.Module, batches: Sequence[Batch]) -> float:
 class MixedPrecision:
     """Everything about quantizing one model; results land in `out` as they are produced."""
 
-    def __init__(self, model: nn.Module, data: QuantizeData, device: Any, out: str | Path, config: QuantizeConfig,
-                 log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        data: QuantizeData,
+        device: Any,
+        out: str | Path,
+        config: QuantizeConfig,
+        log: Callable[[str], None] = print,
+    ) -> None:
         self.model, self.data, self.device, self.config, self.log = model.eval(), data, device, config, log
         self.out = Path(out)
         self.work = self.out / "work"
@@ -132,8 +144,13 @@ class MixedPrecision:
 
         self.fp32_path = self.work / "fp32.onnx"
         self.fp32_path.write_bytes(to_onnx(self.model, self.data.input_shape, dynamic_batch=True, opset=18))
-        self.deployer = Deployer(self.fp32_path, self.layers, [x.numpy() for x, _ in self.data.calib], self.work,
-                                 method=self.config.calibration)
+        self.deployer = Deployer(
+            self.fp32_path,
+            self.layers,
+            [x.numpy() for x, _ in self.data.calib],
+            self.work,
+            method=self.config.calibration,
+        )
         self.fq.ranges_.update(self.deployer.layer_input_ranges())
         self.val_cache.clear()
         self.deployer.activations = self.choose_activations()
@@ -151,7 +168,9 @@ class MixedPrecision:
         paths = [self.deployer.write(self.layers, f"uniform_{k}", k) for k in kinds]
         ms = [m.latency_ms for m in self.device.measure_many([str(p) for p in paths], [self.data.input_shape] * 2)]
         choice = kinds[int(np.argmin(ms))]
-        self.log(f"int8 activations: {choice} ({' vs '.join(f'{k} {t:.3f} ms' for k, t in zip(kinds, ms))} for uniform int8)")
+        self.log(
+            f"int8 activations: {choice} ({' vs '.join(f'{k} {t:.3f} ms' for k, t in zip(kinds, ms))} for uniform int8)"
+        )
         self.activation_times = dict(zip(kinds, ms))
         return choice
 
@@ -228,12 +247,23 @@ class MixedPrecision:
         def screen(candidates: list[set[str]]) -> list[float]:
             """The precision-aware latency model, refitted on everything measured so far."""
             seen = list(self.latency)
-            model = PrecisionLatency(self.layers, profile, self.deployer.edges).fit(seen, [self.latency[k] for k in seen])
+            model = PrecisionLatency(self.layers, profile, self.deployer.edges).fit(
+                seen, [self.latency[k] for k in seen]
+            )
             return list(model.predict(candidates))
 
-        chosen, _ = greedy_blocks(current, groups, accuracy, self.floor, self.measure, rounds=self.config.rounds,
-                                  min_gain=0.01, log=self.log, screen=screen if self.config.screen else None,
-                                  keep=self.config.screen)
+        chosen, _ = greedy_blocks(
+            current,
+            groups,
+            accuracy,
+            self.floor,
+            self.measure,
+            rounds=self.config.rounds,
+            min_gain=0.01,
+            log=self.log,
+            screen=screen if self.config.screen else None,
+            keep=self.config.screen,
+        )
         return chosen
 
     def run(self) -> dict[str, Any]:
@@ -263,9 +293,18 @@ class MixedPrecision:
             s = named[key]
             path = self.deploy(s)
             val = self.deployed_accuracy(s)
-            rows.append({"config": key, "int8_layers": len(s), "int8_nodes": int8_nodes(path), "latency_ms": t,
-                         "val_top1": val, "test_top1": self.deployed_accuracy(s, "test"), "fake_val_top1": self.fake_accuracy(s),
-                         "within_tolerance": bool(val >= self.floor)})
+            rows.append(
+                {
+                    "config": key,
+                    "int8_layers": len(s),
+                    "int8_nodes": int8_nodes(path),
+                    "latency_ms": t,
+                    "val_top1": val,
+                    "test_top1": self.deployed_accuracy(s, "test"),
+                    "fake_val_top1": self.fake_accuracy(s),
+                    "within_tolerance": bool(val >= self.floor),
+                }
+            )
         table = pd.DataFrame(rows)
         ok = table[table["within_tolerance"]]
         best = ok.loc[ok["latency_ms"].idxmin()] if len(ok) else table.iloc[0]
@@ -274,11 +313,18 @@ class MixedPrecision:
         (self.out / "model.onnx").write_bytes(self.deploy(chosen).read_bytes())
         fp32 = table.iloc[0]
         result = {
-            "device": self.device.spec, "fingerprint": self.device.fingerprint(), "tolerance_points": self.config.tolerance,
-            "method": self.config.method, "search": self.config.search, "input_shape": list(self.data.input_shape),
-            "chosen": best["config"], "activations": self.config.activations,
-            "calibration": self.config.calibration, "int8_activations": self.deployer.activations,
-            "int8_activation_trial_ms": self.activation_times, "precision": {n: ("int8" if n in chosen else "fp32") for n in self.layers},
+            "device": self.device.spec,
+            "fingerprint": self.device.fingerprint(),
+            "tolerance_points": self.config.tolerance,
+            "method": self.config.method,
+            "search": self.config.search,
+            "input_shape": list(self.data.input_shape),
+            "chosen": best["config"],
+            "activations": self.config.activations,
+            "calibration": self.config.calibration,
+            "int8_activations": self.deployer.activations,
+            "int8_activation_trial_ms": self.activation_times,
+            "precision": {n: ("int8" if n in chosen else "fp32") for n in self.layers},
             "configs": table.to_dict("records"),
             "speedup_vs_fp32": float(fp32["latency_ms"] / best["latency_ms"]),
             "test_drop_points": float(100 * (fp32["test_top1"] - best["test_top1"])),
@@ -292,9 +338,16 @@ class MixedPrecision:
         return result
 
     def _points(self) -> pd.DataFrame:
-        rows = [{"int8_layers": len(k), "fake_val_top1": self.val_cache.get(k), "deployed_val_top1": self.deployed_val.get(k),
-                 "latency_ms": self.latency.get(k), "int8": " ".join(sorted(k))}
-                for k in set(self.val_cache) | set(self.latency) | set(self.deployed_val)]
+        rows = [
+            {
+                "int8_layers": len(k),
+                "fake_val_top1": self.val_cache.get(k),
+                "deployed_val_top1": self.deployed_val.get(k),
+                "latency_ms": self.latency.get(k),
+                "int8": " ".join(sorted(k)),
+            }
+            for k in set(self.val_cache) | set(self.latency) | set(self.deployed_val)
+        ]
         return pd.DataFrame(rows).sort_values("int8_layers")
 
     def _plot(self, table: pd.DataFrame, points: pd.DataFrame) -> None:
@@ -307,8 +360,13 @@ class MixedPrecision:
         fig, ax = plt.subplots(figsize=(6.5, 4.2))
         ax.scatter(pts["latency_ms"], 100 * acc, s=18, color="tab:gray", label="configurations tried (val)")
         for _, r in table.iterrows():
-            ax.scatter([r["latency_ms"]], [100 * r["val_top1"]], s=90, marker="*" if r["config"] not in ("fp32", "int8") else "o",
-                       label=f"{r['config']}: {r['latency_ms']:.3f} ms, test {100 * r['test_top1']:.2f}%")
+            ax.scatter(
+                [r["latency_ms"]],
+                [100 * r["val_top1"]],
+                s=90,
+                marker="*" if r["config"] not in ("fp32", "int8") else "o",
+                label=f"{r['config']}: {r['latency_ms']:.3f} ms, test {100 * r['test_top1']:.2f}%",
+            )
         fp32 = table.iloc[0]
         ax.axhline(100 * fp32["val_top1"] - self.config.tolerance, ls="--", color="black", lw=1, label="tolerance")
         ax.set_xlabel(f"latency on {self.device.spec} (ms)")

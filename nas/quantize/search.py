@@ -10,6 +10,7 @@ stops when nothing is faster by `min_gain`.
 `ilp`: HAWQ-V3's baseline: per-layer latency gains measured one layer at a time and assumed additive,
 an integer linear program (scipy's milp) minimising total sensitivity for a required gain, the gain
 bisected to the tolerance."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -21,8 +22,9 @@ SEARCHES = ("bisect", "latency", "ilp")
 Accuracy = Callable[[Sequence[str]], float]
 
 
-def bisect(order: list[str], accuracy: Accuracy, floor: float, lo: int = 0, hi: int | None = None,
-           tried: list | None = None) -> int:
+def bisect(
+    order: list[str], accuracy: Accuracy, floor: float, lo: int = 0, hi: int | None = None, tried: list | None = None
+) -> int:
     """The largest k with accuracy(order[:k]) >= floor, assuming accuracy falls as k grows."""
     hi = len(order) if hi is None else hi
     best = lo
@@ -45,15 +47,25 @@ def ilp_select(scores: dict[str, float], gains: dict[str, float], required: floa
     names = list(scores)
     c = np.array([max(scores[n], 0.0) for n in names]) + 1e-12
     g = np.array([gains[n] for n in names])
-    res = milp(c, constraints=[LinearConstraint(g[None, :], lb=required, ub=np.inf)], integrality=np.ones(len(names)),
-               bounds=Bounds(0, 1))
+    res = milp(
+        c,
+        constraints=[LinearConstraint(g[None, :], lb=required, ub=np.inf)],
+        integrality=np.ones(len(names)),
+        bounds=Bounds(0, 1),
+    )
     if res.x is None:
         return [n for n in names if gains[n] > 0]
     return [n for n, x in zip(names, res.x) if x > 0.5]
 
 
-def ilp_search(scores: dict[str, float], gains: dict[str, float], accuracy: Accuracy, floor: float,
-               steps: int = 8, tried: list | None = None) -> list[str]:
+def ilp_search(
+    scores: dict[str, float],
+    gains: dict[str, float],
+    accuracy: Accuracy,
+    floor: float,
+    steps: int = 8,
+    tried: list | None = None,
+) -> list[str]:
     """The largest required gain whose ILP answer stays within the tolerance (bisection on the gain)."""
     top = sum(v for v in gains.values() if v > 0)
     lo, hi, best = 0.0, top, []
@@ -70,10 +82,18 @@ def ilp_search(scores: dict[str, float], gains: dict[str, float], accuracy: Accu
     return best
 
 
-def greedy_blocks(start: set[str], groups: list[list[str]], accuracy: Accuracy, floor: float,
-                  measure: Callable[[list[set[str]]], list[float]], rounds: int = 4, min_gain: float = 0.02,
-                  log: Callable[[str], None] = lambda s: None, screen: Callable[[list[set[str]]], list[float]] | None = None,
-                  keep: int = 8) -> tuple[set[str], list[tuple[set[str], float]]]:
+def greedy_blocks(
+    start: set[str],
+    groups: list[list[str]],
+    accuracy: Accuracy,
+    floor: float,
+    measure: Callable[[list[set[str]]], list[float]],
+    rounds: int = 4,
+    min_gain: float = 0.02,
+    log: Callable[[str], None] = lambda s: None,
+    screen: Callable[[list[set[str]]], list[float]] | None = None,
+    keep: int = 8,
+) -> tuple[set[str], list[tuple[set[str], float]]]:
     """Greedy block moves measured on the device, each confirmed by a second measurement; returns the
     final set and every (set, latency) measured.
     With `screen` (predicted latencies), only the `keep` moves predicted fastest are measured each round."""
@@ -94,7 +114,10 @@ def greedy_blocks(start: set[str], groups: list[list[str]], accuracy: Accuracy, 
         times = measure([current] + candidates)
         history += list(zip([current] + candidates, times))
         best = int(np.argmin(times[1:])) + 1
-        log(f"latency search, round {r + 1}: {len(candidates)} moves measured; current {times[0]:.4f} ms, best {times[best]:.4f} ms")
+        log(
+            f"latency search, round {r + 1}: {len(candidates)} moves measured; current {times[0]:.4f} ms, best "
+            f"{times[best]:.4f} ms"
+        )
         if times[best] > times[0] * (1 - min_gain):
             break
         # the fastest of several noisy measurements is biased low: the move is taken only if a second,
@@ -102,7 +125,10 @@ def greedy_blocks(start: set[str], groups: list[list[str]], accuracy: Accuracy, 
         again = measure([current, candidates[best - 1]])
         history += list(zip([current, candidates[best - 1]], again))
         if again[1] > again[0] * (1 - min_gain):
-            log(f"latency search, round {r + 1}: the best move did not hold when measured again ({again[1]:.4f} vs {again[0]:.4f} ms)")
+            log(
+                f"latency search, round {r + 1}: the best move did not hold when measured again ({again[1]:.4f} vs "
+                f"{again[0]:.4f} ms)"
+            )
             break
         current = candidates[best - 1]
     return current, history

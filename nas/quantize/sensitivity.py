@@ -10,6 +10,7 @@ with Inter-Layer Dependencies for Mixed-Precision Post-Training Quantization" (2
 neighbouring layers together is measured against quantizing each alone (fake quantization, weights
 and activations, loss on calibration batches), and each layer carries half of the excess loss of
 its pairs. A layer that is harmless alone but harmful beside its neighbour moves up the order."""
+
 from __future__ import annotations
 
 import contextlib
@@ -53,7 +54,9 @@ def twice_differentiable(model: nn.Module) -> Iterator[nn.Module]:
             setattr(parent, name, child)
 
 
-def hessian_traces(model: nn.Module, layers: list[str], batches: Sequence[Batch], probes: int = 8, seed: int = 0) -> dict[str, float]:
+def hessian_traces(
+    model: nn.Module, layers: list[str], batches: Sequence[Batch], probes: int = 8, seed: int = 0
+) -> dict[str, float]:
     """Mean diagonal of the loss Hessian in each layer's weights, Tr(H_i) / n_i (Hutchinson)."""
     modules = dict(model.named_modules())
     params = [modules[n].weight for n in layers]
@@ -88,8 +91,9 @@ def quantized_loss(fq: FakeQuant, int8: Sequence[str], batches: Sequence[Batch])
         return float(np.mean([float(F.cross_entropy(model(x), y)) for x, y in batches]))
 
 
-def interlayer_scores(fq: FakeQuant, layers: list[str], batches: Sequence[Batch], base: dict[str, float],
-                      window: int = 1) -> tuple[dict[str, float], dict[str, float]]:
+def interlayer_scores(
+    fq: FakeQuant, layers: list[str], batches: Sequence[Batch], base: dict[str, float], window: int = 1
+) -> tuple[dict[str, float], dict[str, float]]:
     """Hessian scores plus each layer's half share of the measured joint excess loss with its neighbours
     (up to `window` layers away in forward order). Also returns the measured single-layer loss increases."""
     ref = quantized_loss(fq, [], batches)

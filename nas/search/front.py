@@ -1,4 +1,5 @@
 """Accuracy-latency fronts and their hypervolume."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,5 @@
 """What a search optimises: a hard latency budget, a MnasNet-style soft reward, or the whole front."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@
 `evolution` (regularized evolution, Real et al. 2019) and `nsga2` (Deb et al. 2002) are our own and
 vary architectures with the space's `mutate` and `crossover`, which know which genes matter;
 `optuna-tpe` and `optuna-nsga2` are Optuna's samplers over the genes; `random` is the baseline."""
+
 from __future__ import annotations
 
 import warnings
@@ -85,7 +86,9 @@ class _SpaceSampler(BaseSampler):
     def _rng(self, trial: FrozenTrial) -> np.random.Generator:
         return np.random.default_rng([self.seed or 0, trial.number])
 
-    def sample_relative(self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
         """A new architecture: one already evaluated is proposed again only after `retries` draws found nothing new."""
         history = self._history(study)
         rng = self._rng(trial)
@@ -150,11 +153,17 @@ class NSGA2Sampler(_SpaceSampler):
 
 
 STRATEGIES: dict[str, Callable[..., BaseSampler]] = {
-    "evolution": lambda space, population, seed: EvolutionSampler(space, population, max(2, population // 5), seed=seed),
+    "evolution": lambda space, population, seed: EvolutionSampler(
+        space, population, max(2, population // 5), seed=seed
+    ),
     "nsga2": lambda space, population, seed: NSGA2Sampler(space, population, seed=seed),
     "random": lambda space, population, seed: RandomSampler(seed=seed),
-    "optuna-tpe": lambda space, population, seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(population, 20), multivariate=True, group=True),
-    "optuna-nsga2": lambda space, population, seed: optuna.samplers.NSGAIISampler(population_size=population, seed=seed),
+    "optuna-tpe": lambda space, population, seed: optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=min(population, 20), multivariate=True, group=True
+    ),
+    "optuna-nsga2": lambda space, population, seed: optuna.samplers.NSGAIISampler(
+        population_size=population, seed=seed
+    ),
 }
 
 

@@ -1,5 +1,6 @@
 """The search loop: an Optuna study asks for architectures, the evaluator scores them, every result
 is stored as it is made. Workers with the same storage URL and study name share one search."""
+
 from __future__ import annotations
 
 import os
@@ -35,13 +36,20 @@ def open_study(space: Any, config: SearchConfig, objective: Objective, storage: 
     """Create the study, or join it when it exists (resume, or another worker)."""
     sampler = make_sampler(config.strategy, space, config.population, config.seed)
     try:
-        study = optuna.create_study(storage=storage, study_name=config.study_name, sampler=sampler,
-                                    directions=objective.directions, load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage,
+            study_name=config.study_name,
+            sampler=sampler,
+            directions=objective.directions,
+            load_if_exists=True,
+        )
     except (optuna.exceptions.DuplicatedStudyError, KeyError):
         study = optuna.load_study(study_name=config.study_name, storage=storage, sampler=sampler)
     if [d.name.lower() for d in study.directions] != objective.directions:
-        raise ValueError(f"study {config.study_name!r} in {storage} optimises {[d.name.lower() for d in study.directions]}, "
-                         f"but this search has objective {objective.kind!r} ({objective.directions}); use another study_name")
+        raise ValueError(
+            f"study {config.study_name!r} in {storage} optimises {[d.name.lower() for d in study.directions]}, "
+            f"but this search has objective {objective.kind!r} ({objective.directions}); use another study_name"
+        )
     study.set_user_attr("objective", {"kind": objective.kind, "budget_ms": objective.budget_ms, "w": objective.w})
     return study
 
@@ -50,9 +58,15 @@ def _count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
 
 
-def run_search(space: Any, evaluate: Evaluator, objective: Objective, config: SearchConfig, storage: str,
-               progress: Callable[[int, int], None] | None = None,
-               on_trial: Callable[[int, tuple, float, float], None] | None = None) -> optuna.Study:
+def run_search(
+    space: Any,
+    evaluate: Evaluator,
+    objective: Objective,
+    config: SearchConfig,
+    storage: str,
+    progress: Callable[[int, int], None] | None = None,
+    on_trial: Callable[[int, tuple, float, float], None] | None = None,
+) -> optuna.Study:
     """Evaluate architectures until the study holds `config.trials` finished trials.
 
     A trial left RUNNING by a worker that was killed is failed and its architecture asked again,
@@ -101,6 +115,14 @@ def _alive(pid: int) -> bool:
 
 def completed(study: optuna.Study) -> list[dict]:
     """Every finished trial: number, arch, accuracy, latency_ms, worker."""
-    return [{"trial": t.number, "arch": t.user_attrs[ARCH_ATTR], "accuracy": t.user_attrs["accuracy"],
-             "latency_ms": t.user_attrs["latency_ms"], "worker": t.user_attrs.get("worker", "")}
-            for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if ARCH_ATTR in t.user_attrs]
+    return [
+        {
+            "trial": t.number,
+            "arch": t.user_attrs[ARCH_ATTR],
+            "accuracy": t.user_attrs["accuracy"],
+            "latency_ms": t.user_attrs["latency_ms"],
+            "worker": t.user_attrs.get("worker", ""),
+        }
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if ARCH_ATTR in t.user_attrs
+    ]

@@ -1,4 +1,5 @@
 """Supernet training (sandwich rule), BN recalibration and subnet accuracy, typed to `search_spaces.Supernet`."""
+
 from __future__ import annotations
 
 from nas.supernet.bn import recalibrate_bn

@@ -3,6 +3,7 @@
 The cache is a JSON-lines file in the run directory, one line per evaluation, appended as each is
 made, keyed by (checkpoint step, split, arch string), so a search that is stopped and resumed, or
 a second search on the same run, evaluates no architecture twice."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,16 @@ class SubnetAccuracy:
     """`acc(arch) -> top-1` with BN recalibration (of the uniform int8 deployment with `int8`); results
     cached in `cache_path` when given."""
 
-    def __init__(self, net: Supernet, data: TaskData, split: str = "val", cache_path: str | Path | None = None,
-                 tag: str = "", calib_batches: int = 5, int8: bool = False) -> None:
+    def __init__(
+        self,
+        net: Supernet,
+        data: TaskData,
+        split: str = "val",
+        cache_path: str | Path | None = None,
+        tag: str = "",
+        calib_batches: int = 5,
+        int8: bool = False,
+    ) -> None:
         self.net, self.data, self.split, self.calib_batches, self.int8 = net, data, split, calib_batches, int8
         self.tag = f"{tag}-{DEPLOYMENT}" if int8 else tag
         self.cache_path = Path(cache_path) if cache_path else None

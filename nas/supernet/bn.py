@@ -1,4 +1,5 @@
 """Batch-norm recalibration: a subnet's statistics from a few training batches, before evaluating it."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -1,4 +1,5 @@
 """Run directories: the resolved recipe, the supernet checkpoint, metrics and their plot, the accuracy cache."""
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,8 @@ class SupernetRun:
     step: int
 
     def accuracy(self, split: str = "val", int8: bool = False) -> SubnetAccuracy:
-        """Subnet accuracy (of its uniform int8 deployment with `int8`), cached in the run directory for this checkpoint."""
+        """Subnet accuracy (of its uniform int8 deployment with `int8`), cached in the run directory for this
+        checkpoint."""
         return SubnetAccuracy(self.net, self.data, split, self.path / ACCURACY, tag=f"step{self.step}", int8=int8)
 
 
@@ -67,8 +69,9 @@ def load_search_run(run_dir: str | Path) -> tuple[SupernetRun, dict]:
     return load_supernet_run(run.supernet_dir()), run.read_result()
 
 
-def run_subnet(run_dir: str | Path, arch: str | None, purpose: str, sn: SupernetRun | None = None
-               ) -> tuple[SupernetRun, tuple, dict]:
+def run_subnet(
+    run_dir: str | Path, arch: str | None, purpose: str, sn: SupernetRun | None = None
+) -> tuple[SupernetRun, tuple, dict]:
     """`load_search_run` plus the subnet `arch` (default: the run's winner) as a tuple; `sn`, when the
     caller holds the run's supernet already, saves loading it again."""
     run = RunDir(run_dir)

@@ -3,6 +3,7 @@
 Every random choice is seeded by (seed, step) or (seed, epoch), so a run stopped after a
 checkpoint and resumed from it takes the same steps as one that never stopped. Under `torchrun`
 each rank takes its share of every batch and gradients are averaged (nas.training.distributed)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -47,8 +48,15 @@ def _device(net: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(net: Supernet, arch: tuple, data: TaskData, split: str = "val", calib_batches: int = 5,
-             batch_size: int = 128, int8: bool = False) -> float:
+def evaluate(
+    net: Supernet,
+    arch: tuple,
+    data: TaskData,
+    split: str = "val",
+    calib_batches: int = 5,
+    batch_size: int = 128,
+    int8: bool = False,
+) -> float:
     """Top-1 of a subnet: BN statistics recalibrated on training batches first. With `int8`, of the
     subnet's uniform int8 deployment (`int8_accuracy`)."""
     dev = _device(net)
@@ -66,7 +74,9 @@ def evaluate(net: Supernet, arch: tuple, data: TaskData, split: str = "val", cal
     return correct / max(total, 1)
 
 
-def int8_accuracy(model: torch.nn.Module, data: TaskData, split: str, resolution: int, calib_images: int = 256) -> float:
+def int8_accuracy(
+    model: torch.nn.Module, data: TaskData, split: str, resolution: int, calib_images: int = 256
+) -> float:
     """Top-1 of the model's uniform int8 deployment under onnxruntime (QDQ, per-channel weights, uint8
     activations calibrated on training images, as `hwnas quantize` deploys it): what fake quantization
     in PyTorch only approximates, since onnxruntime also quantizes residual adds, gates and activations."""
@@ -75,19 +85,35 @@ def int8_accuracy(model: torch.nn.Module, data: TaskData, split: str, resolution
     from nas.export import onnx_accuracy
 
     shape = (1, 3, resolution, resolution)
-    calib = [resize(x, resolution).numpy() for x, _ in itertools.islice(batches(data.train, 32, None, data), max(1, calib_images // 32))]
+    calib = [
+        resize(x, resolution).numpy()
+        for x, _ in itertools.islice(batches(data.train, 32, None, data), max(1, calib_images // 32))
+    ]
     deployed = int8_onnx(to_onnx(model, shape, dynamic_batch=True, opset=18), shape, "u8", calib)
-    return onnx_accuracy(deployed, ((resize(x, resolution), y) for x, y in batches(getattr(data, split), 256, None, data)))
+    return onnx_accuracy(
+        deployed, ((resize(x, resolution), y) for x, y in batches(getattr(data, split), 256, None, data))
+    )
 
 
 def checkpoint_meta(net: Supernet, data: TaskData) -> dict:
     """What a reader needs to use the weights without our code: space, classes, input normalisation."""
-    return {"format": CHECKPOINT_FORMAT, **net.config(), "resolutions": list(net.resolutions),
-            "dataset": data.name, **data.normalisation()}
+    return {
+        "format": CHECKPOINT_FORMAT,
+        **net.config(),
+        "resolutions": list(net.resolutions),
+        "dataset": data.name,
+        **data.normalisation(),
+    }
 
 
-def sandwich_step(net: Supernet, x: torch.Tensor, y: torch.Tensor, rng: np.random.Generator, config: TrainConfig,
-                  autocast: contextlib.AbstractContextManager | None = None) -> float:
+def sandwich_step(
+    net: Supernet,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    rng: np.random.Generator,
+    config: TrainConfig,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> float:
     """One sandwich step's gradients (largest with labels; smallest and random subnets distilled from it)."""
     autocast = autocast or contextlib.nullcontext()
     largest = net.largest()
@@ -106,8 +132,13 @@ def sandwich_step(net: Supernet, x: torch.Tensor, y: torch.Tensor, rng: np.rando
     return float(loss.detach())
 
 
-def train(net: Supernet, data: TaskData, config: TrainConfig, run_dir: str | Path,
-          progress: Callable[[int, int], None] | None = None) -> list[dict]:
+def train(
+    net: Supernet,
+    data: TaskData,
+    config: TrainConfig,
+    run_dir: str | Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict]:
     """Train (or resume) in `run_dir`; writes checkpoint.pt and metrics.csv, returns the metrics."""
     ctx = distributed.setup(config.device)
     run = Path(run_dir)
@@ -126,16 +157,20 @@ def train(net: Supernet, data: TaskData, config: TrainConfig, run_dir: str | Pat
         if ctx.main:
             trim_metrics(run / METRICS, step)
     distributed.broadcast_state(net, ctx)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" and config.amp
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if ctx.device.type == "cuda" and config.amp
+        else contextlib.nullcontext()
+    )
     params = list(net.parameters())
     metrics: list[dict] = []
     losses: list[float] = []
     net.train()
     while step < total:
         epoch = step // steps_per_epoch
-        for i, (x, y) in enumerate(batches(data.train, config.batch_size, config.seed * 100003 + epoch, data,
-                                           ctx.rank, ctx.world)):
+        for i, (x, y) in enumerate(
+            batches(data.train, config.batch_size, config.seed * 100003 + epoch, data, ctx.rank, ctx.world)
+        ):
             if i < step - epoch * steps_per_epoch:
                 continue  # resumed mid-epoch: these batches were already taken
             for g in opt.param_groups:
@@ -150,13 +185,27 @@ def train(net: Supernet, data: TaskData, config: TrainConfig, run_dir: str | Pat
             if progress and ctx.main:
                 progress(step, total)
             if ctx.main and (step % config.checkpoint_every == 0 or step == total):
-                save_checkpoint({"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                                 "config": asdict(config), "meta": checkpoint_meta(net, data)}, ckpt)
+                save_checkpoint(
+                    {
+                        "model": net.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "step": step,
+                        "config": asdict(config),
+                        "meta": checkpoint_meta(net, data),
+                    },
+                    ckpt,
+                )
             if step % steps_per_epoch == 0:
                 if ctx.main:
-                    metrics.append({"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)),
-                                    "acc_largest": evaluate(net, net.largest(), data),
-                                    "acc_smallest": evaluate(net, net.smallest(), data)})
+                    metrics.append(
+                        {
+                            "epoch": epoch + 1,
+                            "step": step,
+                            "loss": float(np.mean(losses)),
+                            "acc_largest": evaluate(net, net.largest(), data),
+                            "acc_smallest": evaluate(net, net.smallest(), data),
+                        }
+                    )
                     append_metrics(run / METRICS, metrics[-1])
                 distributed.barrier(ctx)
                 net.train()

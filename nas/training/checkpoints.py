@@ -1,5 +1,6 @@
 """Checkpoints written whole or not at all (a temporary file, then a rename: a kill or a full disk during the
 save leaves the previous checkpoint), and read without unpickling."""
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,9 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     try:
         state = torch.load(path, weights_only=True, map_location=map_location)
     except Exception as err:
-        raise ValueError(f"{path}: not a checkpoint hwnas wrote ({type(err).__name__}); remove it to start over") from None
+        raise ValueError(
+            f"{path}: not a checkpoint hwnas wrote ({type(err).__name__}); remove it to start over"
+        ) from None
     if not isinstance(state, dict) or "model" not in state or "step" not in state:
         raise ValueError(f"{path}: not a checkpoint hwnas wrote (no model weights and step); remove it to start over")
     return state

@@ -4,6 +4,7 @@ The sandwich rule runs several forward/backward passes per step, each over a dif
 the weights. DistributedDataParallel's wrapper reduces gradients inside every backward and needs
 `find_unused_parameters` for such steps; here gradients are averaged once per step instead, after
 all passes, as one flat all-reduce: the same arithmetic as DDP, one collective per step."""
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,9 @@ class Context:
 
 def setup(device: str = "auto") -> Context:
     """Join the process group that torchrun describes in the environment, or run alone."""
-    want = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    want = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     if want.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"train.device={device!r} needs a CUDA GPU, and torch sees none")
     world = int(os.environ.get("WORLD_SIZE", "1"))

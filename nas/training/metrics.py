@@ -1,4 +1,5 @@
 """metrics.csv: one row per evaluation, appended as training goes, trimmed back to a checkpoint on resume."""
+
 from __future__ import annotations
 
 import csv

@@ -1,5 +1,6 @@
 """Parameter-matched baselines of a hybrid stack: every mixer made one type at the same width, heads and depth,
 the FFN hidden size set so the parameter count is the original's."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,9 +19,13 @@ def matched_model(model: Any, mixer: str) -> Any:
     ffns, ratio = kinds.count("ffn"), model.ffn_ratio
     if ffns:
         hidden = int(model.dim * ratio)
-        with torch.random.fork_rng(devices=[]):  # the weights depend on the seed the caller set, not on this trial build
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # the weights depend on the seed the caller set, not on this trial build
             trial = HybridLM(kinds, model.dim, model.heads, ratio, model.window)
-        hidden = max(1, round(hidden + (count_params(model) - count_params(trial)) / (3 * model.dim * ffns)))  # SwiGLU: 3 x dim x hidden
+        hidden = max(
+            1, round(hidden + (count_params(model) - count_params(trial)) / (3 * model.dim * ffns))
+        )  # SwiGLU: 3 x dim x hidden
         ratio = (hidden + 0.5) / model.dim
     return HybridLM(kinds, model.dim, model.heads, ratio, model.window)
 

@@ -1,6 +1,7 @@
 """Hybrid LM layers: each mixer runs a whole sequence (chunked, exportable) or one token with a cache
 (`step`), which is how it is deployed for decoding. Caches: a KV cache (attention), a windowed KV
 cache (sliding-window attention), and a convolution window plus a recurrent state (Mamba2, DeltaNet)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -66,7 +67,10 @@ class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, kv_heads: int, window: int | None = None) -> None:
         super().__init__()
         if dim % heads or heads % kv_heads:
-            raise ValueError(f"`dim % heads == 0 and heads % kv_heads == 0` must hold, but got dim={dim}, heads={heads}, kv_heads={kv_heads}")
+            raise ValueError(
+                f"`dim % heads == 0 and heads % kv_heads == 0` must hold, but got dim={dim}, heads={heads}, "
+                f"kv_heads={kv_heads}"
+            )
         self.heads, self.kv_heads, self.window, self.d = heads, kv_heads, window, dim // heads
         self.q = nn.Linear(dim, dim, bias=False)
         self.kv = nn.Linear(dim, 2 * kv_heads * self.d, bias=False)
@@ -119,7 +123,9 @@ class Mamba2(nn.Module):
         super().__init__()
         inner = expand * dim
         if inner % heads:
-            raise ValueError(f"`expand * dim % heads == 0` must hold, but got expand={expand}, dim={dim}, heads={heads}")
+            raise ValueError(
+                f"`expand * dim % heads == 0` must hold, but got expand={expand}, dim={dim}, heads={heads}"
+            )
         self.heads, self.p, self.n, self.inner, self.chunk = heads, inner // heads, state, inner, chunk
         self.in_proj = nn.Linear(dim, 2 * inner + 2 * state + heads, bias=False)
         self.conv = _ShortConv(inner + 2 * state)

@@ -1,6 +1,7 @@
 """A byte-level hybrid language model: a stack of pre-norm residual blocks, each a token mixer
 (attention, sliding-window attention, Mamba2, DeltaNet, gated DeltaNet) or a SwiGLU FFN, with the
 256-symbol embedding tied to the output head."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -111,13 +112,21 @@ def filled_caches(model: HybridLM, batch: int, context: int, seed: int = 0) -> l
             caches.append(None)
         elif block.kind in ("attn", "swa"):
             n = context if body.window is None else min(context, body.window)
-            caches.append({"k": rand(batch, n, body.kv_heads, body.d), "v": rand(batch, n, body.kv_heads, body.d), "pos": context})
+            caches.append(
+                {"k": rand(batch, n, body.kv_heads, body.d), "v": rand(batch, n, body.kv_heads, body.d), "pos": context}
+            )
         elif block.kind == "mamba2":
             conv = body.conv.conv.in_channels
-            caches.append({"conv": rand(batch, body.conv.kernel - 1, conv), "ssm": rand(batch, body.heads, body.p, body.n)})
+            caches.append(
+                {"conv": rand(batch, body.conv.kernel - 1, conv), "ssm": rand(batch, body.heads, body.p, body.n)}
+            )
         else:
-            caches.append({"conv": rand(batch, body.conv.kernel - 1, 3 * body.heads * body.d),
-                           "state": rand(batch, body.heads, body.d, body.d) * 0.1})
+            caches.append(
+                {
+                    "conv": rand(batch, body.conv.kernel - 1, 3 * body.heads * body.d),
+                    "state": rand(batch, body.heads, body.d, body.d) * 0.1,
+                }
+            )
     return caches
 
 
@@ -136,5 +145,7 @@ class DecodeStep(nn.Module):
     def _apply(self, fn: Any, recurse: bool = True) -> DecodeStep:
         """`.to(device / dtype)` moves the caches with the weights (they are plain tensors, not buffers)."""
         super()._apply(fn, recurse)
-        self.caches = [None if c is None else {k: fn(v) if torch.is_tensor(v) else v for k, v in c.items()} for c in self.caches]
+        self.caches = [
+            None if c is None else {k: fn(v) if torch.is_tensor(v) else v for k, v in c.items()} for c in self.caches
+        ]
         return self

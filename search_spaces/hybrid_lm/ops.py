@@ -4,6 +4,7 @@ per-token recurrent reference that the chunked form must equal.
 Shapes: x (batch, length, heads, head_dim). Mamba2's SSD follows the minimal chunked algorithm of
 the Mamba2 paper (state space duality); DeltaNet and gated DeltaNet follow the chunked WY form of
 the delta rule (Yang et al. 2024, "Parallelizing Linear Transformers with the Delta Rule")."""
+
 from __future__ import annotations
 
 import torch
@@ -28,12 +29,19 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
 def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """One decoding step: q (b, h, d) over the cached k/v (b, s, g, d), g dividing h."""
     rep = q.shape[1] // k.shape[2]
-    k, v = k.repeat_interleave(rep, dim=2).transpose(1, 2), v.repeat_interleave(rep, dim=2).transpose(1, 2)  # (b, h, s, d)
-    scores = (q[:, :, None] @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5  # matmuls, not einsum: onnxruntime's Einsum is slow
+    k, v = (
+        k.repeat_interleave(rep, dim=2).transpose(1, 2),
+        v.repeat_interleave(rep, dim=2).transpose(1, 2),
+    )  # (b, h, s, d)
+    scores = (q[:, :, None] @ k.transpose(-1, -2)) / q.shape[
+        -1
+    ] ** 0.5  # matmuls, not einsum: onnxruntime's Einsum is slow
     return (scores.softmax(-1) @ v)[:, :, 0]
 
 
-def causal_attention_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None = None) -> torch.Tensor:
+def causal_attention_recurrent(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None = None
+) -> torch.Tensor:
     """Token by token, as decoding with a (windowed) KV cache does it."""
     outs = []
     for t in range(q.shape[1]):
@@ -52,8 +60,9 @@ def _segsum(x: torch.Tensor) -> torch.Tensor:
     return s.masked_fill(~torch.tril(torch.ones(t, t, dtype=torch.bool, device=x.device), 0), float("-inf"))
 
 
-def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
-                chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+def ssd_chunked(
+    x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, chunk: int = 16
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mamba2's selective state space, chunked. x (B, L, H, P), dt (B, L, H) > 0, a (H,) < 0,
     b/c (B, L, H, N); L a multiple of `chunk`. Returns y (B, L, H, P) and the final state (B, H, P, N)."""
     bs, l, h, p = x.shape
@@ -77,15 +86,17 @@ def ssd_chunked(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Ten
     return (y_diag + y_off).permute(0, 1, 3, 2, 4).reshape(bs, l, h, p), states[:, -1]
 
 
-def ssd_step(state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def ssd_step(
+    state: torch.Tensor, x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One token: h = exp(dt a) h + dt x b^T; y = h c. state (B, H, P, N), x (B, H, P), dt (B, H), b/c (B, H, N)."""
     state = torch.exp(dt * a)[..., None, None] * state + (dt[..., None, None] * x[..., :, None]) * b[..., None, :]
     return (state @ c[..., :, None])[..., 0], state  # no einsum: onnxruntime's Einsum made this step twice as slow
 
 
-def ssd_recurrent(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+def ssd_recurrent(
+    x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.Tensor, c: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The selective state space one token at a time (the decoding step)."""
     bs, l, h, p = x.shape
     state = x.new_zeros(bs, h, p, b.shape[-1])
@@ -97,8 +108,14 @@ def ssd_recurrent(x: torch.Tensor, dt: torch.Tensor, a: torch.Tensor, b: torch.T
 
 
 # ---- DeltaNet and gated DeltaNet -----------------------------------------------------------------
-def delta_rule_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
-                       g: torch.Tensor | None = None, chunk: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+def delta_rule_chunked(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    g: torch.Tensor | None = None,
+    chunk: int = 16,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """S_t = a_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T, o_t = S_t^T q_t, with a_t = exp(g_t)
     (gated DeltaNet) or 1 (DeltaNet). q/k (B, L, H, K) (k L2-normalised), v (B, L, H, V), beta/g (B, L, H).
     Returns o (B, L, H, V) and the final state (B, H, K, V)."""
@@ -133,8 +150,14 @@ def delta_rule_chunked(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: 
     return o, state
 
 
-def delta_step(state: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
-               g: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def delta_step(
+    state: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    beta: torch.Tensor,
+    g: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One token of the delta rule: state (B, H, K, V), q/k (B, H, K), v (B, H, V), beta/g (B, H)."""
     if g is not None:
         state = state * torch.exp(g)[..., None, None]
@@ -143,8 +166,9 @@ def delta_step(state: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.T
     return (q[..., None, :] @ state)[..., 0, :], state
 
 
-def delta_rule_recurrent(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor,
-                         g: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def delta_rule_recurrent(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, beta: torch.Tensor, g: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The delta rule one token at a time (the decoding step)."""
     bs, l, h, dk = q.shape
     state = q.new_zeros(bs, h, dk, v.shape[-1])

@@ -5,6 +5,7 @@ followed by 0-2 FFNs; plus hidden size, heads and FFN ratio, under a cap on the 
 
 String form: `d128h4f3/attn+mamba2@1:3,f1,x2/gdn,f2,x1/-`: width, heads and FFN ratio, then per
 stage the mixer (or pair and ratio), FFNs per mixer and repeats of the unit; `-` is an empty stage."""
+
 from __future__ import annotations
 
 import itertools
@@ -25,15 +26,29 @@ _STAGE = re.compile(r"^(?P<mix>[a-z0-9]+(?:\+[a-z0-9]+)?)(?:@(?P<ratio>\d:\d))?,
 
 @register("hybrid_lm")
 class HybridLMSpace(SearchSpace):
-    def __init__(self, dims: Sequence[int] = (96, 128, 192, 256), heads: Sequence[int] = (2, 4),
-                 ffn_ratios: Sequence[float] = (2.0, 3.0, 4.0), stages: int = 3, max_repeat: int = 2,
-                 max_blocks: int = 16, window: int = 64, seq_len: int = 128, context: int = 1024,
-                 latency: str = "decode", spec: str | None = None) -> None:
+    def __init__(
+        self,
+        dims: Sequence[int] = (96, 128, 192, 256),
+        heads: Sequence[int] = (2, 4),
+        ffn_ratios: Sequence[float] = (2.0, 3.0, 4.0),
+        stages: int = 3,
+        max_repeat: int = 2,
+        max_blocks: int = 16,
+        window: int = 64,
+        seq_len: int = 128,
+        context: int = 1024,
+        latency: str = "decode",
+        spec: str | None = None,
+    ) -> None:
         self.spec = spec or self.name
         if any(d % h or (2 * d) % h for d in dims for h in heads):
-            raise ValueError(f"every dim must be a multiple of every head count, but got dims={list(dims)}, heads={list(heads)}")
+            raise ValueError(
+                f"every dim must be a multiple of every head count, but got dims={list(dims)}, heads={list(heads)}"
+            )
         if max_blocks < 1 or stages < 1 or max_repeat < 1:
-            raise ValueError(f"`stages, max_repeat, max_blocks >= 1` must hold, but got {stages}, {max_repeat}, {max_blocks}")
+            raise ValueError(
+                f"`stages, max_repeat, max_blocks >= 1` must hold, but got {stages}, {max_repeat}, {max_blocks}"
+            )
         self.dims, self.heads, self.ffn_ratios = tuple(dims), tuple(heads), tuple(float(r) for r in ffn_ratios)
         self.stages, self.max_repeat, self.max_blocks = stages, max_repeat, max_blocks
         if latency not in ("decode", "prefill"):
@@ -41,8 +56,12 @@ class HybridLMSpace(SearchSpace):
         self.window, self.seq_len, self.context, self.latency = window, seq_len, context, latency
         genes = [Gene("dim", self.dims), Gene("heads", self.heads), Gene("ffn_ratio", self.ffn_ratios)]
         for s in range(stages):
-            genes += [Gene(f"s{s}_mix", MIXERS + PAIRS), Gene(f"s{s}_ratio", RATIOS), Gene(f"s{s}_ffn", (0, 1, 2)),
-                      Gene(f"s{s}_repeat", tuple(range(1 if s == 0 else 0, max_repeat + 1)))]
+            genes += [
+                Gene(f"s{s}_mix", MIXERS + PAIRS),
+                Gene(f"s{s}_ratio", RATIOS),
+                Gene(f"s{s}_ffn", (0, 1, 2)),
+                Gene(f"s{s}_repeat", tuple(range(1 if s == 0 else 0, max_repeat + 1))),
+            ]
         self.genes = tuple(genes)
         self.num_classes = VOCAB
 
@@ -114,7 +133,7 @@ class HybridLMSpace(SearchSpace):
         """Distinct architectures within the block cap."""
         forms: list[tuple[int, bool]] = []  # (blocks, has FFN) of one stage's non-empty forms, per repeat
         for mix in MIXERS + PAIRS:
-            for ratio in (RATIOS[:3] if "+" in mix else RATIOS[:1]):
+            for ratio in RATIOS[:3] if "+" in mix else RATIOS[:1]:
                 for ffn in (0, 1, 2):
                     forms.append((len(self.unit(mix, ratio, ffn)), ffn > 0))
         counts = {(0, False): 1}  # (blocks so far, any FFN) -> ways
@@ -143,7 +162,11 @@ class HybridLMSpace(SearchSpace):
         a, _, b = value.partition("+")
         if not b:
             return [m for m in MIXERS if m != a] + [p for p in PAIRS if a in p.split("+")]
-        return [f"{x}+{b}" for x in MIXERS if x not in (a, b)] + [f"{a}+{y}" for y in MIXERS if y not in (a, b)] + [f"{b}+{a}", a, b]
+        return (
+            [f"{x}+{b}" for x in MIXERS if x not in (a, b)]
+            + [f"{a}+{y}" for y in MIXERS if y not in (a, b)]
+            + [f"{b}+{a}", a, b]
+        )
 
     # ---- strings ---------------------------------------------------------------------------
     def to_str(self, arch: tuple) -> str:
@@ -161,8 +184,9 @@ class HybridLMSpace(SearchSpace):
         parts = s.strip().split("/")
         head = re.fullmatch(r"d(\d+)h(\d+)f([\d.]+)", parts[0]) if parts else None
         if head is None or len(parts) != self.stages + 1:
-            raise ValueError(f"hybrid_lm: {s!r} is not of the form d128h4f3/attn+mamba2@1:3,f1,x2/gdn,f2,x1/- "
-                             f"({self.stages} stages)")
+            raise ValueError(
+                f"hybrid_lm: {s!r} is not of the form d128h4f3/attn+mamba2@1:3,f1,x2/gdn,f2,x1/- ({self.stages} stages)"
+            )
         genes: list[Any] = [int(head[1]), int(head[2]), float(head[3])]
         for part in parts[1:]:
             if part == "-":
@@ -178,7 +202,9 @@ class HybridLMSpace(SearchSpace):
         arch = tuple(genes)
         for gene, value in zip(self.genes, arch):
             if value not in gene.options:
-                raise ValueError(f"hybrid_lm: gene {gene.name!r} of {s!r} must be one of {list(gene.options)}, but got {value!r}")
+                raise ValueError(
+                    f"hybrid_lm: gene {gene.name!r} of {s!r} must be one of {list(gene.options)}, but got {value!r}"
+                )
         if len(self.blocks(arch)) > self.max_blocks:
             raise ValueError(f"hybrid_lm: {s!r} has {len(self.blocks(arch))} blocks, over the cap of {self.max_blocks}")
         return self.validate(arch)
@@ -228,22 +254,32 @@ class HybridLMSpace(SearchSpace):
                     span = (t + 1) // 2 if kind == "attn" else min(self.window, t)
                 else:  # one query against the cache and itself
                     span = context + 1 if kind == "attn" else min(self.window, context + 1)
-                ops += [Op("linear", dim, dim, positions=t), Op("linear", dim, 2 * kv * d, positions=t),
-                        Op("matmul", d, heads * span, positions=t), Op("matmul", heads * span, d, positions=t),
-                        Op("linear", dim, dim, positions=t)]
+                ops += [
+                    Op("linear", dim, dim, positions=t),
+                    Op("linear", dim, 2 * kv * d, positions=t),
+                    Op("matmul", d, heads * span, positions=t),
+                    Op("matmul", heads * span, d, positions=t),
+                    Op("linear", dim, dim, positions=t),
+                ]
             elif kind == "mamba2":
                 inner, n = 2 * dim, 16
-                ops += [Op("linear", dim, 2 * inner + 2 * n + heads, positions=t),
-                        Op("matmul", 4, inner + 2 * n, extra_params=(inner + 2 * n) * 5, positions=t),  # short conv
-                        Op("matmul", inner, 2 * n, extra_params=3 * heads, positions=t),  # state update and read-out
-                        Op("eltwise", inner, inner, extra_params=inner, positions=t), Op("linear", inner, dim, positions=t)]
+                ops += [
+                    Op("linear", dim, 2 * inner + 2 * n + heads, positions=t),
+                    Op("matmul", 4, inner + 2 * n, extra_params=(inner + 2 * n) * 5, positions=t),  # short conv
+                    Op("matmul", inner, 2 * n, extra_params=3 * heads, positions=t),  # state update and read-out
+                    Op("eltwise", inner, inner, extra_params=inner, positions=t),
+                    Op("linear", inner, dim, positions=t),
+                ]
             else:
                 gated = kind == "gdn"
-                ops += [Op("linear", dim, 3 * dim, positions=t),
-                        Op("matmul", 4, 3 * dim, extra_params=3 * dim * 5, positions=t),
-                        Op("linear", dim, heads, extra_params=heads, positions=t),
-                        *([Op("linear", dim, heads, extra_params=heads, positions=t)] if gated else []),
-                        Op("matmul", heads * d, 3 * d, positions=t),  # delta-rule state update and read-out
-                        Op("linear", dim, dim, positions=t), Op("eltwise", dim, dim, extra_params=d, positions=t),
-                        Op("linear", dim, dim, positions=t)]
+                ops += [
+                    Op("linear", dim, 3 * dim, positions=t),
+                    Op("matmul", 4, 3 * dim, extra_params=3 * dim * 5, positions=t),
+                    Op("linear", dim, heads, extra_params=heads, positions=t),
+                    *([Op("linear", dim, heads, extra_params=heads, positions=t)] if gated else []),
+                    Op("matmul", heads * d, 3 * d, positions=t),  # delta-rule state update and read-out
+                    Op("linear", dim, dim, positions=t),
+                    Op("eltwise", dim, dim, extra_params=d, positions=t),
+                    Op("linear", dim, dim, positions=t),
+                ]
         return ops + [norm, Op("linear", dim, VOCAB, positions=t)]

@@ -1,4 +1,5 @@
 """Once-for-All MobileNetV3's fixed layout (stage widths, strides, activations) and one block's operators."""
+
 from __future__ import annotations
 
 from functools import cache
@@ -36,8 +37,12 @@ def block_operators(c: int, c_out: int, k: int, e: int, stride: int, hw: int, se
     ops = [Op("conv", c, mid, 1, 1, hw, hw, 2 * mid), Op("conv", mid, mid, k, mid, hw, out_hw, 2 * mid)]
     if se:
         rd = make_divisible(mid * 0.25)
-        ops += [Op("pool", mid, mid, out_hw, mid, out_hw, 1), Op("conv", mid, rd, 1, 1, 1, 1, rd),
-                Op("conv", rd, mid, 1, 1, 1, 1, mid), Op("eltwise", mid, mid, in_hw=out_hw, out_hw=out_hw)]
+        ops += [
+            Op("pool", mid, mid, out_hw, mid, out_hw, 1),
+            Op("conv", mid, rd, 1, 1, 1, 1, rd),
+            Op("conv", rd, mid, 1, 1, 1, 1, mid),
+            Op("eltwise", mid, mid, in_hw=out_hw, out_hw=out_hw),
+        ]
     ops.append(Op("conv", mid, c_out, 1, 1, out_hw, out_hw, 2 * c_out))
     if stride == 1 and c == c_out:
         ops.append(Op("eltwise", c_out, c_out, in_hw=out_hw, out_hw=out_hw))

@@ -2,6 +2,7 @@
 
 Models are timm MobileNetV3 networks built from one block string per layer.
 """
+
 from __future__ import annotations
 
 import json
@@ -107,14 +108,21 @@ class OFAMobileNetV3(SearchSpace):
     # ---- strings ---------------------------------------------------------------------------
     def to_str(self, arch: tuple) -> str:
         arch = self.validate(arch)
-        d = {"ks": list(self.kernels(arch)), "e": list(self.expands(arch)), "d": list(self.depths(arch)), "r": self.resolution(arch)}
+        d = {
+            "ks": list(self.kernels(arch)),
+            "e": list(self.expands(arch)),
+            "d": list(self.depths(arch)),
+            "r": self.resolution(arch),
+        }
         return json.dumps(d, separators=(",", ":"))
 
     def from_str(self, s: str) -> tuple:
         try:
             d = json.loads(s)
         except json.JSONDecodeError as err:
-            raise ValueError(f"ofa_mbv3: {s!r} is not JSON like {{\"ks\":[...],\"e\":[...],\"d\":[...],\"r\":160}} ({err.msg})") from None
+            raise ValueError(
+                f'ofa_mbv3: {s!r} is not JSON like {{"ks":[...],"e":[...],"d":[...],"r":160}} ({err.msg})'
+            ) from None
         if not isinstance(d, dict) or set(d) != {"ks", "e", "d", "r"}:
             raise ValueError(f"ofa_mbv3: {s!r} must be an object with exactly the keys ks, e, d, r")
         for key, n in (("ks", NUM_LAYERS), ("e", NUM_LAYERS), ("d", NUM_STAGES)):
@@ -150,7 +158,9 @@ class OFAMobileNetV3(SearchSpace):
             num_features=self._head_width(),
             head_bias=False,
             act_layer=get_act_layer("hard_swish"),
-            se_layer=partial(SqueezeExcite, gate_layer="hard_sigmoid", force_act_layer=nn.ReLU, rd_round_fn=round_channels),
+            se_layer=partial(
+                SqueezeExcite, gate_layer="hard_sigmoid", force_act_layer=nn.ReLU, rd_round_fn=round_channels
+            ),
             **kwargs,
         )
         return model
@@ -172,11 +182,19 @@ class OFAMobileNetV3(SearchSpace):
         r = self.resolution(arch)
         hw = _out(r, 2)
         c = make_divisible(STEM_WIDTH * self.width_mult)
-        ops = [Op("conv", 3, c, 3, 1, r, hw, 2 * c), Op("conv", c, c, 3, c, hw, hw, 2 * c),
-               Op("conv", c, c, 1, 1, hw, hw, 2 * c), Op("eltwise", c, c, in_hw=hw, out_hw=hw)]
+        ops = [
+            Op("conv", 3, c, 3, 1, r, hw, 2 * c),
+            Op("conv", c, c, 3, c, hw, hw, 2 * c),
+            Op("conv", c, c, 1, 1, hw, hw, 2 * c),
+            Op("eltwise", c, c, in_hw=hw, out_hw=hw),
+        ]
         for s, k, e, c_out, stride in self.layers(arch):
             ops.extend(block_operators(c, c_out, k, e, stride, hw, STAGE_SE[s]))
             hw, c = _out(hw, stride), c_out
         final, head = make_divisible(FINAL_WIDTH * self.width_mult), self._head_width()
-        return ops + [Op("conv", c, final, 1, 1, hw, hw, 2 * final), Op("pool", final, final, hw, final, hw, 1),
-                      Op("conv", final, head, 1, 1, 1, 1), Op("linear", head, self.num_classes, extra_params=self.num_classes)]
+        return ops + [
+            Op("conv", c, final, 1, 1, hw, hw, 2 * final),
+            Op("pool", final, final, hw, final, hw, 1),
+            Op("conv", final, head, 1, 1, 1, 1),
+            Op("linear", head, self.num_classes, extra_params=self.num_classes),
+        ]

@@ -2,6 +2,7 @@
 elastic expand ratio (the first channels, sorted by importance), elastic depth (the first d blocks)
 and any input resolution. `extract(arch)` returns the space's own timm MobileNetV3 with the
 subnet's weights, whose outputs equal the supernet's."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -34,12 +35,19 @@ def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, n: int) -> torch.Tensor:
     if bn.training:
         bn.num_batches_tracked += 1
         momentum = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    return F.batch_norm(x, bn.running_mean[:n], bn.running_var[:n], bn.weight[:n], bn.bias[:n], bn.training, momentum, bn.eps)
+    return F.batch_norm(
+        x, bn.running_mean[:n], bn.running_var[:n], bn.weight[:n], bn.bias[:n], bn.training, momentum, bn.eps
+    )
 
 
 def _bn_state(bn: nn.BatchNorm2d, n: int, prefix: str) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.weight": bn.weight[:n], f"{prefix}.bias": bn.bias[:n], f"{prefix}.running_mean": bn.running_mean[:n],
-            f"{prefix}.running_var": bn.running_var[:n], f"{prefix}.num_batches_tracked": bn.num_batches_tracked}
+    return {
+        f"{prefix}.weight": bn.weight[:n],
+        f"{prefix}.bias": bn.bias[:n],
+        f"{prefix}.running_mean": bn.running_mean[:n],
+        f"{prefix}.running_var": bn.running_var[:n],
+        f"{prefix}.num_batches_tracked": bn.num_batches_tracked,
+    }
 
 
 class ElasticBlock(nn.Module):
@@ -97,17 +105,24 @@ class ElasticBlock(nn.Module):
     def state(self, kernel: int, expand: int, prefix: str) -> dict[str, torch.Tensor]:
         """The weights of timm's InvertedResidual for this kernel and expand ratio."""
         mid = self.mid(expand)
-        out = {f"{prefix}.conv_pw.weight": self.conv_pw.weight[:mid], f"{prefix}.conv_dw.weight": self.dw_weight(kernel, mid),
-               f"{prefix}.conv_pwl.weight": self.conv_pwl.weight[:, :mid]}
+        out = {
+            f"{prefix}.conv_pw.weight": self.conv_pw.weight[:mid],
+            f"{prefix}.conv_dw.weight": self.dw_weight(kernel, mid),
+            f"{prefix}.conv_pwl.weight": self.conv_pwl.weight[:, :mid],
+        }
         out.update(_bn_state(self.bn1, mid, f"{prefix}.bn1"))
         out.update(_bn_state(self.bn2, mid, f"{prefix}.bn2"))
         out.update(_bn_state(self.bn3, self.c_out, f"{prefix}.bn3"))
         if self.use_se:
             rd = make_divisible(mid * 0.25)
-            out.update({f"{prefix}.se.conv_reduce.weight": self.conv_reduce.weight[:rd, :mid],
-                        f"{prefix}.se.conv_reduce.bias": self.conv_reduce.bias[:rd],
-                        f"{prefix}.se.conv_expand.weight": self.conv_expand.weight[:mid, :rd],
-                        f"{prefix}.se.conv_expand.bias": self.conv_expand.bias[:mid]})
+            out.update(
+                {
+                    f"{prefix}.se.conv_reduce.weight": self.conv_reduce.weight[:rd, :mid],
+                    f"{prefix}.se.conv_reduce.bias": self.conv_reduce.bias[:rd],
+                    f"{prefix}.se.conv_expand.weight": self.conv_expand.weight[:mid, :rd],
+                    f"{prefix}.se.conv_expand.bias": self.conv_expand.bias[:mid],
+                }
+            )
         return out
 
     @torch.no_grad()
@@ -139,7 +154,12 @@ class OFASupernet(nn.Module):
         self.num_classes = num_classes or space.num_classes
         big = space.build(self.largest(), num_classes=self.num_classes)
         self.conv_stem, self.bn1, self.first = big.conv_stem, big.bn1, big.blocks[0][0]
-        self.final, self.conv_head, self.act2, self.classifier = big.blocks[-1][0], big.conv_head, big.act2, big.classifier
+        self.final, self.conv_head, self.act2, self.classifier = (
+            big.blocks[-1][0],
+            big.conv_head,
+            big.act2,
+            big.classifier,
+        )
         stages, c = [], make_divisible(16 * space.width_mult)
         for s in range(NUM_STAGES):
             c_out = make_divisible(STAGE_WIDTHS[s] * space.width_mult)
@@ -171,8 +191,13 @@ class OFASupernet(nn.Module):
         arch = sp.validate(arch)
         ks, es = sp.kernels(arch), sp.expands(arch)
         state: dict[str, torch.Tensor] = {}
-        for name, module in (("conv_stem", self.conv_stem), ("bn1", self.bn1), ("blocks.0.0", self.first),
-                             ("conv_head", self.conv_head), ("classifier", self.classifier)):
+        for name, module in (
+            ("conv_stem", self.conv_stem),
+            ("bn1", self.bn1),
+            ("blocks.0.0", self.first),
+            ("conv_head", self.conv_head),
+            ("classifier", self.classifier),
+        ):
             state.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
         for s, depth in enumerate(sp.depths(arch)):
             for j in range(depth):

@@ -1,4 +1,5 @@
 """Conformance suite: every device backend that can run here passes these."""
+
 from __future__ import annotations
 
 import threading
@@ -18,8 +19,14 @@ FAST = TimingPolicy(warmup_runs=1, warmup_seconds=0.0, runs_per_round=3, min_rou
 
 
 def tiny(width: int) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 10))
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(width, 10),
+    )
 
 
 @pytest.fixture
@@ -43,8 +50,11 @@ def _conformance_params() -> list:
     for name in devices.names():
         if name in NOT_TIMED:
             continue
-        marks = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason=f"{name} needs a CUDA GPU")
-                 ] if name in NEEDS_GPU else []
+        marks = (
+            [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason=f"{name} needs a CUDA GPU")]
+            if name in NEEDS_GPU
+            else []
+        )
         params += [pytest.param(spec, marks=marks, id=spec) for spec in SPECS.get(name, [name])]
     return params
 
@@ -101,7 +111,10 @@ def test_static_option_fixes_the_batch_axis_of_the_timed_onnx():
 
     assert dims("ort-cpu:static=true") == [2, 3, 8, 8]
     assert dims("ort-cpu") == ["batch", 3, 8, 8]
-    assert devices.get("ort-cpu:threads=1,static=true,batch=4").measure(tiny(8), (1, 3, 32, 32), policy=FAST).latency_ms > 0
+    assert (
+        devices.get("ort-cpu:threads=1,static=true,batch=4").measure(tiny(8), (1, 3, 32, 32), policy=FAST).latency_ms
+        > 0
+    )
 
 
 def test_onnx_bytes_and_files_measure_like_modules(tmp_path):
@@ -189,7 +202,9 @@ def test_anchor_removes_drift_that_hits_some_models_but_not_others():
     machine = {"calls": 0, "slow": lambda c: 1.5 if c > 60 else 1.0}
     bases = [2.0, 1.0, 3.0, 4.0]
     runners = [Drifting(b, machine) for b in bases]
-    policy = TimingPolicy(warmup_runs=0, warmup_seconds=0.0, runs_per_round=2, min_rounds=30, max_rounds=30, percentile=50)
+    policy = TimingPolicy(
+        warmup_runs=0, warmup_seconds=0.0, runs_per_round=2, min_rounds=30, max_rounds=30, percentile=50
+    )
     stats = interleave(runners, policy, anchor=0)
     ratios = [s["latency_ms"] / stats[0]["latency_ms"] for s in stats]
     np.testing.assert_allclose(ratios, [b / bases[0] for b in bases], rtol=1e-6)

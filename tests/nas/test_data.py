@@ -1,4 +1,5 @@
 """Datasets: the fixed digits split, CIFAR binary records read without unpickling."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,7 +46,11 @@ def test_cifar_binary_records_are_read_channel_major(classes, label_bytes, tmp_p
     rng = np.random.default_rng(0)
     folder = tmp_path / ("cifar-10-batches-bin" if classes == 10 else "cifar-100-binary")
     folder.mkdir()
-    names = [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"] if classes == 10 else ["train.bin", "test.bin"]
+    names = (
+        [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]
+        if classes == 10
+        else ["train.bin", "test.bin"]
+    )
     written = {}
     for name in names:
         rec, labels, pixels = _records(4, label_bytes, rng)
@@ -77,7 +82,9 @@ def _write_folder(root, classes=("cat", "dog"), per_class=10, size=20):
     for k, c in enumerate(classes):
         (root / c).mkdir(parents=True)
         for i in range(per_class):
-            pixels = np.full((size, size + 4, 3), 40 + 150 * k, np.uint8) + rng.integers(0, 20, (size, size + 4, 3), dtype=np.uint8)
+            pixels = np.full((size, size + 4, 3), 40 + 150 * k, np.uint8) + rng.integers(
+                0, 20, (size, size + 4, 3), dtype=np.uint8
+            )
             Image.fromarray(pixels).save(root / c / f"{i}.png")
 
 

@@ -1,4 +1,5 @@
 """Recipes and the train-supernet / eval-subnet commands."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,13 +35,19 @@ def test_a_quantize_section_turns_quantization_on(tmp_path):
     "text, message",
     [
         ("train:\n  epoch: 3\n", "unknown field train.epoch; allowed: epochs,"),
-        ("data:\n  name: mnist\n", "data.name must be one of digits, digits-hard, cifar10, cifar100, imagefolder, but got 'mnist'"),
+        (
+            "data:\n  name: mnist\n",
+            "data.name must be one of digits, digits-hard, cifar10, cifar100, imagefolder, but got 'mnist'",
+        ),
         ("data:\n  name: cifar10\n", "data.path is required for cifar10"),
         ("train:\n  lr: fast\n", "train.lr must be a number, but got 'fast'"),
         ("colour: red\n", "unknown field colour"),
         ("quantize:\n  search: greedy\n", "quantize.search must be one of bisect, latency, ilp, but got 'greedy'"),
         ("quantize:\n  tolerance: -2\n", "tolerance=-2"),
-        ("quantize:\n  calibration: kl\n", "quantize.calibration must be one of minmax, percentile, entropy, but got 'kl'"),
+        (
+            "quantize:\n  calibration: kl\n",
+            "quantize.calibration must be one of minmax, percentile, entropy, but got 'kl'",
+        ),
     ],
 )
 def test_bad_recipes_name_the_field(text, message, tmp_path):
@@ -61,7 +68,8 @@ def test_train_then_eval_a_subnet_from_the_command_line(tmp_path, capsys):
     assert main(["train-supernet", str(recipe), "--out", str(run)]) == 0
     for name in ("recipe.yaml", "checkpoint.pt", "metrics.csv", "metrics.png"):
         assert (run / name).exists(), name
-    arch = '{"ks":[3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3],"e":[3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3],"d":[2,2,2,2,2],"r":32}'
+    threes = ",".join(["3"] * 20)
+    arch = f'{{"ks":[{threes}],"e":[{threes}],"d":[2,2,2,2,2],"r":32}}'
     capsys.readouterr()
     assert main(["eval-subnet", str(run), "--arch", arch, "--split", "test"]) == 0
     first = capsys.readouterr().out.strip()

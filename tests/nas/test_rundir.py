@@ -1,4 +1,5 @@
 """The run directory: file names in one place, atomic result.json, JSON-lines caches that survive a kill."""
+
 from __future__ import annotations
 
 import json

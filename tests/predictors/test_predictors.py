@@ -1,4 +1,5 @@
 """Conformance suite: every predictor passes these; plus the calibrate / predict commands."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -49,7 +50,9 @@ def test_fit_adapt_predict_ranks_an_unseen_device(name, world):
     out = pred.adapt(X[refs], target[refs]).predict(X[500:])
     assert out.shape == (200,) and np.all(np.isfinite(out))
     rho = spearmanr(out, target[500:]).statistic
-    floor = {"flops": 0.3, "opcount": 0.4, "roofline": 0.3, "help": 0.7, "gcn": 0.7}.get(name, 0.9)  # the weaker baselines
+    floor = {"flops": 0.3, "opcount": 0.4, "roofline": 0.3, "help": 0.7, "gcn": 0.7}.get(
+        name, 0.9
+    )  # the weaker baselines
     assert rho > floor, (name, rho)
 
 
@@ -109,7 +112,9 @@ def test_mixed_tables_become_one_matrix(tmp_path):
     space = load_space("nasbench201")
     a = [space.to_str(x) for x in sample_archs(space, 4, seed=1)]
     pd.DataFrame({"index": [0, 1, 2], "arch": a[:3], "gpu": [1.0, 2.0, 3.0]}).to_csv(tmp_path / "wide.csv", index=False)
-    pd.DataFrame({"arch": a[1:], "device": "cpu", "latency_ms": [5.0, 6.0, 7.0]}).to_csv(tmp_path / "long.csv", index=False)
+    pd.DataFrame({"arch": a[1:], "device": "cpu", "latency_ms": [5.0, 6.0, 7.0]}).to_csv(
+        tmp_path / "long.csv", index=False
+    )
     t = read_tables(space, [tmp_path / "wide.csv", tmp_path / "long.csv"])
     assert t.devices == ["gpu", "cpu"] and t.Y.shape == (4, 2)
     assert np.isnan(t.Y[t.archs.index(a[0]), 1]) and t.Y[t.archs.index(a[3]), 1] == 7.0
@@ -123,7 +128,22 @@ def base(tmp_path_factory, world):
     table = pd.DataFrame(sources, columns=[f"dev{i}" for i in range(sources.shape[1])])
     table.insert(0, "arch", [space.to_str(a) for a in sample_archs(space, 700, seed=0)])
     table.to_csv(d / "table.csv", index=False)
-    assert main(["meta-train", "--space", SPACE, "--data", str(d / "table.csv"), "--out", str(d / "base"), "--predictor", "opcount"]) == 0
+    assert (
+        main(
+            [
+                "meta-train",
+                "--space",
+                SPACE,
+                "--data",
+                str(d / "table.csv"),
+                "--out",
+                str(d / "base"),
+                "--predictor",
+                "opcount",
+            ]
+        )
+        == 0
+    )
     return d
 
 
@@ -136,10 +156,38 @@ def test_calibrate_and_predict_from_the_command_line(base, world, tmp_path, caps
     Xr, _ = features(space, archs)
     y = 3.0 + Xr[:, layout["agnostic"][0]] * 0.02
     pd.DataFrame({"arch": refs, "latency_ms": y, "device": "phone"}).to_csv(tmp_path / "m.csv", index=False)
-    assert main(["calibrate", "--space", SPACE, "--measurements", str(tmp_path / "m.csv"), "--base", str(base / "base"), "--out", str(tmp_path / "phone")]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "--space",
+                SPACE,
+                "--measurements",
+                str(tmp_path / "m.csv"),
+                "--base",
+                str(base / "base"),
+                "--out",
+                str(tmp_path / "phone"),
+            ]
+        )
+        == 0
+    )
     assert predictors.read_meta(tmp_path / "phone")["meta"]["fingerprint"]["device"] == "phone"
     (tmp_path / "q.txt").write_text("\n".join(refs) + "\n")
-    assert main(["predict", "--predictor", str(tmp_path / "phone"), "--archs", str(tmp_path / "q.txt"), "--out", str(tmp_path / "p.csv")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--predictor",
+                str(tmp_path / "phone"),
+                "--archs",
+                str(tmp_path / "q.txt"),
+                "--out",
+                str(tmp_path / "p.csv"),
+            ]
+        )
+        == 0
+    )
     out = pd.read_csv(tmp_path / "p.csv")
     assert list(out["arch"]) == refs and spearmanr(out["latency_ms"], y).statistic > 0.9
 
@@ -156,7 +204,17 @@ def test_calibrate_rejects_bad_measurements(rows, message, base, tmp_path, capsy
     space = load_space(SPACE)
     refs = rows([space.to_str(a) for a in sample_archs(space, 10, seed=5)])
     pd.DataFrame({"arch": refs, "latency_ms": 1.0}).to_csv(tmp_path / "m.csv", index=False)
-    argv = ["calibrate", "--space", SPACE, "--measurements", str(tmp_path / "m.csv"), "--base", str(base / "base"), "--out", str(tmp_path / "x")]
+    argv = [
+        "calibrate",
+        "--space",
+        SPACE,
+        "--measurements",
+        str(tmp_path / "m.csv"),
+        "--base",
+        str(base / "base"),
+        "--out",
+        str(tmp_path / "x"),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
@@ -166,13 +224,25 @@ def test_calibrate_rejects_non_positive_latency(base, tmp_path, capsys):
     space = load_space(SPACE)
     refs = [space.to_str(a) for a in sample_archs(space, 8, seed=6)]
     pd.DataFrame({"arch": refs, "latency_ms": [1.0] * 7 + [0.0]}).to_csv(tmp_path / "m.csv", index=False)
-    argv = ["calibrate", "--space", SPACE, "--measurements", str(tmp_path / "m.csv"), "--base", str(base / "base"), "--out", str(tmp_path / "x")]
+    argv = [
+        "calibrate",
+        "--space",
+        SPACE,
+        "--measurements",
+        str(tmp_path / "m.csv"),
+        "--base",
+        str(base / "base"),
+        "--out",
+        str(tmp_path / "x"),
+    ]
     assert main(argv) == 2
     assert "m.csv:9: latency_ms must be a positive number" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("space_name, table, q0, device", [("nasbench201", "nasbench201.csv.gz", 900, "silver_4210r"),
-                                                             ("fbnet", "fbnet.csv.gz", 4000, "gold_6240")])
+@pytest.mark.parametrize(
+    "space_name, table, q0, device",
+    [("nasbench201", "nasbench201.csv.gz", 900, "silver_4210r"), ("fbnet", "fbnet.csv.gz", 4000, "gold_6240")],
+)
 def test_shipped_base_calibrates_from_ten_table_measurements(space_name, table, q0, device, help_dir, tmp_path, capsys):
     """The judged flow: reference from the meta-training range, calibrate, predict the query set.
     (Not gold_6240 on nasbench201: its query rows run 8% slower than its rows below 900, a drift
@@ -186,9 +256,35 @@ def test_shipped_base_calibrates_from_ten_table_measurements(space_name, table, 
     assert len(set(refs)) == 10
     lat = df.set_index("arch")[device]
     pd.DataFrame({"arch": refs, "latency_ms": lat.loc[refs].to_numpy()}).to_csv(tmp_path / "m.csv", index=False)
-    assert main(["calibrate", "--space", space_name, "--measurements", str(tmp_path / "m.csv"), "--out", str(tmp_path / "p")]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "--space",
+                space_name,
+                "--measurements",
+                str(tmp_path / "m.csv"),
+                "--out",
+                str(tmp_path / "p"),
+            ]
+        )
+        == 0
+    )
     query = df[(df["index"] >= q0) & (df["index"] < q0 + 1000)]
     (tmp_path / "q.txt").write_text("\n".join(query["arch"]) + "\n")
-    assert main(["predict", "--predictor", str(tmp_path / "p"), "--archs", str(tmp_path / "q.txt"), "--out", str(tmp_path / "o.csv")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--predictor",
+                str(tmp_path / "p"),
+                "--archs",
+                str(tmp_path / "q.txt"),
+                "--out",
+                str(tmp_path / "o.csv"),
+            ]
+        )
+        == 0
+    )
     s = score(pd.read_csv(tmp_path / "o.csv")["latency_ms"].to_numpy(), query[device].to_numpy())
     assert s["spearman"] > 0.85 and s["mape"] < 10, s

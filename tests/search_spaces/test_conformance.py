@@ -1,4 +1,5 @@
 """Conformance suite: every search space passes these."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -82,8 +83,9 @@ def test_suggest_varies_every_gene_that_can_matter(space):
             if on:
                 seen[i].add(arch[i])
         study.tell(trial, 0.0)
-    assert all(len(seen[i]) > 1 for i, g in enumerate(space.genes) if len(g.options) > 1), \
-        [g.name for i, g in enumerate(space.genes) if len(g.options) > 1 and len(seen[i]) < 2]
+    assert all(len(seen[i]) > 1 for i, g in enumerate(space.genes) if len(g.options) > 1), [
+        g.name for i, g in enumerate(space.genes) if len(g.options) > 1 and len(seen[i]) < 2
+    ]
 
 
 def test_encoding_is_fixed_length_and_distinguishes_archs(space):

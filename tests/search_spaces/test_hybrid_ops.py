@@ -1,4 +1,5 @@
 """Hybrid language-model mixers: chunked forms equal their per-token recurrences; ONNX export."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +26,9 @@ def g():
 def test_grouped_query_attention_matches_token_by_token_decoding(g, window):
     q = torch.randn(2, 24, 4, 8, generator=g)
     k, v = torch.randn(2, 24, 2, 8, generator=g), torch.randn(2, 24, 2, 8, generator=g)
-    torch.testing.assert_close(causal_attention(q, k, v, window), causal_attention_recurrent(q, k, v, window), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        causal_attention(q, k, v, window), causal_attention_recurrent(q, k, v, window), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_sliding_window_forgets_what_is_out_of_the_window(g):
@@ -94,7 +97,11 @@ def test_mixers_export_to_onnx_at_a_fixed_length(op, g, tmp_path):
             return delta_rule_chunked(*xs, chunk=8)[0]
 
     if op in ("attention", "swa"):
-        inputs = (torch.randn(1, 16, 2, 4, generator=g), torch.randn(1, 16, 1, 4, generator=g), torch.randn(1, 16, 1, 4, generator=g))
+        inputs = (
+            torch.randn(1, 16, 2, 4, generator=g),
+            torch.randn(1, 16, 1, 4, generator=g),
+            torch.randn(1, 16, 1, 4, generator=g),
+        )
     elif op == "mamba2":
         inputs = _ssd_inputs(g, 16)
     else:
@@ -115,9 +122,13 @@ def test_decoding_one_token_at_a_time_with_a_cache_equals_the_full_forward(kind)
 
     torch.manual_seed(0)
     dim = 32
-    layer = {"attention": lambda: Attention(dim, 4, 2), "swa": lambda: Attention(dim, 4, 2, window=5),
-             "mamba2": lambda: Mamba2(dim, 4, state=8, chunk=8), "deltanet": lambda: DeltaNet(dim, 4, chunk=8),
-             "gated_deltanet": lambda: DeltaNet(dim, 4, gated=True, chunk=8)}[kind]().eval()
+    layer = {
+        "attention": lambda: Attention(dim, 4, 2),
+        "swa": lambda: Attention(dim, 4, 2, window=5),
+        "mamba2": lambda: Mamba2(dim, 4, state=8, chunk=8),
+        "deltanet": lambda: DeltaNet(dim, 4, chunk=8),
+        "gated_deltanet": lambda: DeltaNet(dim, 4, gated=True, chunk=8),
+    }[kind]().eval()
     x = torch.randn(2, 21, dim)  # not a multiple of the chunk: the forward pads
     with torch.no_grad():
         full = layer(x)

@@ -1,4 +1,5 @@
 """The hybrid_lm space beyond the shared conformance suite: structure, decoding, export, the proxy."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -105,8 +106,30 @@ def test_bad_text_sources_get_clear_errors(tmp_path):
 def test_bench_hybrid_times_every_mixer_and_ranks_the_proxy(tmp_path, capsys):
     from nas.cli.main import main
 
-    argv = ["bench", "hybrid", "--device", "torch-cpu:threads=1", "--contexts", "8,32", "--prompts", "16", "--dim", "32",
-            "--layers", "1", "--window", "8", "--archs", "3", "--short", "2", "--long", "4", "--out", str(tmp_path)]
+    argv = [
+        "bench",
+        "hybrid",
+        "--device",
+        "torch-cpu:threads=1",
+        "--contexts",
+        "8,32",
+        "--prompts",
+        "16",
+        "--dim",
+        "32",
+        "--layers",
+        "1",
+        "--window",
+        "8",
+        "--archs",
+        "3",
+        "--short",
+        "2",
+        "--long",
+        "4",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     import pandas as pd
 

@@ -1,5 +1,6 @@
 """Every `hwnas` command runs in some test: the ones no other test needs run here on tiny settings, and a
 static check fails when a command of the parser is invoked by no test at all."""
+
 from __future__ import annotations
 
 import ast
@@ -33,7 +34,7 @@ def _invoked() -> set[tuple[str, ...]]:
                 continue
             words = [e.value if isinstance(e, ast.Constant) and isinstance(e.value, str) else None for e in node.elts]
             if "nas.cli" in words:
-                words = words[words.index("nas.cli") + 1:]
+                words = words[words.index("nas.cli") + 1 :]
             if words and words[0]:
                 found.add((words[0],))
                 if len(words) > 1 and words[1]:
@@ -55,18 +56,32 @@ def test_spaces_lists_every_registered_space(capsys):
 
 def test_device_serve_measures_for_a_remote_client(tmp_path):
     env = {**os.environ, "HWNAS_DEVICE_TOKEN": "t0ken"}
-    agent = subprocess.Popen([sys.executable, "-m", "nas.cli", "device", "serve", "--device", "ort-cpu:threads=1",
-                              "--port", "0"], stdout=subprocess.PIPE, text=True, env=env)
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "nas.cli", "device", "serve", "--device", "ort-cpu:threads=1", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         first = agent.stdout.readline()
         assert "on http://127.0.0.1:" in first and "t0ken" not in first
         url = first.split(" on ")[1].strip()
-        info = subprocess.run([sys.executable, "-m", "nas.cli", "device", "info", "--device", f"remote:{url}"],
-                              capture_output=True, text=True, env=env, timeout=120)
+        info = subprocess.run(
+            [sys.executable, "-m", "nas.cli", "device", "info", "--device", f"remote:{url}"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert info.returncode == 0, info.stderr
         assert json.loads(info.stdout)["cpu_model"]
-        wrong = subprocess.run([sys.executable, "-m", "nas.cli", "device", "info", "--device", f"remote:{url}"],
-                               capture_output=True, text=True, env={**env, "HWNAS_DEVICE_TOKEN": "wrong"}, timeout=120)
+        wrong = subprocess.run(
+            [sys.executable, "-m", "nas.cli", "device", "info", "--device", f"remote:{url}"],
+            capture_output=True,
+            text=True,
+            env={**env, "HWNAS_DEVICE_TOKEN": "wrong"},
+            timeout=120,
+        )
         assert wrong.returncode == 2 and "401" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
     finally:
         agent.terminate()
@@ -87,8 +102,18 @@ def test_bench_device_compares_the_timing_methods(capsys):
 
 
 def test_bench_predictors_scores_on_held_out_devices(help_dir, capsys):
-    argv = ["bench", "predictors", "--space", "nasbench201", "--data", str(help_dir / "nasbench201.csv.gz"),
-            "--split", "loho", "--predictors", "flops,opcount"]
+    argv = [
+        "bench",
+        "predictors",
+        "--space",
+        "nasbench201",
+        "--data",
+        str(help_dir / "nasbench201.csv.gz"),
+        "--split",
+        "loho",
+        "--predictors",
+        "flops,opcount",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "split loho" in out and "mean" in out and "opcount" in out
@@ -109,8 +134,20 @@ def test_bench_supernet_times_a_training_step(capsys):
 
 @pytest.mark.slow
 def test_bench_quantize_compares_every_method(tmp_path, capsys):
-    argv = ["bench", "quantize", "--models", "mobilenetv2", "--epochs", "1", "--resolution", "32",
-            "--methods", "interlayer+bisect", "--out", str(tmp_path)]
+    argv = [
+        "bench",
+        "quantize",
+        "--models",
+        "mobilenetv2",
+        "--epochs",
+        "1",
+        "--resolution",
+        "32",
+        "--methods",
+        "interlayer+bisect",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "hwnas quantize would choose" in out and "precision-aware" in out and "mobilenetv2" in out

@@ -1,4 +1,5 @@
 """Profiling: rows as they are produced, resume without repeats, one-line errors."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,9 @@ def table(tmp_path):
     archs = sample_archs(space, 25, seed=0)
     path = tmp_path / "lat.csv"
     rng = np.random.default_rng(0)
-    pd.DataFrame({"arch": [space.to_str(a) for a in archs], "dev": rng.uniform(1, 9, len(archs))}).to_csv(path, index=False)
+    pd.DataFrame({"arch": [space.to_str(a) for a in archs], "dev": rng.uniform(1, 9, len(archs))}).to_csv(
+        path, index=False
+    )
     return space, archs, path
 
 
@@ -69,8 +72,21 @@ def test_cli_profiles_real_architectures_on_this_cpu(tmp_path, capsys):
     assert main(["sample", "--space", "ofa_mbv3:resolutions=[32],num_classes=10", "-n", "3", "--seed", "4"]) == 0
     archs.write_text(capsys.readouterr().out)
     out = tmp_path / "p.csv"
-    argv = ["profile", "--device", "ort-cpu:threads=1", "--space", "ofa_mbv3:resolutions=[32],num_classes=10",
-            "--archs", str(archs), "--out", str(out), "--min-rounds", "2", "--max-rounds", "3"]
+    argv = [
+        "profile",
+        "--device",
+        "ort-cpu:threads=1",
+        "--space",
+        "ofa_mbv3:resolutions=[32],num_classes=10",
+        "--archs",
+        str(archs),
+        "--out",
+        str(out),
+        "--min-rounds",
+        "2",
+        "--max-rounds",
+        "3",
+    ]
     assert main(argv) == 0
     df = pd.read_csv(out)
     assert len(df) == 3 and (df["latency_ms"] > 0).all()
@@ -80,12 +96,30 @@ def test_cli_profiles_real_architectures_on_this_cpu(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["profile", "--device", "ort-cpu", "--space", "nope", "-n", "2", "--out", "{tmp}/o.csv"], "Unknown search space 'nope'"),
-        (["profile", "--device", "gpu9", "--space", "fbnet", "-n", "2", "--out", "{tmp}/o.csv"], "Unknown device 'gpu9'"),
-        (["profile", "--device", "ort-cpu", "--space", "fbnet", "--archs", "{tmp}/bad.txt", "--out", "{tmp}/o.csv"], "bad.txt:2: fbnet: unknown block 'k9_e9'"),
-        (["profile", "--device", "ort-cpu", "--space", "fbnet", "--archs", "{tmp}/none.txt", "--out", "{tmp}/o.csv"], "cannot read architectures file"),
-        (["profile", "--device", "ort-cpu", "--space", "nasbench201", "-n", "1", "--out", "{tmp}/notcsv.csv"], "is not an hwnas profile"),
-        (["profile", "--device", "ort-cpu", "--space", "nasbench201", "-n", "1", "--out", "{tmp}/bad.txt/o.csv"], "cannot write profile file"),
+        (
+            ["profile", "--device", "ort-cpu", "--space", "nope", "-n", "2", "--out", "{tmp}/o.csv"],
+            "Unknown search space 'nope'",
+        ),
+        (
+            ["profile", "--device", "gpu9", "--space", "fbnet", "-n", "2", "--out", "{tmp}/o.csv"],
+            "Unknown device 'gpu9'",
+        ),
+        (
+            ["profile", "--device", "ort-cpu", "--space", "fbnet", "--archs", "{tmp}/bad.txt", "--out", "{tmp}/o.csv"],
+            "bad.txt:2: fbnet: unknown block 'k9_e9'",
+        ),
+        (
+            ["profile", "--device", "ort-cpu", "--space", "fbnet", "--archs", "{tmp}/none.txt", "--out", "{tmp}/o.csv"],
+            "cannot read architectures file",
+        ),
+        (
+            ["profile", "--device", "ort-cpu", "--space", "nasbench201", "-n", "1", "--out", "{tmp}/notcsv.csv"],
+            "is not an hwnas profile",
+        ),
+        (
+            ["profile", "--device", "ort-cpu", "--space", "nasbench201", "-n", "1", "--out", "{tmp}/bad.txt/o.csv"],
+            "cannot write profile file",
+        ),
     ],
 )
 def test_cli_errors_are_one_line_and_name_the_culprit(argv, message, tmp_path, capsys):

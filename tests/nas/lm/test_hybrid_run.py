@@ -1,4 +1,5 @@
 """`hwnas run` with a hybrid_lm recipe: search, compare with the baselines, export; resumes."""
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,11 @@ def test_hybrid_run_searches_compares_exports_and_resumes(tmp_path, capsys):
     assert result["winner"]["arch"] == best["arch"] and result["winner"]["decode_ms"] <= result["budget_ms"]
     assert [c["model"] for c in result["compared"]] == ["found", "all-attn", "all-mamba2"]
     assert all(c["found_vs_this"] in ("dominates", "dominated", "equal", "trade-off") for c in result["compared"][1:])
-    assert {c["arch"] for c in result["compared"]} == {best["arch"], best["arch"] + "|attn-only", best["arch"] + "|mamba2-only"}
+    assert {c["arch"] for c in result["compared"]} == {
+        best["arch"],
+        best["arch"] + "|attn-only",
+        best["arch"] + "|mamba2-only",
+    }
     meta = json.loads((run / "best" / "model.json").read_text())
     assert meta["onnxruntime_matches"] and meta["arch"] == result["winner"]["arch"]
     assert "embed.weight" in torch.load(run / "best" / "weights.pt", weights_only=True)
@@ -49,14 +54,20 @@ def test_hybrid_run_searches_compares_exports_and_resumes(tmp_path, capsys):
 
     from nas.bench.hybrid import compare_run
 
-    rows = compare_run(run, groups=2, log=lambda _: None)  # bench hybrid --run: the proxy scores reused, decode timed again
+    rows = compare_run(
+        run, groups=2, log=lambda _: None
+    )  # bench hybrid --run: the proxy scores reused, decode timed again
     assert [(r["model"], r["val_bpb"]) for r in rows] == [(c["model"], c["val_bpb"]) for c in result["compared"]]
     assert all(r["decode_ms"] > 0 for r in rows) and (run / "proxy.jsonl").read_text() == trained
     with pytest.raises(ValueError, match="is not a finished hybrid_lm run"):
         compare_run(tmp_path / "nothing")
 
     front = pd.read_csv(run / "pareto.csv")  # a hybrid on the front within the budget, one pure stack, one over budget
-    extra = [("d32h2f3/mamba2+swa@1:1,f1,x1/-/-", 1.0), ("d32h2f3/swa,f0,x1/-/-", 1.0), ("d32h2f3/swa+attn@1:1,f0,x1/-/-", 2000.0)]
+    extra = [
+        ("d32h2f3/mamba2+swa@1:1,f1,x1/-/-", 1.0),
+        ("d32h2f3/swa,f0,x1/-/-", 1.0),
+        ("d32h2f3/swa+attn@1:1,f0,x1/-/-", 2000.0),
+    ]
     front = pd.concat([front, pd.DataFrame([{"arch": a, "val_bpb": -1.0, "latency_ms": ms} for a, ms in extra])])
     front.to_csv(run / "pareto.csv", index=False)
     rows = compare_run(run, groups=1, front=True, log=lambda _: None)
@@ -82,9 +93,36 @@ def test_hybrid_run_searches_compares_exports_and_resumes(tmp_path, capsys):
     with pytest.raises(ValueError, match="--arch 'd32h2f3/rnn,f1,x1/-/-'"):
         compare_run(run, archs=["d32h2f3/rnn,f1,x1/-/-"], log=lambda _: None)
     capsys.readouterr()
-    argv = ["bench", "hybrid", "--device", "torch-cpu:threads=1", "--mixers", "mamba2", "--contexts", "8", "--prompts", "8",
-            "--dim", "32", "--layers", "1", "--archs", "0", "--run", str(run), "--arch", given, "--seeds", "2", "--groups", "1",
-            "--time-on", "ort-cpu:threads=1,static=true", "--out", str(tmp_path / "bench")]
+    argv = [
+        "bench",
+        "hybrid",
+        "--device",
+        "torch-cpu:threads=1",
+        "--mixers",
+        "mamba2",
+        "--contexts",
+        "8",
+        "--prompts",
+        "8",
+        "--dim",
+        "32",
+        "--layers",
+        "1",
+        "--archs",
+        "0",
+        "--run",
+        str(run),
+        "--arch",
+        given,
+        "--seeds",
+        "2",
+        "--groups",
+        "1",
+        "--time-on",
+        "ort-cpu:threads=1,static=true",
+        "--out",
+        str(tmp_path / "bench"),
+    ]
     assert main(argv) == 0
     table = pd.read_csv(tmp_path / "bench" / "found_vs_baselines.csv")
     assert list(table["found"].unique()) == [result["winner"]["arch"], given]
@@ -123,12 +161,15 @@ def test_candidates_over_a_hard_budget_are_timed_but_not_trained(tmp_path):
     assert "No candidate met the budget" in (run / "report.md").read_text()
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"proxy": {"steps": 0}}, "proxy.steps must be at least 1"),
-    ({"baseline": "d999h2f3/attn,f1,x1/-/-"}, "gene 'dim'"),
-    ({"search": {"strategy": "nope"}}, "search.strategy must be one of"),
-    ({"decode": {"window": 3}}, "unknown field decode.window"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"proxy": {"steps": 0}}, "proxy.steps must be at least 1"),
+        ({"baseline": "d999h2f3/attn,f1,x1/-/-"}, "gene 'dim'"),
+        ({"search": {"strategy": "nope"}}, "search.strategy must be one of"),
+        ({"decode": {"window": 3}}, "unknown field decode.window"),
+    ],
+)
 def test_bad_hybrid_recipes_get_one_line_errors(change, message, tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({**RECIPE, **change}))
@@ -158,9 +199,13 @@ def test_baselines_keep_depth_and_match_the_parameter_count():
     hybrid = space.build(space.from_str("d128h2f2/swa+mamba2@1:1,f1,x2/-/-"))
     for mixer in ("attn", "mamba2"):
         base = matched_model(hybrid, mixer)
-        assert [k if k == "ffn" else "mixer" for k in base.kinds] == [k if k == "ffn" else "mixer" for k in hybrid.kinds]
+        assert [k if k == "ffn" else "mixer" for k in base.kinds] == [
+            k if k == "ffn" else "mixer" for k in hybrid.kinds
+        ]
         assert set(base.kinds) == {mixer, "ffn"}
-        assert abs(count_params(base) - count_params(hybrid)) <= 3 * 128 * base.kinds.count("ffn")  # within one hidden unit
+        assert abs(count_params(base) - count_params(hybrid)) <= 3 * 128 * base.kinds.count(
+            "ffn"
+        )  # within one hidden unit
     with pytest.raises(ValueError, match="Unknown mixer 'rnn'; known: attn, swa, mamba2, deltanet, gdn"):
         matched_model(hybrid, "rnn")
 

@@ -1,4 +1,5 @@
 """`hwnas train-lm`: a hybrid_lm architecture trained for real; resumes exactly; torchrun ranks train as one process."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,22 @@ from search_spaces import load_space
 SPACE = "hybrid_lm:dims=[32],heads=[2],max_blocks=4,window=8"
 ARCH = "d32h2f2/attn+mamba2@1:1,f1,x1/-/-"
 SMALL = dict(steps=6, batch=4, seq_len=16, eval_every=2, checkpoint_every=3, val_windows=4, device="cpu")
-FLAGS = ["--steps", "6", "--batch", "4", "--seq-len", "16", "--eval-every", "2", "--checkpoint-every", "3",
-         "--val-windows", "4", "--device", "cpu"]
+FLAGS = [
+    "--steps",
+    "6",
+    "--batch",
+    "4",
+    "--seq-len",
+    "16",
+    "--eval-every",
+    "2",
+    "--checkpoint-every",
+    "3",
+    "--val-windows",
+    "4",
+    "--device",
+    "cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +52,16 @@ def straight(tmp_path_factory, data):
 
 def test_training_writes_the_model_its_metrics_and_a_checked_onnx(straight):
     out, meta = straight
-    assert meta["arch"] == ARCH and meta["trained_steps"] == 6 and meta["world_size"] == 1 and meta["onnxruntime_matches"]
+    assert (
+        meta["arch"] == ARCH and meta["trained_steps"] == 6 and meta["world_size"] == 1 and meta["onnxruntime_matches"]
+    )
     rows = pd.read_csv(out / "metrics.csv")
     assert list(rows["step"]) == [2, 4, 6] and rows["val_bpb"].iloc[-1] == pytest.approx(meta["val_bpb"])
     assert meta["best_step"] == rows["step"][rows["val_bpb"].idxmin()] and meta["best_val_bpb"] == rows["val_bpb"].min()
     assert rows["val_bpb"].iloc[-1] < rows["val_bpb"].iloc[0] < 8.5  # it learns: below uniform guessing (8 bits) soon
-    assert json.loads((out / "model.json").read_text())["params"] == load_space(SPACE).params(load_space(SPACE).from_str(ARCH))
+    assert json.loads((out / "model.json").read_text())["params"] == load_space(SPACE).params(
+        load_space(SPACE).from_str(ARCH)
+    )
     assert (out / "metrics.png").stat().st_size > 0 and (out / "model.onnx").stat().st_size > 0
 
 
@@ -77,9 +96,29 @@ def test_a_checkpoint_of_another_run_is_refused(straight, data):
 def test_torchrun_ranks_train_as_one_process_with_the_global_batch(straight, tmp_path):
     out, _ = straight
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "nas.cli",
-                           "train-lm", "--arch", ARCH, "--space", SPACE, *FLAGS, "--out", str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "nas.cli",
+            "train-lm",
+            "--arch",
+            ARCH,
+            "--space",
+            SPACE,
+            *FLAGS,
+            "--out",
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads((tmp_path / "model.json").read_text())["world_size"] == 2
     want, got = (torch.load(d / "weights.pt", weights_only=True) for d in (out, tmp_path))

@@ -1,4 +1,5 @@
 """hwnas run end to end on this CPU: calibrate, train, search, verify, export, report; and resume."""
+
 from __future__ import annotations
 
 import json
@@ -68,7 +69,15 @@ def test_the_run_directory_holds_the_report_and_plots(finished):
     trials = pd.read_csv(run / "trials.csv")
     assert len(trials) == 12 and {"arch", "accuracy", "latency_ms", "measured_ms"} <= set(trials.columns)
     assert trials["measured_ms"].notna().sum() >= 1
-    for name in ("pareto.csv", "pareto.png", "predictor.png", "report.md", "recipe.yaml", "study.db", "calibration.csv"):
+    for name in (
+        "pareto.csv",
+        "pareto.png",
+        "predictor.png",
+        "report.md",
+        "recipe.yaml",
+        "study.db",
+        "calibration.csv",
+    ):
         assert (run / name).stat().st_size > 0, name
     report = (run / "report.md").read_text()
     assert f"{result['budget_ms']:.3f} ms" in report and result["winner"]["arch"] in report
@@ -90,13 +99,27 @@ def test_a_joint_search_measures_and_scores_candidates_after_quantization(finish
     from nas.supernet.train import evaluate
 
     run, _ = finished
-    argv = ["bench", "joint", str(run), "--budget-fraction", "0.7", "--trials", "8", "--tolerance", "1.0",
-            "--out", str(tmp_path / "bench")]
+    argv = [
+        "bench",
+        "joint",
+        str(run),
+        "--budget-fraction",
+        "0.7",
+        "--trials",
+        "8",
+        "--tolerance",
+        "1.0",
+        "--out",
+        str(tmp_path / "bench"),
+    ]
     assert main(argv) == 0
     written = json.loads((tmp_path / "bench" / "bench_joint.json").read_text())
     rows, info = written["rows"], written["info"]
     assert [r["mode"] for r in rows] == ["fp32 search, then quantize", "joint search"]
-    assert rows[0]["search_device"] == "ort-cpu:threads=1" and rows[1]["search_device"] == "ort-cpu:threads=1,precision=int8"
+    assert (
+        rows[0]["search_device"] == "ort-cpu:threads=1"
+        and rows[1]["search_device"] == "ort-cpu:threads=1,precision=int8"
+    )
     for r in rows:
         assert r["within_budget"] == (r["deployed_ms"] is not None and r["deployed_ms"] <= info["final_budget_ms"])
     result = json.loads((tmp_path / "bench" / "joint" / "result.json").read_text())
@@ -106,11 +129,16 @@ def test_a_joint_search_measures_and_scores_candidates_after_quantization(finish
     assert w is not None and w["measured_ms"] <= result["budget_ms"]
     sn = load_supernet_run(run / "supernet")
     arch = sn.net.space.from_str(w["arch"])
-    assert w["val_top1"] == pytest.approx(evaluate(sn.net, arch, sn.data, "val", int8=True))  # scored as deployed in int8
+    assert w["val_top1"] == pytest.approx(
+        evaluate(sn.net, arch, sn.data, "val", int8=True)
+    )  # scored as deployed in int8
     rows = [json.loads(line) for line in (run / "supernet" / "accuracy.jsonl").read_text().splitlines()]
     assert any(r["tag"].endswith("-int8-ort-v2") and r["arch"] == w["arch"] for r in rows)
     recipe = {**RECIPE, "quantize": {**RECIPE["quantize"], "joint": True}}
-    with pytest.raises(ValueError, match="quantize.joint: device 'torch-cpu' has no option 'precision'; backends with it: ort-cpu, ort-cuda"):
+    with pytest.raises(
+        ValueError,
+        match="quantize.joint: device 'torch-cpu' has no option 'precision'; backends with it: ort-cpu, ort-cuda",
+    ):
         recipe_from_dict({**recipe, "device": "torch-cpu"}, "test")
 
 
@@ -123,7 +151,9 @@ def test_a_finished_run_resumes_without_new_work(finished):
     again = Pipeline(recipe_from_dict(RECIPE, "test"), run, log=lambda s: None).execute()
     assert again["winner"]["arch"] == result["winner"]["arch"]
     assert (run / "calibration.csv").read_text() == calibration
-    assert {p.name: p.stat().st_mtime_ns for p in (run / "supernet").iterdir() if p.name in before}["checkpoint.pt"] == before["checkpoint.pt"]
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "supernet").iterdir() if p.name in before}[
+        "checkpoint.pt"
+    ] == before["checkpoint.pt"]
     assert len(pd.read_csv(run / "trials.csv")) == 12
     assert (run / "quantized" / "model.json").stat().st_mtime_ns == quantized
 
@@ -136,22 +166,29 @@ def test_a_candidate_that_misses_the_budget_when_measured_is_not_the_winner(tmp_
     a, b, c, d = (space.to_str(space.sample(rng)) for _ in range(4))
     table = tmp_path / "lat.csv"
     pd.DataFrame({"arch": [a, b, c, d], "dev": [1.3, 0.9, 0.5, 0.3]}).to_csv(table, index=False)
-    trials = [{"trial": 0, "arch": a, "accuracy": 0.99, "latency_ms": 0.8},  # predicted feasible, measures 1.3
-              {"trial": 1, "arch": b, "accuracy": 0.95, "latency_ms": 0.7},
-              {"trial": 2, "arch": c, "accuracy": 0.90, "latency_ms": 0.4},
-              {"trial": 3, "arch": d, "accuracy": 0.85, "latency_ms": 0.45}]  # off the front: c beats it in both
-    pipe = Pipeline(recipe_from_dict({**RECIPE, "device": f"table:{table}:dev", "verify": {"top": 1}}, "test"),
-                    tmp_path / "run", log=lambda s: None)
+    trials = [
+        {"trial": 0, "arch": a, "accuracy": 0.99, "latency_ms": 0.8},  # predicted feasible, measures 1.3
+        {"trial": 1, "arch": b, "accuracy": 0.95, "latency_ms": 0.7},
+        {"trial": 2, "arch": c, "accuracy": 0.90, "latency_ms": 0.4},
+        {"trial": 3, "arch": d, "accuracy": 0.85, "latency_ms": 0.45},
+    ]  # off the front: c beats it in both
+    pipe = Pipeline(
+        recipe_from_dict({**RECIPE, "device": f"table:{table}:dev", "verify": {"top": 1}}, "test"),
+        tmp_path / "run",
+        log=lambda s: None,
+    )
     winner, measured = pipe.verify(space, trials, budget=1.0)
     assert measured[a] == 1.3 and winner["arch"] == b and winner["measured_ms"] == 0.9 and d not in measured
     logs = []
-    winner, measured = Pipeline(recipe_from_dict({**RECIPE, "device": f"table:{table}:dev"}, "t"), tmp_path / "r2",
-                                log=logs.append).verify(space, trials, budget=0.45)
+    winner, measured = Pipeline(
+        recipe_from_dict({**RECIPE, "device": f"table:{table}:dev"}, "t"), tmp_path / "r2", log=logs.append
+    ).verify(space, trials, budget=0.45)
     assert set(winner) == set(trials[0]) | {"measured_ms"}
     assert winner["arch"] == d and winner["measured_ms"] == 0.3  # the whole front misses; the next candidate meets it
     assert any("no front candidate met the budget" in line for line in logs)
-    winner, _ = Pipeline(recipe_from_dict({**RECIPE, "device": f"table:{table}:dev"}, "t"), tmp_path / "r3",
-                         log=logs.append).verify(space, trials, budget=0.25)
+    winner, _ = Pipeline(
+        recipe_from_dict({**RECIPE, "device": f"table:{table}:dev"}, "t"), tmp_path / "r3", log=logs.append
+    ).verify(space, trials, budget=0.25)
     assert winner is None and "measured within the budget of 0.250 ms" in logs[-1]
 
 
@@ -190,7 +227,18 @@ def test_export_writes_a_checked_model_of_the_winner(finished, tmp_path, capsys)
 @pytest.mark.slow
 def test_quantize_command_writes_the_chosen_deployment(finished, tmp_path, capsys):
     run, result = finished
-    argv = ["quantize", str(run), "--tolerance", "1.0", "--calib", "32", "--activations", "u8", "--out", str(tmp_path / "q")]
+    argv = [
+        "quantize",
+        str(run),
+        "--tolerance",
+        "1.0",
+        "--calib",
+        "32",
+        "--activations",
+        "u8",
+        "--out",
+        str(tmp_path / "q"),
+    ]
     assert main(argv) == 0
     q = json.loads((tmp_path / "q" / "model.json").read_text())
     assert q["arch"] == result["winner"]["arch"] and q["chosen"] in {c["config"] for c in q["configs"]}

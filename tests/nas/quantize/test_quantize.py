@@ -1,4 +1,5 @@
 """Mixed-precision quantization: fake quantization, Hessian sensitivities, searches, onnxruntime deployment."""
+
 from __future__ import annotations
 
 import itertools
@@ -25,7 +26,9 @@ class Small(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.ReLU())
-        self.block = nn.Sequential(nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 32, 1), nn.ReLU())
+        self.block = nn.Sequential(
+            nn.Conv2d(16, 32, 3, 2, 1), nn.BatchNorm2d(32), nn.ReLU(), nn.Conv2d(32, 32, 1), nn.ReLU()
+        )
         self.head = nn.Linear(32, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -45,9 +48,13 @@ def trained():
             F.cross_entropy(model(x), y).backward()
             opt.step()
     model.eval()
-    qd = QuantizeData(calib=list(itertools.islice(batches(data.train, 32, None, data), 4)),
-                      val=list(batches(data.val, 128, None, data)), test=list(batches(data.test, 128, None, data)),
-                      input_shape=(1, 3, 16, 16), extra={"dataset": "digits"})
+    qd = QuantizeData(
+        calib=list(itertools.islice(batches(data.train, 32, None, data), 4)),
+        val=list(batches(data.val, 128, None, data)),
+        test=list(batches(data.test, 128, None, data)),
+        input_shape=(1, 3, 16, 16),
+        extra={"dataset": "digits"},
+    )
     return model, qd
 
 
@@ -118,7 +125,9 @@ def test_hutchinson_matches_the_exact_hessian_trace():
             mod.weight = nn.Parameter(saved)
             return out
 
-        exact = float(torch.diagonal(torch.autograd.functional.hessian(loss_of, w.detach().clone()).reshape(w.numel(), -1)).sum())
+        exact = float(
+            torch.diagonal(torch.autograd.functional.hessian(loss_of, w.detach().clone()).reshape(w.numel(), -1)).sum()
+        )
         model_w = dict(model.named_modules())[name].weight
         assert est[name] * model_w.numel() == pytest.approx(exact, rel=0.15, abs=1e-3)
 
@@ -151,8 +160,10 @@ def test_ilp_picks_the_least_sensitive_set_that_saves_enough():
     scores = dict(zip(names, rng.uniform(0, 1, 8)))
     gains = dict(zip(names, rng.uniform(-0.2, 1, 8)))
     chosen = ilp_select(scores, gains, 1.5)
-    best = min((c for r in range(9) for c in itertools.combinations(names, r) if sum(gains[n] for n in c) >= 1.5),
-               key=lambda c: sum(scores[n] for n in c))
+    best = min(
+        (c for r in range(9) for c in itertools.combinations(names, r) if sum(gains[n] for n in c) >= 1.5),
+        key=lambda c: sum(scores[n] for n in c),
+    )
     assert sorted(chosen) == sorted(best)
 
 
@@ -312,10 +323,17 @@ def test_layer_edges_follow_the_data_flow_through_joins_and_borders_count_what_c
     f = latency.features([set(), {"conv1"}, {"conv2"}, set(layers)])
     # conv1 alone: its input and its output cross (192 + 192); conv2 alone: its input, and the add turns int8
     assert list(f[:, -3]) == [0, 2, 2, 2] and np.allclose(f[:, -2] * 1e6, [0, 384, 195, 202])
-    dep = Deployer(tmp_path / "m.onnx", layers, [np.random.default_rng(0).standard_normal((4, 3, 8, 8), dtype=np.float32)],
-                   tmp_path / "work")
-    quantized_adds = lambda p: sum(n.op_type == "Add" and n.output[0] in
-        {m.input[0] for m in onnx.load(str(p)).graph.node if m.op_type == "QuantizeLinear"} for n in onnx.load(str(p)).graph.node)
+    dep = Deployer(
+        tmp_path / "m.onnx",
+        layers,
+        [np.random.default_rng(0).standard_normal((4, 3, 8, 8), dtype=np.float32)],
+        tmp_path / "work",
+    )
+    quantized_adds = lambda p: sum(
+        n.op_type == "Add"
+        and n.output[0] in {m.input[0] for m in onnx.load(str(p)).graph.node if m.op_type == "QuantizeLinear"}
+        for n in onnx.load(str(p)).graph.node
+    )
     assert quantized_adds(dep.write({"conv1"}, "c1")) == 0  # the add touches only float layers: it stays float
     assert quantized_adds(dep.write({"conv2"}, "c2")) == 1
 

@@ -1,4 +1,5 @@
 """One search worker (run by test_search): joins the study in STORAGE and logs the trials it evaluates."""
+
 import sys
 
 from nas.search import Objective, SearchConfig, run_search
@@ -18,5 +19,11 @@ def record(number, arch, acc, lat):
         f.write(f"{number}\t{space.to_str(arch)}\n")
 
 
-run_search(space, evaluate, Objective("pareto"), SearchConfig(strategy=strategy, trials=40, population=8, study_name=name, seed=0),
-           storage, on_trial=record)
+run_search(
+    space,
+    evaluate,
+    Objective("pareto"),
+    SearchConfig(strategy=strategy, trials=40, population=8, study_name=name, seed=0),
+    storage,
+    on_trial=record,
+)

@@ -1,4 +1,5 @@
 """Search: every strategy drives a study; objectives, fronts, resuming, and workers sharing a storage."""
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,11 @@ def toy(space):
 
     def evaluate(arch):
         f = space.flops(arch)
-        hidden = np.mean([w[g.options.index(v)] for w, g, v, on in zip(weights, space.genes, arch, space.active(arch)) if on])
+        hidden = np.mean(
+            [w[g.options.index(v)] for w, g, v, on in zip(weights, space.genes, arch, space.active(arch)) if on]
+        )
         return 0.5 * hidden + 0.5 * f / (f + f0), f / f0
+
     return evaluate
 
 
@@ -43,7 +47,9 @@ def test_every_strategy_searches_valid_archs_of_every_space(strategy, objective,
     for spec in ("nasbench201", "ofa_mbv3:resolutions=[32]"):
         space = load_space(spec)
         config = SearchConfig(strategy=strategy, trials=24, population=8, seed=1, study_name=f"s{objective}")
-        study = run_search(space, toy(space), Objective(objective, budget_ms=2.0), config, f"sqlite:///{tmp_path}/{space.name}.db")
+        study = run_search(
+            space, toy(space), Objective(objective, budget_ms=2.0), config, f"sqlite:///{tmp_path}/{space.name}.db"
+        )
         rows = completed(study)
         assert len(rows) == 24
         for r in rows:
@@ -63,7 +69,9 @@ def test_our_strategies_evaluate_no_architecture_twice(strategy, tmp_path):
         return fixed[key]
 
     config = SearchConfig(strategy=strategy, trials=60, population=6, seed=0)
-    rows = completed(run_search(space, evaluate, Objective("budget", budget_ms=2.0), config, f"sqlite:///{tmp_path}/s.db"))
+    rows = completed(
+        run_search(space, evaluate, Objective("budget", budget_ms=2.0), config, f"sqlite:///{tmp_path}/s.db")
+    )
     assert space.size() > 60 and len(rows) == 60
     assert len({r["arch"] for r in rows}) == 60
 
@@ -78,8 +86,12 @@ def test_evolution_finds_better_feasible_archs_than_random(tmp_path):
     for strategy in ("random", "evolution", "nsga2"):
         scores = []
         for seed in range(3):
-            config = SearchConfig(strategy=strategy, trials=120, population=20, seed=seed, study_name=f"{strategy}{seed}")
-            study = run_search(space, evaluate, Objective("budget", budget_ms=budget), config, f"sqlite:///{tmp_path}/s.db")
+            config = SearchConfig(
+                strategy=strategy, trials=120, population=20, seed=seed, study_name=f"{strategy}{seed}"
+            )
+            study = run_search(
+                space, evaluate, Objective("budget", budget_ms=budget), config, f"sqlite:///{tmp_path}/s.db"
+            )
             scores.append(max(r["accuracy"] for r in completed(study) if r["latency_ms"] <= budget))
         best[strategy] = np.mean(scores)
     assert best["evolution"] > best["random"] and best["nsga2"] > best["random"], best
@@ -148,8 +160,15 @@ def test_front_and_hypervolume_on_a_hand_example():
 def _workers(storage: str, name: str, tmp_path: Path, strategy: str) -> list[list[str]]:
     worker = Path(__file__).with_name("search_worker.py")
     logs = [tmp_path / f"{name}-{k}.log" for k in range(2)]
-    procs = [subprocess.Popen([sys.executable, str(worker), storage, name, str(log), strategy],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for log in logs]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(worker), storage, name, str(log), strategy],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for log in logs
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err[-2000:]
@@ -174,7 +193,9 @@ def test_two_workers_share_one_sqlite_study(strategy, tmp_path):
     _check_shared(storage, "shared", _workers(storage, "shared", tmp_path, strategy))
 
 
-@pytest.mark.skipif(not os.environ.get("HWNAS_TEST_POSTGRES"), reason="set HWNAS_TEST_POSTGRES=postgresql://... (.ci/run does)")
+@pytest.mark.skipif(
+    not os.environ.get("HWNAS_TEST_POSTGRES"), reason="set HWNAS_TEST_POSTGRES=postgresql://... (.ci/run does)"
+)
 def test_two_workers_share_one_postgresql_study(tmp_path):
     storage = os.environ["HWNAS_TEST_POSTGRES"]
     name = f"shared-{os.getpid()}"

@@ -1,4 +1,5 @@
 """Run by test_supernet_training under torchrun: trains a small supernet, saves each rank's weights."""
+
 import sys
 from pathlib import Path
 
@@ -16,6 +17,11 @@ cut = lambda s, k: Split(s.images[:k], s.labels[:k])
 data = TaskData(d.name, cut(d.train, 256), cut(d.val, 64), cut(d.test, 64), 10, d.mean, d.std)
 torch.manual_seed(int(__import__("os").environ["RANK"]))  # different initial weights: rank 0's must win
 net = OFASupernet(load_space("ofa_mbv3:resolutions=[32],width_mult=0.5,num_classes=10"))
-train(net, data, TrainConfig(epochs=1, batch_size=16, lr=0.05, random_subnets=1, checkpoint_every=4, seed=3, device="cpu"), out)
+train(
+    net,
+    data,
+    TrainConfig(epochs=1, batch_size=16, lr=0.05, random_subnets=1, checkpoint_every=4, seed=3, device="cpu"),
+    out,
+)
 torch.save(net.state_dict(), out / f"rank{dist.get_rank()}.pt")
 dist.destroy_process_group()

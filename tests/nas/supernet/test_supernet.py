@@ -1,4 +1,5 @@
 """The ofa_mbv3 supernet: real weight sharing, exact extraction, BN recalibration."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,8 +1,8 @@
 """Supernet training: it learns, checkpoints, and a stopped run resumes exactly."""
+
 from __future__ import annotations
 
 import pytest
-
 import torch
 
 from nas.data import Split, TaskData, digits
@@ -71,8 +71,21 @@ def test_two_gloo_processes_train_one_model(tmp_path):
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     worker = Path(__file__).with_name("ddp_worker.py")
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(worker), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            str(worker),
+            str(tmp_path),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     a = torch.load(tmp_path / "rank0.pt", weights_only=True)
     b = torch.load(tmp_path / "rank1.pt", weights_only=True)

@@ -1,5 +1,6 @@
 """What the training loops share: checkpoints written whole or not at all, read without unpickling; the
 learning-rate schedule; metrics trimmed back to the checkpoint on resume."""
+
 from __future__ import annotations
 
 import math
