@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from devices import Device, TimingPolicy
 from nas.latency.profile import profile
+from nas.metrics import rank_scores
 
 NAIVE = TimingPolicy(warmup_runs=3, warmup_seconds=0.05, runs_per_round=25, min_rounds=1, max_rounds=1, percentile=50)
 
@@ -24,7 +24,7 @@ def naive_pass(space: Any, device: Device, archs: list[tuple]) -> np.ndarray:
 
 def agreement(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """(Spearman rho, median absolute percentage difference) between two passes."""
-    rho = float(spearmanr(a, b).statistic)
+    rho = rank_scores(a, b)["spearman"]
     mdape = float(np.median(np.abs(a - b) / ((a + b) / 2)) * 100)
     return rho, mdape
 

@@ -24,12 +24,12 @@ ROWS = (("hessian", "bisect"), ("interlayer", "bisect"), ("interlayer", "latency
 
 
 def _task(data_spec: str, resolution: int) -> Any:
-    from nas.recipes import DataConfig, load_data
+    from nas.recipes import DATASETS, DataConfig, load_data
 
     name, _, path = data_spec.partition(":")
     if name in ("cifar10", "cifar100") and not path:
         raise ValueError(f"--data {name} needs a path: {name}:/path/to/the/folder/with/the/binary/archive")
-    if name not in ("digits", "digits-hard", "cifar10", "cifar100"):
+    if name not in DATASETS or name == "imagefolder":
         raise ValueError(f"--data must be digits, digits-hard, cifar10:PATH or cifar100:PATH, but got {data_spec!r}")
     return load_data(DataConfig(name=name, path=path or None, resolution=resolution))
 
