@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,13 +99,92 @@ def _fill(cls: type, values: Any, where: str, source: str) -> Any:
         if dataclasses.is_dataclass(sub):
             kwargs[key] = _fill(sub, value, key, source)
             continue
-        default = fields[key].default
-        if isinstance(default, bool) and not isinstance(value, bool):
-            raise ValueError(f"{source}: {where}.{key} must be true or false, but got {value!r}")
-        if isinstance(default, (int, float)) and not isinstance(default, bool) and not isinstance(value, (int, float)):
-            raise ValueError(f"{source}: {where}.{key} must be a number, but got {value!r}")
-        kwargs[key] = type(default)(value) if isinstance(default, float) else value
+        kwargs[key] = _typed(value, str(fields[key].type), f"{where + '.' if where else ''}{key}", source)
     return cls(**kwargs)
+
+
+def _typed(value: Any, annotation: str, name: str, source: str) -> Any:
+    """`value` checked against a field's annotation (bool, int, float, str, each maybe `| None`)."""
+    kind = annotation.split("|")[0].strip()
+    if value is None and "None" in annotation:
+        return None
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{source}: {name} must be true or false, but got {value!r}")
+    elif kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{source}: {name} must be a whole number, but got {value!r}")
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{source}: {name} must be a number, but got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"{source}: {name} must be a finite number, but got {value!r}")
+        return float(value)
+    elif kind == "str" and not isinstance(value, str):
+        raise ValueError(f"{source}: {name} must be a string, but got {value!r}")
+    return value
+
+
+# (field, lowest, highest): what every recipe kind must satisfy before any work starts
+RANGES = (
+    ("train.epochs", 1, None),
+    ("train.batch_size", 1, None),
+    ("train.lr", 1e-12, None),
+    ("train.weight_decay", 0, None),
+    ("train.grad_clip", 1e-12, None),
+    ("train.random_subnets", 0, None),
+    ("train.distill_temperature", 1e-12, None),
+    ("train.checkpoint_every", 1, None),
+    ("data.resolution", 8, None),
+    ("data.re_prob", 0, 1),
+    ("data.workers", 0, None),
+    ("search.trials", 1, None),
+    ("search.population", 2, None),
+    ("verify.top", 1, None),
+    ("verify.margin", 0, None),
+    ("quantize.calib", 1, None),
+    ("budget_fraction", 1e-12, 1),
+    ("budget_ms", 1e-12, None),
+    ("references", 5, None),
+    ("proxy.steps", 1, None),
+    ("proxy.batch", 1, None),
+    ("proxy.seq_len", 1, None),
+    ("proxy.lr", 1e-12, None),
+    ("proxy.val_windows", 1, None),
+    ("decode.context", 1, None),
+    ("decode.batch", 1, None),
+)
+
+
+def check_ranges(recipe: Any, source: str) -> None:
+    """Every field of `RANGES` the recipe has lies in its range (a lowest of 1e-12 means "above 0")."""
+    for name, low, high in RANGES:
+        value: Any = recipe
+        for part in name.split("."):
+            value = getattr(value, part, None)
+        if value is None:
+            continue
+        rule = f"{name} > 0" if low == 1e-12 else f"{name} >= {low}"
+        if high is not None:
+            rule = f"0 < {name} <= {high}" if low == 1e-12 else f"{low} <= {name} <= {high}"
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"{source}: `{rule}` must hold, but got {name}={value!r}")
+
+
+def check_storage(storage: str | None, source: str) -> None:
+    """An Optuna storage URL that SQLAlchemy can parse (sqlite:///PATH, postgresql://user@host/db)."""
+    if storage is None:
+        return
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(storage)
+    except ArgumentError:
+        raise ValueError(
+            f"{source}: search.storage must be a database URL such as sqlite:///study.db or "
+            f"postgresql://user@host/db, but got {storage!r}"
+        ) from None
 
 
 def _read_yaml(path: str | Path) -> Any:
@@ -119,11 +199,13 @@ def _read_yaml(path: str | Path) -> Any:
 
 def load_recipe(path: str | Path) -> Recipe:
     """An image recipe (`load_any_recipe` for either kind)."""
-    return recipe_from_dict(_read_yaml(path) or {}, str(path))
+    return recipe_from_dict(_read_yaml(path), str(path))
 
 
 def recipe_from_dict(raw: Any, source: str) -> Recipe:
-    """Validate a parsed recipe; `source` names it in errors."""
+    """Validate a parsed recipe (types, ranges, names, paths, the storage URL); `source` names it in errors."""
+    if raw is None or raw == {}:
+        raise ValueError(f"{source}: the recipe is empty; start from recipes/quickstart.yaml")
     if isinstance(raw, dict) and isinstance(raw.get("quantize"), dict) and "enabled" not in raw["quantize"]:
         raw = {**raw, "quantize": {**raw["quantize"], "enabled": True}}
     recipe = _fill(Recipe, raw, "", source)
@@ -149,15 +231,28 @@ def recipe_from_dict(raw: Any, source: str) -> Recipe:
             search_device_spec(recipe)
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from None
-    if recipe.references < 5:
-        raise ValueError(f"{source}: references must be at least 5 (10 recommended), but got {recipe.references}")
     if recipe.train.device not in DEVICES:
         raise ValueError(f"{source}: train.device must be one of {', '.join(DEVICES)}, but got {recipe.train.device!r}")
+    _check_space(recipe.space, source)
+    for name in ("predictor", "supernet"):
+        path = getattr(recipe, name)
+        if path is not None and not Path(path).exists() and not Path(f"{path}.json").exists():
+            raise ValueError(f"{source}: {name} {path!r} does not exist")
     return recipe
 
 
+def _check_space(spec: str, source: str) -> None:
+    try:
+        load_space(spec)
+    except ValueError as err:
+        raise ValueError(f"{source}: space: {err}") from None
+
+
 def check_budget_and_search(recipe: Any, source: str) -> None:
-    """The checks every recipe kind shares: a positive budget given one way, a known strategy and objective."""
+    """The checks every recipe kind shares: ranges, a budget given one way, a known strategy and objective, a
+    storage URL."""
+    check_ranges(recipe, source)
+    check_storage(recipe.search.storage, source)
     for name in ("budget_ms", "budget_fraction"):
         value = getattr(recipe, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
@@ -258,13 +353,8 @@ def hybrid_recipe_from_dict(raw: Any, source: str) -> HybridRecipe:
     check_budget_and_search(recipe, source)
     if recipe.budget_ms is None and recipe.budget_fraction is None:
         recipe.budget_fraction = DEFAULT_BUDGET_FRACTION
-    for name in ("steps", "batch", "seq_len"):
-        if getattr(recipe.proxy, name) < 1:
-            raise ValueError(f"{source}: proxy.{name} must be at least 1, but got {getattr(recipe.proxy, name)}")
     if recipe.proxy.device != "cpu" and not recipe.proxy.device.startswith("cuda"):
         raise ValueError(f"{source}: proxy.device must be cpu or cuda[:N], but got {recipe.proxy.device!r}")
-    if recipe.decode.context < 1 or recipe.decode.batch < 1:
-        raise ValueError(f"{source}: decode.context and decode.batch must be at least 1")
     try:
         space = load_space(recipe.space)
         space.from_str(recipe.baseline)
@@ -276,4 +366,4 @@ def hybrid_recipe_from_dict(raw: Any, source: str) -> HybridRecipe:
 def load_any_recipe(path: str | Path) -> Recipe | HybridRecipe:
     """An image recipe, or a hybrid_lm one when its `space` is hybrid_lm."""
     raw = _read_yaml(path)
-    return hybrid_recipe_from_dict(raw, str(path)) if is_hybrid_recipe(raw) else recipe_from_dict(raw or {}, str(path))
+    return hybrid_recipe_from_dict(raw, str(path)) if is_hybrid_recipe(raw) else recipe_from_dict(raw, str(path))

@@ -65,7 +65,10 @@ def parse_space_spec(spec: str) -> tuple[str, dict[str, Any]]:
         key, eq, value = p.partition("=")
         if not eq:
             raise ValueError(f"space {spec!r}: option {p!r} must be key=value")
-        options[key.strip()] = yaml.safe_load(value)
+        try:
+            options[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ValueError(f"space {spec!r}: option {p!r} has a value that is not valid YAML") from None
     return name, options
 
 

@@ -146,7 +146,12 @@ def train(
     ckpt = run / CHECKPOINT
     net.to(ctx.device)
     opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, len(data.train) // (config.batch_size * ctx.world))
+    if config.batch_size < 1 or config.batch_size * ctx.world > len(data.train):
+        raise ValueError(
+            f"`1 <= train.batch_size <= {len(data.train) // ctx.world}` must hold ({data.name} has {len(data.train)} "
+            f"training images over {ctx.world} process(es)), but got train.batch_size={config.batch_size}"
+        )
+    steps_per_epoch = len(data.train) // (config.batch_size * ctx.world)
     total = steps_per_epoch * config.epochs
     step = 0
     if ckpt.exists():

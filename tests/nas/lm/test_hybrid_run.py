@@ -164,7 +164,7 @@ def test_candidates_over_a_hard_budget_are_timed_but_not_trained(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"proxy": {"steps": 0}}, "proxy.steps must be at least 1"),
+        ({"proxy": {"steps": 0}}, "`proxy.steps >= 1` must hold, but got proxy.steps=0"),
         ({"baseline": "d999h2f3/attn,f1,x1/-/-"}, "gene 'dim'"),
         ({"search": {"strategy": "nope"}}, "search.strategy must be one of"),
         ({"decode": {"window": 3}}, "unknown field decode.window"),

@@ -125,3 +125,11 @@ def test_checkpoint_records_normalisation_and_resolution(tmp_path):
     meta = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["meta"]
     assert meta["mean"] == list(data.mean) and meta["std"] == list(data.std)
     assert meta["resolutions"] == [32] and meta["num_classes"] == 10 and meta["format"] == "hwnas-supernet/1"
+
+
+def test_a_batch_larger_than_the_training_split_is_refused_before_training(tmp_path):
+    net = OFASupernet(load_space(SPEC))
+    data = digits(32)
+    with pytest.raises(ValueError, match=r"`1 <= train.batch_size <= \d+` must hold \(digits has \d+ training images"):
+        train(net, data, TrainConfig(epochs=1, batch_size=5000), tmp_path)
+    assert not (tmp_path / "checkpoint.pt").exists()
