@@ -56,6 +56,22 @@ class Option:
     help: str = ""
 
 
+def count(text: str) -> int:
+    """A whole number >= 0 (threads: 0 means the runtime's default)."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"`>= 0` must hold, but got {value}")
+    return value
+
+
+def positive(text: str) -> int:
+    """A whole number >= 1 (a batch size, a workspace)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"`>= 1` must hold, but got {value}")
+    return value
+
+
 def parse_bool(text: str) -> bool:
     if str(text).lower() in ("1", "true", "yes", "on"):
         return True

@@ -7,7 +7,17 @@ from typing import Any
 
 import numpy as np
 
-from devices.base import CallableRunner, Device, DeviceError, ModelLike, Option, parse_bool, sample_input
+from devices.base import (
+    CallableRunner,
+    Device,
+    DeviceError,
+    ModelLike,
+    Option,
+    count,
+    parse_bool,
+    positive,
+    sample_input,
+)
 from devices.int8 import int8_onnx
 from devices.onnx_io import to_onnx
 from devices.registry import register
@@ -38,8 +48,8 @@ def _opt_level(text: str) -> str:
 class _OrtDevice(Device):
     provider = "CPUExecutionProvider"
     options = {
-        "threads": Option(int, 1, "intra-op threads (0: onnxruntime's default)"),
-        "batch": Option(int, None, "batch size of the input"),
+        "threads": Option(count, 1, "intra-op threads (0: onnxruntime's default)"),
+        "batch": Option(positive, None, "batch size of the input"),
         "opt": Option(_opt_level, "all", "graph optimisation level"),
         "precision": Option(
             _precision,

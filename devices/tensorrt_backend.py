@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from devices.base import Device, DeviceError, ModelLike, Option, parse_bool
+from devices.base import Device, DeviceError, ModelLike, Option, parse_bool, positive
 from devices.onnx_io import to_onnx
 from devices.registry import register
 from devices.timing import Runner
@@ -94,9 +94,9 @@ class TensorRT(Device):
     """TensorRT on GPU 0: `tensorrt`, `tensorrt:fp16`."""
 
     options = {
-        "batch": Option(int, None, "batch size of the input"),
+        "batch": Option(positive, None, "batch size of the input"),
         "fp16": Option(parse_bool, False, "allow fp16 kernels"),
-        "workspace_mb": Option(int, 2048, "builder workspace"),
+        "workspace_mb": Option(positive, 2048, "builder workspace"),
     }
 
     def prepare(self, model: ModelLike, input_shape: Sequence[int], arch: str | None = None) -> Runner:

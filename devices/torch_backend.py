@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from devices.base import CallableRunner, Device, DeviceError, ModelLike, Option, parse_bool
+from devices.base import CallableRunner, Device, DeviceError, ModelLike, Option, count, parse_bool, positive
 from devices.registry import register
 from devices.timing import Runner
 
@@ -50,8 +50,8 @@ class TorchCPU(Device):
     """PyTorch eager on the CPU under `torch.inference_mode`."""
 
     options = {
-        "threads": Option(int, 1, "torch.set_num_threads"),
-        "batch": Option(int, None, "batch size of the input"),
+        "threads": Option(count, 1, "torch.set_num_threads"),
+        "batch": Option(positive, None, "batch size of the input"),
         "channels_last": Option(parse_bool, False, "NHWC memory format"),
     }
 
@@ -138,7 +138,7 @@ class TorchCUDA(Device):
     """PyTorch eager on GPU 0, optionally in fp16; timed with CUDA events."""
 
     options = {
-        "batch": Option(int, None, "batch size of the input"),
+        "batch": Option(positive, None, "batch size of the input"),
         "fp16": Option(parse_bool, False, "run in half precision"),
         "channels_last": Option(parse_bool, False, "NHWC memory format"),
         "graphs": Option(

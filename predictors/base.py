@@ -136,14 +136,24 @@ def load(path: str | Path) -> tuple[Predictor, dict[str, Any]]:
     from predictors.registry import create
 
     doc = read_meta(path)
-    pred = create(doc["predictor"], **doc["params"])
+    try:
+        pred = create(doc["predictor"], **doc["params"])
+    except TypeError as err:
+        raise ValueError(f"{path}: the predictor's params do not fit {doc['predictor']!r}: {err}") from None
     for k, v in doc["fitted"].items():
-        setattr(pred, k, v)
+        setattr(pred, _fitted_name(k, path), v)
     st = with_suffix(Path(path), ".safetensors")
     try:
         arrays = load_file(str(st))
     except Exception as err:
         raise ValueError(f"cannot read predictor weights {str(st)!r}: {err}") from None
     for k, v in arrays.items():
-        setattr(pred, k, v)
+        setattr(pred, _fitted_name(k, path), v)
     return pred, doc["meta"]
+
+
+def _fitted_name(key: str, path: str | Path) -> str:
+    """A fitted attribute's name, as a file may set it: `name_` (scikit-learn's rule), never a dunder."""
+    if not (key.isidentifier() and key.endswith("_") and not key.startswith("_")):
+        raise ValueError(f"{path}: {key!r} is not the name of a fitted attribute (a name ending in '_')")
+    return key

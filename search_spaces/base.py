@@ -63,6 +63,13 @@ class Op(NamedTuple):
         )
 
 
+def at_least(space: str, option: str, value: Any, low: int = 1) -> int:
+    """A whole-number space option checked: `option >= low`, as a one-line error naming the space."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{space}: `{option} >= {low}` must hold, but got {option}={value!r}")
+    return value
+
+
 def totals(ops: Sequence[Op]) -> tuple[int, int]:
     """(MACs, params) of an operator list."""
     return sum(op.macs for op in ops), sum(op.weights + op.extra_params for op in ops)

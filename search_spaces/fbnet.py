@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from search_spaces.base import Gene, Op, SearchSpace
+from search_spaces.base import Gene, Op, SearchSpace, at_least
 from search_spaces.registry import register
 
 OPS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
@@ -123,7 +123,7 @@ class FBNet(SearchSpace):
         if dataset not in STRIDES:
             raise ValueError(f"fbnet: dataset must be one of {sorted(STRIDES)}, but got {dataset!r}")
         self.dataset = dataset
-        self.num_classes = num_classes
+        self.num_classes = at_least("fbnet", "num_classes", num_classes)
         self.resolution = resolution or (32 if dataset == "cifar" else 224)
         self.genes = tuple(Gene(f"layer{i}", OPS) for i in range(sum(STAGE_LAYERS)))
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from search_spaces.base import Gene, Op, SearchSpace
+from search_spaces.base import Gene, Op, SearchSpace, at_least
 from search_spaces.registry import register
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
@@ -112,7 +112,7 @@ class NASBench201(SearchSpace):
         self.spec = spec or self.name
         self.channels = channels
         self.cells_per_stage = cells_per_stage
-        self.num_classes = num_classes
+        self.num_classes = at_least("nasbench201", "num_classes", num_classes)
         self.resolution = resolution
         self.genes = tuple(Gene(f"edge{t}{s}", OPS) for t, s in EDGES)
 

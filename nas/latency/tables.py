@@ -50,6 +50,9 @@ COLUMNS = (
     "timestamp",
 ) + FINGERPRINT_COLUMNS
 
+# no model's latency is this long (about three hours): a larger figure is a unit or parsing mistake
+MAX_LATENCY_MS = 1e7
+
 # a hybrid_lm run's measured.csv: one decode step per architecture, at the recipe's context and batch
 DECODE_COLUMNS = ("arch", "latency_ms", "context", "batch", "device")
 
@@ -124,11 +127,28 @@ class ProfileState:
     groups: int
 
 
+def drop_partial_row(path: Path) -> bool:
+    """Remove a last row that a kill or a full disk cut short (no newline at its end): it is measured again.
+    Returns whether there was one."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with path.open("rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return False
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)
+    return True
+
+
 def read_state(path: Path, space_spec: str, device_spec: str) -> ProfileState:
+    """What a profile file holds for (space, device); a last row cut short is dropped first."""
     state = ProfileState(set(), None, 0)
     if not path.exists() or path.stat().st_size == 0:
         return state
     try:
+        drop_partial_row(path)
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None or tuple(reader.fieldnames) != COLUMNS:
@@ -150,6 +170,7 @@ def read_state(path: Path, space_spec: str, device_spec: str) -> ProfileState:
 
 def append_decode_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """Append decode measurements (`DECODE_COLUMNS`) to a hybrid_lm run's measured.csv, synced to disk."""
+    drop_partial_row(path)
     new = not path.exists() or path.stat().st_size == 0
     with path.open("a", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=DECODE_COLUMNS)
@@ -161,9 +182,11 @@ def append_decode_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def read_latencies(path: Path) -> dict[str, float]:
-    """arch -> latency_ms of a measurements CSV (empty when the file does not exist yet)."""
+    """arch -> latency_ms of a measurements CSV (empty when the file does not exist yet); a last row cut short
+    is dropped first."""
     if not path.exists():
         return {}
+    drop_partial_row(path)
     df = pd.read_csv(path)
     return dict(zip(df["arch"].astype(str), df["latency_ms"].astype(float)))
 
@@ -173,8 +196,10 @@ def rounded(value: float | None) -> float | str:
 
 
 def open_for_append(path: Path) -> Any:
+    """A profile file open for appending rows (`COLUMNS`), with its header when new; a cut last row dropped."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        drop_partial_row(path)
         new = not path.exists() or path.stat().st_size == 0
         f = path.open("a", newline="", encoding="utf-8")
     except OSError as err:
@@ -199,6 +224,8 @@ def read_measurements(
     missing = {"arch", "latency_ms"} - set(df.columns)
     if missing:
         raise ValueError(f"measurements file {path!r} lacks the column(s) {', '.join(sorted(missing))}")
+    if df.empty:
+        raise ValueError(f"measurements file {path!r} has a header but no rows")
     if "device" in df.columns:
         found = sorted(df["device"].astype(str).unique())
         if device is not None:
@@ -222,11 +249,11 @@ def read_measurements(
     if dupes:
         raise ValueError(f"measurements file {path!r} lists architecture {dupes[0]!r} more than once")
     y = pd.to_numeric(df["latency_ms"], errors="coerce").to_numpy(float)
-    bad = np.where(~(y > 0))[0]
+    bad = np.where(~((y > 0) & (y < MAX_LATENCY_MS)))[0]
     if len(bad):
         raise ValueError(
             f"{path}:{int(df.index[bad[0]]) + 2}: latency_ms must be a positive number, got "
-            f"{df['latency_ms'].iloc[bad[0]]!r}"
+            f"{df['latency_ms'].iloc[bad[0]]!r} (`0 < latency_ms < {MAX_LATENCY_MS:g}` must hold)"
         )
     fp = {c: df[c].iloc[0] for c in ("device",) + FINGERPRINT_COLUMNS if c in df.columns}
     return archs, y, {k: (v.item() if hasattr(v, "item") else v) for k, v in fp.items()}

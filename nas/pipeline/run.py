@@ -26,7 +26,7 @@ from nas.pipeline.report import Outcome, quantized_summary, write_markdown, writ
 from nas.progress import Log
 from nas.quantize import QuantizeConfig
 from nas.recipes import DEFAULT_BUDGET_FRACTION, Recipe, search_device_spec, to_dict
-from nas.rundir import BEST, CALIBRATION, CHECKPOINT, MEASURED, METRICS, PREDICTOR, QUANTIZED, SUPERNET, RunDir
+from nas.rundir import BEST, CALIBRATION, MEASURED, PREDICTOR, QUANTIZED, SUPERNET, RunDir
 from nas.search import Objective, completed, pareto_front, run_search
 from nas.supernet.run import SupernetRun, load_supernet_run, train_supernet
 from search_spaces import parse_space_spec
@@ -56,15 +56,10 @@ class Pipeline:
             self.log(f"supernet: using the trained run {self.recipe.supernet}")
             return load_supernet_run(self.recipe.supernet, dev)
         sub = self.run / SUPERNET
-        done = (
-            (sub / CHECKPOINT).exists()
-            and (sub / METRICS).exists()
-            and len(pd.read_csv(sub / METRICS)) >= self.recipe.train.epochs
-        )
-        if not done:
-            self.log("supernet: training (resumes from its last checkpoint)")
-            with self._bar("training supernet") as update:
-                train_supernet(self.recipe, sub, update)
+        # the checkpoint says how far training got (metrics rows can outlive a checkpoint when a run is killed)
+        self.log("supernet: training (resumes from its last checkpoint; returns at once when it is finished)")
+        with self._bar("training supernet") as update:
+            train_supernet(self.recipe, sub, update)
         return load_supernet_run(sub, dev)
 
     def predictor(self, space: Any) -> tuple[Any, dict]:

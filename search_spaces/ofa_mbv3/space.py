@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from search_spaces.base import Gene, Op, SearchSpace
+from search_spaces.base import Gene, Op, SearchSpace, at_least
 from search_spaces.ofa_mbv3.blocks import (
     DEFAULT_RESOLUTIONS,
     DEPTHS,
@@ -55,7 +55,7 @@ class OFAMobileNetV3(SearchSpace):
             raise ValueError(f"ofa_mbv3: width_mult must be > 0, but got {width_mult}")
         self.resolutions = resolutions
         self.width_mult = width_mult
-        self.num_classes = num_classes
+        self.num_classes = at_least("ofa_mbv3", "num_classes", num_classes)
         self.genes = (
             tuple(Gene(f"d{s}", DEPTHS) for s in range(NUM_STAGES))
             + tuple(Gene(f"ks{i}", KERNELS) for i in range(NUM_LAYERS))

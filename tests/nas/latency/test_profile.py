@@ -37,6 +37,18 @@ def test_profile_writes_one_row_per_arch_with_fingerprint(table, tmp_path):
     assert sorted(df["group"].unique()) == [0, 1, 2, 3]
 
 
+@pytest.mark.parametrize("cut", [5, 40])  # bytes of the last row lost
+def test_a_row_cut_by_a_kill_is_measured_again_and_the_file_stays_whole(table, tmp_path, cut):
+    space, archs, path = table
+    out, device = tmp_path / "out.csv", devices.get(f"table:{path}:dev")
+    profile(space, device, archs[:6], out, group_size=3)
+    data = out.read_bytes()
+    out.write_bytes(data[: len(data) - cut])  # the process died while writing the last row
+    rows = profile(space, device, archs[:8], out, group_size=3)
+    df = pd.read_csv(out)
+    assert len(rows) == 3 and len(df) == 8 and df["arch"].is_unique and df["latency_ms"].notna().all()
+
+
 def test_a_stopped_profile_resumes_where_it_was(table, tmp_path):
     space, archs, path = table
     out = tmp_path / "out.csv"

@@ -133,3 +133,21 @@ def test_a_batch_larger_than_the_training_split_is_refused_before_training(tmp_p
     with pytest.raises(ValueError, match=r"`1 <= train.batch_size <= \d+` must hold \(digits has \d+ training images"):
         train(net, data, TrainConfig(epochs=1, batch_size=5000), tmp_path)
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+@pytest.mark.slow
+def test_a_kill_after_an_epochs_metrics_row_resumes_without_a_duplicate_row(tmp_path):
+    import pandas as pd
+
+    data = small(digits())  # 8 steps an epoch at batch 32
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.05, random_subnets=1, checkpoint_every=3, seed=1)
+    try:  # killed at step 9: epoch 1's row is written, the last checkpoint is step 6's
+        train(OFASupernet(load_space(SPEC)), data, cfg, tmp_path, progress=_stop_after(9))
+    except _Stopped:
+        pass
+    assert pd.read_csv(tmp_path / "metrics.csv")["epoch"].tolist() == [1]
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 6
+    train(OFASupernet(load_space(SPEC)), data, cfg, tmp_path)
+    metrics = pd.read_csv(tmp_path / "metrics.csv")
+    assert metrics["epoch"].tolist() == [1, 2] and metrics["step"].tolist() == [8, 16]
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 16
