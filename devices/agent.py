@@ -14,6 +14,9 @@ from devices.base import Device
 from devices.timing import TimingPolicy
 
 MAX_BODY = 1 << 30
+# what one client may ask of the shared measuring lock, and how long a connection may sit idle
+LIMITS = {"max_seconds": 600.0, "max_rounds": 100, "runs_per_round": 1000, "warmup_runs": 100, "warmup_seconds": 60.0}
+IDLE_SECONDS = 30.0
 
 
 def new_token() -> str:
@@ -27,6 +30,8 @@ def make_server(device: Device, token: str, host: str = "127.0.0.1", port: int =
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = IDLE_SECONDS  # a client that stops sending (headers or body) is dropped, not waited for
+
         def log_message(self, fmt: str, *args: Any) -> None:  # quiet by default
             pass
 
@@ -61,17 +66,33 @@ def make_server(device: Device, token: str, host: str = "127.0.0.1", port: int =
             if self.path != "/measure":
                 self._reply(404, {"error": f"no such path {self.path!r}"})
                 return
-            length = int(self.headers.get("Content-Length", "0"))
+            try:
+                length = int(self.headers.get("Content-Length", "0"))
+            except ValueError:
+                self._reply(
+                    400, {"error": f"Content-Length must be a whole number, got {self.headers['Content-Length']!r}"}
+                )
+                return
             if not 0 < length <= MAX_BODY:
                 self._reply(413, {"error": f"request body must be 1..{MAX_BODY} bytes, got {length}"})
                 return
             try:
-                req = json.loads(self.rfile.read(length))
+                body = self.rfile.read(length)
+            except TimeoutError:
+                self._reply(408, {"error": f"the request body did not arrive within {IDLE_SECONDS:g} s"})
+                return
+            try:
+                if len(body) < length:
+                    raise ValueError(f"the body ended after {len(body)} of {length} bytes")
+                req = json.loads(body)
                 models = [base64.b64decode(m) for m in req["models"]]
                 shapes = [tuple(int(v) for v in s) for s in req["input_shapes"]]
                 if len(shapes) != len(models):
                     raise ValueError("models and input_shapes differ in length")
                 policy = TimingPolicy(**req["policy"]) if req.get("policy") else None
+                over = {k: getattr(policy, k) for k, cap in LIMITS.items() if policy and getattr(policy, k) > cap}
+                if over:
+                    raise ValueError(f"this agent caps {', '.join(f'{k} at {LIMITS[k]}' for k in over)}; got {over}")
                 archs = req.get("archs") or [None] * len(models)
                 with lock:
                     results = device.measure_many(models, shapes, archs, policy=policy, anchor=req.get("anchor"))

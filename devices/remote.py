@@ -38,7 +38,7 @@ class RemoteDevice(Device):
             raise ValueError(f"device {spec!r} must be remote:http://HOST:PORT")
         if not token:
             raise ValueError(f"device {spec!r} needs the agent's token: set {TOKEN_ENV} or add ',token=...'")
-        return cls(spec, url, token)
+        return cls(f"remote:{url}", url, token)  # the spec is written into files: never with the token
 
     def _call(self, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         data = None if payload is None else json.dumps(payload).encode()

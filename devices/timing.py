@@ -48,6 +48,11 @@ class TimingPolicy:
             raise ValueError(f"runs_per_round must be >= 1, but got {self.runs_per_round}")
         if not 0 <= self.percentile <= 100:
             raise ValueError(f"percentile must lie in [0, 100], but got {self.percentile}")
+        for name in ("warmup_runs", "warmup_seconds", "rel_tol"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name} >= 0` must hold, but got {name}={getattr(self, name)}")
+        if not self.max_seconds > 0:
+            raise ValueError(f"`max_seconds > 0` must hold, but got max_seconds={self.max_seconds}")
 
 
 def _estimate(samples: np.ndarray, policy: TimingPolicy) -> float:

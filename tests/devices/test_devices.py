@@ -213,3 +213,61 @@ def test_anchor_removes_drift_that_hits_some_models_but_not_others():
 def test_timing_policy_states_its_rules():
     with pytest.raises(ValueError, match="min_rounds <= max_rounds.*min_rounds=5, max_rounds=2"):
         TimingPolicy(min_rounds=5, max_rounds=2)
+    with pytest.raises(ValueError, match="`warmup_seconds >= 0` must hold, but got warmup_seconds=-1"):
+        TimingPolicy(warmup_seconds=-1)
+    with pytest.raises(ValueError, match=r"option threads='-3' is invalid: `>= 0` must hold"):
+        devices.get("ort-cpu:threads=-3")
+
+
+def _raw(url: str, request: bytes, wait: float = 5.0) -> bytes:
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=wait) as s:
+        s.sendall(request)
+        chunks = []
+        while True:
+            try:
+                data = s.recv(65536)
+            except TimeoutError:
+                return b"<still open>"
+            if not data:
+                return b"".join(chunks)
+            chunks.append(data)
+
+
+def test_the_agent_answers_bad_lengths_and_greedy_policies_with_400(agent):
+    head = b"POST /measure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\nConnection: close\r\n"
+    reply = _raw(agent, head + b"Content-Length: abc\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.0 400") and b"Content-Length must be a whole number" in reply
+    import json as _json
+
+    body = _json.dumps({"models": [], "input_shapes": [], "policy": {"max_seconds": 1e6}}).encode()
+    reply = _raw(agent, head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    assert reply.startswith(b"HTTP/1.0 400") and b"caps max_seconds at 600" in reply
+
+
+def test_the_agent_drops_a_client_that_stops_sending(monkeypatch):
+    import time
+
+    import devices.agent as agent_module
+
+    monkeypatch.setattr(agent_module, "IDLE_SECONDS", 0.5)
+    server = make_server(devices.get("ort-cpu:threads=1"), token="secret", port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        started = time.perf_counter()
+        assert _raw(url, b"GET /health HTTP/1.1\r\nHost: x\r\n") == b""  # headers never finished: dropped
+        head = b"POST /measure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\nConnection: close\r\n"
+        reply = _raw(url, head + b"Content-Length: 100\r\n\r\n{}")  # promises more body than it sends
+        assert reply.startswith(b"HTTP/1.0 408") and b"did not arrive within 0.5 s" in reply
+        assert time.perf_counter() - started < 4.0  # closed by the agent, not by the client's 5 s timeout
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_token_in_the_spec_is_never_written_with_the_device():
+    device = devices.get("remote:http://127.0.0.1:9,token=s3cret")
+    assert device.spec == "remote:http://127.0.0.1:9" and "s3cret" not in repr(device.describe())
