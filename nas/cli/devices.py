@@ -7,7 +7,7 @@ import json
 import os
 
 import devices
-from nas.cli.base import Command
+from nas.cli.base import Command, UserError
 
 
 class Serve(Command):
@@ -23,6 +23,8 @@ class Serve(Command):
         from devices.agent import make_server, new_token
         from devices.remote import TOKEN_ENV
 
+        if not 0 <= args.port <= 65535:
+            raise UserError(f"`0 <= --port <= 65535` must hold, but got --port {args.port}")
         device = devices.get(args.device)
         token = args.token or os.environ.get(TOKEN_ENV) or new_token()
         server = make_server(device, token, args.host, args.port)

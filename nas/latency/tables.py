@@ -253,7 +253,7 @@ def read_measurements(
     if len(bad):
         raise ValueError(
             f"{path}:{int(df.index[bad[0]]) + 2}: latency_ms must be a positive number, got "
-            f"{df['latency_ms'].iloc[bad[0]]!r} (`0 < latency_ms < {MAX_LATENCY_MS:g}` must hold)"
+            f"{df['latency_ms'].astype(str).iloc[bad[0]]!r} (`0 < latency_ms < {MAX_LATENCY_MS:g}` must hold)"
         )
     fp = {c: df[c].iloc[0] for c in ("device",) + FINGERPRINT_COLUMNS if c in df.columns}
     return archs, y, {k: (v.item() if hasattr(v, "item") else v) for k, v in fp.items()}

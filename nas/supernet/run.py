@@ -13,6 +13,7 @@ from nas.data import TaskData
 from nas.recipes import Recipe, load_data, recipe_from_dict, to_dict
 from nas.rundir import ACCURACY, CHECKPOINT, METRICS, RECIPE, RunDir
 from nas.supernet.accuracy import SubnetAccuracy
+from nas.training.checkpoints import load_checkpoint
 from search_spaces import Supernet, load_space
 
 
@@ -50,12 +51,14 @@ def load_supernet_run(run_dir: str | Path, device: str = "cpu") -> SupernetRun:
     run = Path(run_dir)
     if not (run / CHECKPOINT).exists():
         raise ValueError(f"{run} holds no {CHECKPOINT}; train it with hwnas train-supernet")
+    if not (run / RECIPE).exists():
+        raise ValueError(f"{run} holds no {RECIPE}: not a run directory hwnas wrote")
     raw = RunDir(run).read_recipe()
     raw.pop("resolved_data", None)
     recipe = recipe_from_dict(raw, str(run / RECIPE))
     data = load_data(recipe.data)
     net = load_space(recipe.space).supernet(num_classes=data.num_classes)
-    state = torch.load(run / CHECKPOINT, weights_only=True, map_location="cpu")
+    state = load_checkpoint(run / CHECKPOINT)
     net.load_state_dict(state["model"])
     return SupernetRun(run, recipe, net.to(device), data, int(state["step"]))
 
