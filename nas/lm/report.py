@@ -24,9 +24,8 @@ def plot_front(
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    ax.scatter(
-        trials["latency_ms"], trials["val_bpb"], s=12, alpha=0.5, label="candidates"
-    )  # untrained ones have no bpb
+    # candidates over the budget were not trained and have no bits per byte
+    ax.scatter(trials["latency_ms"], trials["val_bpb"], s=12, alpha=0.5, label="candidates")
     ax.plot(front["latency_ms"], front["val_bpb"], "k.-", label="front")
     ax.axvline(budget, color="r", ls="--", label=f"budget {budget:.2f} ms")
     for row in result["compared"]:

@@ -39,10 +39,9 @@ class Pipeline:
         self.recipe, self.run, self.log = recipe, Path(run_dir), log
         self.progress = progress  # a context-manager factory: progress(description) -> update(done, total)
         self.run.mkdir(parents=True, exist_ok=True)
-        self.device = devices.get(search_device_spec(recipe))  # what the search measures
-        self.deploy_device = devices.get(
-            recipe.device
-        )  # where the quantized winner runs (the same without quantize.joint)
+        # what the search measures, and where the quantized winner runs (the same without quantize.joint)
+        self.device = devices.get(search_device_spec(recipe))
+        self.deploy_device = devices.get(recipe.device)
 
     def _bar(self, description: str) -> Any:
         import contextlib

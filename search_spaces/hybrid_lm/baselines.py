@@ -19,13 +19,11 @@ def matched_model(model: Any, mixer: str) -> Any:
     ffns, ratio = kinds.count("ffn"), model.ffn_ratio
     if ffns:
         hidden = int(model.dim * ratio)
-        with torch.random.fork_rng(
-            devices=[]
-        ):  # the weights depend on the seed the caller set, not on this trial build
+        # the weights depend on the seed the caller set, not on this trial build
+        with torch.random.fork_rng(devices=[]):
             trial = HybridLM(kinds, model.dim, model.heads, ratio, model.window)
-        hidden = max(
-            1, round(hidden + (count_params(model) - count_params(trial)) / (3 * model.dim * ffns))
-        )  # SwiGLU: 3 x dim x hidden
+        # SwiGLU: 3 x dim x hidden parameters per FFN
+        hidden = max(1, round(hidden + (count_params(model) - count_params(trial)) / (3 * model.dim * ffns)))
         ratio = (hidden + 0.5) / model.dim
     return HybridLM(kinds, model.dim, model.heads, ratio, model.window)
 

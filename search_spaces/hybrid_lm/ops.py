@@ -29,10 +29,8 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: 
 def attend_one(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """One decoding step: q (b, h, d) over the cached k/v (b, s, g, d), g dividing h."""
     rep = q.shape[1] // k.shape[2]
-    k, v = (
-        k.repeat_interleave(rep, dim=2).transpose(1, 2),
-        v.repeat_interleave(rep, dim=2).transpose(1, 2),
-    )  # (b, h, s, d)
+    # (b, h, s, d)
+    k, v = k.repeat_interleave(rep, dim=2).transpose(1, 2), v.repeat_interleave(rep, dim=2).transpose(1, 2)
     scores = (q[:, :, None] @ k.transpose(-1, -2)) / q.shape[
         -1
     ] ** 0.5  # matmuls, not einsum: onnxruntime's Einsum is slow
