@@ -70,9 +70,8 @@ def blocks(layers: list[str]) -> list[list[str]]:
     return list(groups.values())
 
 
-Edge = tuple[
-    Any, Any, float
-]  # (producer, consumer, elements); producer None: the model input, consumer None: its output
+# (producer, consumer, elements); producer None: the model input, consumer None: its output
+Edge = tuple[Any, Any, float]
 JOINS = ("Add", "Mul", "Concat")
 JOIN = "*"  # a join as a producer: (JOIN, the layers it touches); it runs in int8 when one of them does
 
