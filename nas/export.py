@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,15 @@ OPSET = 18
 # float32 through two runtimes: differences come from summation order only
 RTOL, ATOL = 1e-3, 1e-4
 FORMATS = ("onnx", "tensorrt")
+
+
+@dataclass
+class ExportConfig:
+    """What `hwnas export` and a recipe's `export:` section ask for."""
+
+    format: str = "onnx"
+    fp16: bool = False  # TensorRT fp16 kernels
+    int8: bool = False  # static int8 (QDQ, per-channel weights), calibrated on training images
 
 
 def _session(model: str | Path | bytes) -> Any:
@@ -100,12 +110,12 @@ def export_model(
     out_dir: str | Path,
     info: dict[str, Any],
     check_inputs: torch.Tensor,
-    fmt: str = "onnx",
-    fp16: bool = False,
-    int8: bool = False,
+    config: ExportConfig,
     calibration: Iterable[np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Write model.onnx (and model.int8.onnx / model.engine) plus model.json into `out_dir`."""
+    """Write model.onnx (and model.int8.onnx / model.engine, as `config` asks) plus model.json into `out_dir`;
+    `calibration` batches are needed for int8."""
+    fmt, fp16, int8 = config.format, config.fp16, config.int8
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, but got {fmt!r}")
     if fp16 and fmt != "tensorrt":

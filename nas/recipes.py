@@ -12,7 +12,7 @@ import yaml
 
 from devices.int8 import check_activations, check_calibration
 from nas.data import AUGMENTS
-from nas.export import FORMATS
+from nas.export import FORMATS, ExportConfig
 from nas.quantize.mixed import check_settings
 from nas.search.objectives import KINDS
 from nas.search.samplers import STRATEGIES
@@ -38,13 +38,6 @@ class VerifyConfig:
 
     top: int = 5
     margin: float = 0.1
-
-
-@dataclass
-class ExportConfig:
-    format: str = "onnx"
-    fp16: bool = False
-    int8: bool = False
 
 
 @dataclass

@@ -75,8 +75,8 @@ class Export(Command):
         parser.add_argument("--out", help="folder (default RUN/best)")
 
     def run(self, args: argparse.Namespace) -> None:
+        from nas.export import ExportConfig
         from nas.pipeline.export import export_run
-        from nas.recipes import ExportConfig
 
         meta = export_run(
             args.run, ExportConfig(format=args.format, fp16=args.fp16, int8=args.int8), args.arch, args.out

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.data import batches, resize
-from nas.export import export_model, onnx_accuracy
-from nas.recipes import ExportConfig
+from nas.export import ExportConfig, export_model, onnx_accuracy
 from nas.rundir import BEST
 from nas.supernet.run import SupernetRun, run_subnet
 from nas.supernet.train import evaluate
@@ -26,14 +25,10 @@ def export_run(
     export it as `config` says and check it (`sn`: the run's supernet, when the caller has it loaded)."""
     run = Path(run_dir)
     sn, a, result = run_subnet(run, arch, "export", sn)
-    measured_ms = device = fingerprint = None
-    if arch is None:
-        measured_ms, device, fingerprint = (
-            result["winner"].get("measured_ms"),
-            result.get("device"),
-            result.get("fingerprint"),
-        )
-    fmt, fp16, int8 = config.format, config.fp16, config.int8
+    winner = arch is None  # the run's winner carries its measured latency and device
+    measured_ms = result["winner"].get("measured_ms") if winner else None
+    device, fingerprint = (result.get("device"), result.get("fingerprint")) if winner else (None, None)
+    int8 = config.int8
     space = sn.net.space
     val = evaluate(sn.net, a, sn.data, "val")  # leaves the subnet's BN statistics recalibrated
     test = evaluate(sn.net, a, sn.data, "test")
@@ -56,7 +51,7 @@ def export_run(
         "fingerprint": fingerprint,
     }
     out_dir = Path(out) if out else run / BEST
-    meta = export_model(model, shape, out_dir, info, check, fmt, fp16, int8, calib)
+    meta = export_model(model, shape, out_dir, info, check, config, calib)
     if int8:
         test_batches = ((resize(x, r), y) for x, y in batches(sn.data.test, 64, None, sn.data))
         meta["int8_test_top1"] = onnx_accuracy(out_dir / meta["files"]["int8"], test_batches)
