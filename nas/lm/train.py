@@ -9,7 +9,6 @@ and ends with the weights an uninterrupted run ends with."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -115,11 +114,7 @@ def train_lm(
         if ctx.main:
             trim_metrics(metrics, step)
     distributed.broadcast_state(model, ctx)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if ctx.device.type == "cuda" and config.amp
-        else contextlib.nullcontext()
-    )
+    autocast = distributed.autocast(ctx, config.amp)
     params = list(model.parameters())
     losses: list[float] = []
     started = time.perf_counter()

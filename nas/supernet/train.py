@@ -162,11 +162,7 @@ def train(
         if ctx.main:
             trim_metrics(run / METRICS, step)
     distributed.broadcast_state(net, ctx)
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if ctx.device.type == "cuda" and config.amp
-        else contextlib.nullcontext()
-    )
+    autocast = distributed.autocast(ctx, config.amp)
     params = list(net.parameters())
     metrics: list[dict] = []
     losses: list[float] = []

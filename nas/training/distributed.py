@@ -7,6 +7,7 @@ all passes, as one flat all-reduce: the same arithmetic as DDP, one collective p
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -67,6 +68,13 @@ def average_gradients(params: list[nn.Parameter], ctx: Context) -> None:
         n = p.numel()
         p.grad.copy_(flat[offset : offset + n].view_as(p))
         offset += n
+
+
+def autocast(ctx: Context, amp: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on a CUDA device when `amp`, else nothing: what every training step runs under."""
+    if ctx.device.type == "cuda" and amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def barrier(ctx: Context) -> None:
