@@ -50,7 +50,7 @@ def make_server(device: Device, token: str, host: str = "127.0.0.1", port: int =
             self._reply(401, {"error": "missing or wrong token"})
             return False
 
-        def do_GET(self) -> None:
+        def do_GET(self) -> None:  # http.server's naming
             if not self._authorised():
                 return
             if self.path == "/fingerprint":
@@ -99,7 +99,7 @@ def make_server(device: Device, token: str, host: str = "127.0.0.1", port: int =
             except (KeyError, TypeError, ValueError) as err:
                 self._reply(400, {"error": f"bad request: {err}"})
                 return
-            except Exception as err:
+            except Exception as err:  # the client gets the reason, the agent lives on
                 self._reply(500, {"error": f"{type(err).__name__}: {err}"})
                 return
             self._reply(200, {"measurements": [m.to_dict() for m in results]})

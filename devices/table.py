@@ -55,7 +55,7 @@ class TableDevice(Device):
 
             try:
                 df = pd.read_csv(self.path)
-            except Exception as err:
+            except Exception as err:  # any unreadable file gets the same message
                 raise ValueError(f"cannot read latency table {self.path!r}: {err}") from None
             if "arch" not in df.columns:
                 raise ValueError(f"latency table {self.path!r} has no 'arch' column")

@@ -17,7 +17,7 @@ def gpu_name() -> str:
         import torch
 
         return torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
-    except Exception:
+    except Exception:  # a broken CUDA install is "no GPU" for a fingerprint
         return ""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -30,3 +31,9 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+def bar(progress: Callable[[str], Any] | None, description: str) -> Any:
+    """`progress(description)` (a context manager yielding `update(done, total)`), or one yielding None when
+    there is no progress display."""
+    return progress(description) if progress else contextlib.nullcontext(None)

@@ -118,15 +118,16 @@ def _typed(value: Any, annotation: str, name: str, source: str) -> Any:
     return value
 
 
+ABOVE_0 = 1e-12  # the lowest of a range that excludes 0 (a learning rate, a budget)
 # (field, lowest, highest): what every recipe kind must satisfy before any work starts
 RANGES = (
     ("train.epochs", 1, None),
     ("train.batch_size", 1, None),
-    ("train.lr", 1e-12, None),
+    ("train.lr", ABOVE_0, None),
     ("train.weight_decay", 0, None),
-    ("train.grad_clip", 1e-12, None),
+    ("train.grad_clip", ABOVE_0, None),
     ("train.random_subnets", 0, None),
-    ("train.distill_temperature", 1e-12, None),
+    ("train.distill_temperature", ABOVE_0, None),
     ("train.checkpoint_every", 1, None),
     ("data.resolution", 8, None),
     ("data.re_prob", 0, 1),
@@ -136,13 +137,13 @@ RANGES = (
     ("verify.top", 1, None),
     ("verify.margin", 0, None),
     ("quantize.calib", 1, None),
-    ("budget_fraction", 1e-12, 1),
-    ("budget_ms", 1e-12, None),
+    ("budget_fraction", ABOVE_0, 1),
+    ("budget_ms", ABOVE_0, None),
     ("references", 5, None),
     ("proxy.steps", 1, None),
     ("proxy.batch", 1, None),
     ("proxy.seq_len", 1, None),
-    ("proxy.lr", 1e-12, None),
+    ("proxy.lr", ABOVE_0, None),
     ("proxy.val_windows", 1, None),
     ("decode.context", 1, None),
     ("decode.batch", 1, None),
@@ -150,16 +151,16 @@ RANGES = (
 
 
 def check_ranges(recipe: Any, source: str) -> None:
-    """Every field of `RANGES` the recipe has lies in its range (a lowest of 1e-12 means "above 0")."""
+    """Every field of `RANGES` the recipe has lies in its range."""
     for name, low, high in RANGES:
         value: Any = recipe
         for part in name.split("."):
             value = getattr(value, part, None)
         if value is None:
             continue
-        rule = f"{name} > 0" if low == 1e-12 else f"{name} >= {low}"
+        rule = f"{name} > 0" if low == ABOVE_0 else f"{name} >= {low}"
         if high is not None:
-            rule = f"0 < {name} <= {high}" if low == 1e-12 else f"{low} <= {name} <= {high}"
+            rule = f"0 < {name} <= {high}" if low == ABOVE_0 else f"{low} <= {name} <= {high}"
         if value < low or (high is not None and value > high):
             raise ValueError(f"{source}: `{rule}` must hold, but got {name}={value!r}")
 

@@ -3,6 +3,7 @@ append-only file kinds every cache uses (JSON lines that survive a kill mid-line
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -29,11 +30,34 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `path` whole or not at all: a temporary file beside it, then a rename."""
+@contextlib.contextmanager
+def replaced_whole(path: Path) -> Iterator[Path]:
+    """Yields a temporary path beside `path` to write; `path` is replaced by it only when the block ends without
+    an error, so a kill or a full disk leaves the previous file (checkpoints, result.json, recipe.yaml)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with replaced_whole(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def drop_partial_line(path: Path) -> None:
+    """Remove a last line that a kill or a full disk cut short (no newline at its end), so that the next
+    append starts a line of its own; its work is done again. Reads the file only when there is one."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -56,12 +80,8 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
     """Append one row and sync it to disk; a last line left unfinished by a kill is dropped first (its work is
     done again), so the new row starts a line of its own."""
-    with path.open("a+b") as f:
-        f.seek(0)
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            f.truncate(data.rfind(b"\n") + 1)
-        f.seek(0, os.SEEK_END)
+    drop_partial_line(path)
+    with path.open("ab") as f:
         f.write((json.dumps(row) + "\n").encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nas.rundir import drop_partial_line
+
 FINGERPRINT_COLUMNS = (
     "cpu_model",
     "cpu_cores",
@@ -127,28 +129,13 @@ class ProfileState:
     groups: int
 
 
-def drop_partial_row(path: Path) -> bool:
-    """Remove a last row that a kill or a full disk cut short (no newline at its end): it is measured again.
-    Returns whether there was one."""
-    if not path.exists() or path.stat().st_size == 0:
-        return False
-    with path.open("rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return False
-        f.seek(0)
-        data = f.read()
-        f.truncate(data.rfind(b"\n") + 1)
-    return True
-
-
 def read_state(path: Path, space_spec: str, device_spec: str) -> ProfileState:
     """What a profile file holds for (space, device); a last row cut short is dropped first."""
     state = ProfileState(set(), None, 0)
     if not path.exists() or path.stat().st_size == 0:
         return state
     try:
-        drop_partial_row(path)
+        drop_partial_line(path)
         with path.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if reader.fieldnames is None or tuple(reader.fieldnames) != COLUMNS:
@@ -170,12 +157,8 @@ def read_state(path: Path, space_spec: str, device_spec: str) -> ProfileState:
 
 def append_decode_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """Append decode measurements (`DECODE_COLUMNS`) to a hybrid_lm run's measured.csv, synced to disk."""
-    drop_partial_row(path)
-    new = not path.exists() or path.stat().st_size == 0
-    with path.open("a", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=DECODE_COLUMNS)
-        if new:
-            writer.writeheader()
+    f, writer = open_for_append(path, DECODE_COLUMNS)
+    with f:
         writer.writerows(rows)
         f.flush()
         os.fsync(f.fileno())
@@ -186,7 +169,7 @@ def read_latencies(path: Path) -> dict[str, float]:
     is dropped first."""
     if not path.exists():
         return {}
-    drop_partial_row(path)
+    drop_partial_line(path)
     df = pd.read_csv(path)
     return dict(zip(df["arch"].astype(str), df["latency_ms"].astype(float)))
 
@@ -195,16 +178,17 @@ def rounded(value: float | None) -> float | str:
     return "" if value is None else round(value, 5)
 
 
-def open_for_append(path: Path) -> Any:
-    """A profile file open for appending rows (`COLUMNS`), with its header when new; a cut last row dropped."""
+def open_for_append(path: Path, columns: Sequence[str] = COLUMNS) -> Any:
+    """A latency file open for appending rows of `columns` (a profile's by default), with its header when new;
+    a cut last row dropped."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        drop_partial_row(path)
+        drop_partial_line(path)
         new = not path.exists() or path.stat().st_size == 0
         f = path.open("a", newline="", encoding="utf-8")
     except OSError as err:
         raise ValueError(f"cannot write profile file {path}: {err.strerror}") from None
-    writer = csv.DictWriter(f, fieldnames=COLUMNS)
+    writer = csv.DictWriter(f, fieldnames=columns)
     if new:
         writer.writeheader()
         f.flush()

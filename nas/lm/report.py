@@ -20,7 +20,6 @@ def plot_front(
     budget: float,
     result: dict[str, Any],
 ) -> None:
-
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))

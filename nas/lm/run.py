@@ -7,7 +7,6 @@ that is stopped resumes where it was."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from nas.latency.tables import append_decode_rows, read_latencies
 from nas.lm.proxy import TextData, load_text, train_proxy
 from nas.lm.report import plot_front, write_report
 from nas.lm.verdicts import compared_keys, overall, paired_verdict
-from nas.progress import Log
+from nas.progress import Log, bar
 from nas.recipes import HybridRecipe
 from nas.rundir import BEST, MEASURED, PARETO, PROXY, RECIPE, TRIALS, RunDir, append_jsonl, read_jsonl
 from nas.search import Objective, completed, pareto_front, run_search
@@ -39,8 +38,9 @@ class HybridRun:
     """One hybrid_lm run directory."""
 
     def __init__(self, recipe: HybridRecipe, run_dir: str | Path, log: Log = print, progress: Any = None) -> None:
-        self.recipe, self.run, self.log, self.progress = recipe, Path(run_dir), log, progress
-        self.run.mkdir(parents=True, exist_ok=True)
+        self.recipe, self.log, self.progress = recipe, log, progress
+        self.dir = RunDir(run_dir).create()
+        self.run = self.dir.path
         self.space = load_space(recipe.space)
         self.device = devices.get(recipe.device)
         self.proxy_path, self.measured_path = self.run / PROXY, self.run / MEASURED
@@ -168,7 +168,7 @@ class HybridRun:
         path = self.run / RECIPE
         if not path.exists():
             return
-        old, new = RunDir(self.run).read_recipe(), dataclasses.asdict(self.recipe)
+        old, new = self.dir.read_recipe(), dataclasses.asdict(self.recipe)
         for name in ("space", "device", "decode", "proxy", "baseline"):
             if name in old and old[name] != new[name]:
                 raise ValueError(
@@ -180,7 +180,7 @@ class HybridRun:
     def execute(self) -> dict[str, Any]:
         r, space = self.recipe, self.space
         self.check_resumable()
-        RunDir(self.run).write_recipe(dataclasses.asdict(r))
+        self.dir.write_recipe(dataclasses.asdict(r))
         base_ms = self.decode_ms([r.baseline])[r.baseline]
         budget = r.budget_ms or r.budget_fraction * base_ms
         self.log(
@@ -188,7 +188,7 @@ class HybridRun:
             f"(the all-attention baseline {r.baseline} decodes in {base_ms:.3f} ms)"
         )
         objective = Objective(r.search.objective, budget_ms=budget, w=r.search.soft_w)
-        storage = r.search.storage or RunDir(self.run).default_storage
+        storage = r.search.storage or self.dir.default_storage
 
         def evaluate(arch: tuple) -> tuple[float, float]:
             """Decode time first: under a hard budget a candidate over it ranks by its time alone, so it is not
@@ -203,7 +203,7 @@ class HybridRun:
             f"search: {r.search.strategy}, {r.search.trials} candidates, proxy {r.proxy.steps} steps, study in "
             f"{storage}"
         )
-        with self.progress("searching") if self.progress else contextlib.nullcontext(None) as update:
+        with bar(self.progress, "searching") as update:
             study = run_search(space, evaluate, objective, r.search, storage, progress=update)
         trials = pd.DataFrame(completed(study))
         trials["val_bpb"] = BITS - trials["accuracy"]  # empty where the candidate missed the budget and was not trained
@@ -238,7 +238,7 @@ class HybridRun:
                 "params": space.params(space.from_str(key)),
                 "export": self.export(space.from_str(key)),
             }
-        RunDir(self.run).write_result(result)
+        self.dir.write_result(result)
         plot_front(self.run, r, self.device.spec, trials, front, budget, result)
         write_report(self.run, r, result)
         return result

@@ -223,9 +223,11 @@ def training_job(
         recipe = run.read_recipe()
         space_spec = space_spec or recipe.get("space")
         text = text or (recipe.get("proxy") or {}).get("text")
-        if arch is None and not run.read_result().get("winner"):
-            raise ValueError(f"{run / RESULT}: the run has no winner; name one with --arch")
-        arch = run.winner(arch, "train")
+        if arch is None:
+            winner = run.read_result().get("winner")
+            if not winner:
+                raise ValueError(f"{run / RESULT}: the run has no winner; name one with --arch")
+            arch = winner["arch"]
     if not arch or not space_spec:
         raise ValueError("train-lm needs a hybrid_lm run directory, or --arch and --space")
     space = load_space(space_spec)

@@ -23,7 +23,7 @@ from nas.latency.tables import read_latencies
 from nas.pipeline.export import export_run
 from nas.pipeline.quantize import quantize_run
 from nas.pipeline.report import Outcome, quantized_summary, write_markdown, write_results
-from nas.progress import Log
+from nas.progress import Log, bar
 from nas.quantize import QuantizeConfig
 from nas.recipes import DEFAULT_BUDGET_FRACTION, Recipe, search_device_spec, to_dict
 from nas.rundir import BEST, CALIBRATION, MEASURED, PREDICTOR, QUANTIZED, SUPERNET, RunDir
@@ -36,17 +36,16 @@ class Pipeline:
     """One run directory; each method is one phase."""
 
     def __init__(self, recipe: Recipe, run_dir: str | Path, log: Log = print, progress: Any = None) -> None:
-        self.recipe, self.run, self.log = recipe, Path(run_dir), log
+        self.recipe, self.log = recipe, log
         self.progress = progress  # a context-manager factory: progress(description) -> update(done, total)
-        self.run.mkdir(parents=True, exist_ok=True)
+        self.dir = RunDir(run_dir).create()
+        self.run = self.dir.path
         # what the search measures, and where the quantized winner runs (the same without quantize.joint)
         self.device = devices.get(search_device_spec(recipe))
         self.deploy_device = devices.get(recipe.device)
 
     def _bar(self, description: str) -> Any:
-        import contextlib
-
-        return self.progress(description) if self.progress else contextlib.nullcontext(None)
+        return bar(self.progress, description)
 
     # ---- phases --------------------------------------------------------------------------------
     def supernet(self) -> SupernetRun:
@@ -95,7 +94,7 @@ class Pipeline:
 
     def search(self, sn: SupernetRun, pred: Any, pred_meta: dict, objective: Objective) -> list[dict]:
         space, cfg = sn.net.space, self.recipe.search
-        storage = cfg.storage or RunDir(self.run).default_storage
+        storage = cfg.storage or self.dir.default_storage
         acc = sn.accuracy("val", int8=self.recipe.quantize.enabled and self.recipe.quantize.joint)
         fspace = feature_space(pred_meta, space)
 
@@ -178,14 +177,25 @@ class Pipeline:
             qr = quantize_run(self.run, config, device.spec, winner["arch"], q.calib, log=self.log, sn=sn)
         return quantized_summary(qr, device.spec, q.joint, budget)
 
-    def search_worker(self) -> list[dict]:
-        """`hwnas search`: one worker of the recipe's study (calibration, supernet and budget as `execute` makes
-        them); several may share one storage. Returns the study's finished candidates."""
+    def prepare(self) -> tuple[SupernetRun, Any, dict, float, Objective]:
+        """What every search of the recipe needs: the supernet, the predictor calibrated to the device, the
+        budget in ms and the objective."""
         sn = self.supernet()
-        pred, pred_meta = self.predictor(sn.net.space)
-        budget, _ = self.budget(sn.net.space, sn.net)
+        space = sn.net.space
+        pred, pred_meta = self.predictor(space)
+        budget, ends = self.budget(space, sn.net)
+        self.log(
+            f"budget: {budget:.3f} ms on {self.device.spec} "
+            f"(largest subnet measures {ends[space.to_str(sn.net.largest())]:.3f} ms)"
+        )
         cfg = self.recipe.search
-        return self.search(sn, pred, pred_meta, Objective(cfg.objective, budget_ms=budget, w=cfg.soft_w))
+        return sn, pred, pred_meta, budget, Objective(cfg.objective, budget_ms=budget, w=cfg.soft_w)
+
+    def search_worker(self) -> list[dict]:
+        """`hwnas search`: one worker of the recipe's study; several may share one storage. Returns the study's
+        finished candidates."""
+        sn, pred, pred_meta, _, objective = self.prepare()
+        return self.search(sn, pred, pred_meta, objective)
 
     @staticmethod
     def summary(result: dict[str, Any]) -> list[str]:
@@ -199,19 +209,11 @@ class Pipeline:
         ]
 
     def execute(self) -> dict[str, Any]:
-        recipe, run = self.recipe, RunDir(self.run)
+        recipe, run = self.recipe, self.dir
         run.write_recipe(to_dict(recipe))
-        sn = self.supernet()
-        space = sn.net.space
-        pred, pred_meta = self.predictor(space)
-        budget, ends = self.budget(space, sn.net)
-        self.log(
-            f"budget: {budget:.3f} ms on {self.device.spec} "
-            f"(largest subnet measures {ends[space.to_str(sn.net.largest())]:.3f} ms)"
-        )
-        objective = Objective(recipe.search.objective, budget_ms=budget, w=recipe.search.soft_w)
+        sn, pred, pred_meta, budget, objective = self.prepare()
         trials = self.search(sn, pred, pred_meta, objective)
-        winner, _ = self.verify(space, trials, budget)
+        winner, _ = self.verify(sn.net.space, trials, budget)
         measured = read_latencies(self.run / MEASURED)
         result, front, pm = write_results(
             run, recipe, self.device, sn, Outcome(trials, measured, budget, winner), (pred, pred_meta)

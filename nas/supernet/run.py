@@ -1,4 +1,5 @@
-"""Run directories: the resolved recipe, the supernet checkpoint, metrics and their plot, the accuracy cache."""
+"""A supernet run: training one from a recipe into its directory, and loading a trained one (its recipe, data,
+weights and cached subnet accuracies); a search run's supernet and winner."""
 
 from __future__ import annotations
 

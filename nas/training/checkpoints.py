@@ -3,20 +3,17 @@ save leaves the previous checkpoint), and read without unpickling."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from nas.rundir import replaced_whole
+
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with replaced_whole(path) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
@@ -24,7 +21,7 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     error naming the file."""
     try:
         state = torch.load(path, weights_only=True, map_location=map_location)
-    except Exception as err:
+    except Exception as err:  # torch raises many kinds for a file it cannot read safely
         raise ValueError(
             f"{path}: not a checkpoint hwnas wrote ({type(err).__name__}); remove it to start over"
         ) from None

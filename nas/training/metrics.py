@@ -8,10 +8,13 @@ from typing import Any
 
 import pandas as pd
 
+from nas.rundir import drop_partial_line
+
 
 def append_metrics(path: Path, row: dict[str, Any]) -> None:
-    """Append `row` to the CSV at `path`, with a header when the file is new."""
-    new = not path.exists()
+    """Append `row` to the CSV at `path`, with a header when the file is new (a row cut by a kill dropped first)."""
+    drop_partial_line(path)
+    new = not path.exists() or path.stat().st_size == 0
     with path.open("a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(row))
         if new:
