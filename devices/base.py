@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +12,13 @@ from typing import Any, ClassVar, Union
 
 import numpy as np
 
-from devices.timing import Runner, TimingPolicy, interleave
+from devices.timing import LoadMeter, Runner, TimingPolicy, interleave
+
+# a CPU device's timings are contended when other processes used more than OTHER_CORES cores while the measuring
+# process got less than OWN_SHARE of the cores the device runs on (measured on a 2-core machine: one other busy
+# process beside threads=1 changed nothing, two slowed it and spread its timings 4x, and took it to 0.68-0.82 cores)
+OTHER_CORES = 0.5
+OWN_SHARE = 0.9
 
 ModelLike = Union["Any", str, Path, bytes]  # nn.Module, ONNX path, or ONNX bytes
 
@@ -39,6 +47,8 @@ class Measurement:
     repeats: int
     rounds: int = 1
     outliers: int = 0
+    load: float = math.nan  # other processes' CPU use while measuring, in cores (NaN: unknown)
+    contended: bool = False  # other processes wanted cores this device needs: the timings are not the device's
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -86,6 +96,7 @@ class Device:
     name: ClassVar[str] = ""
     options: ClassVar[dict[str, Option]] = {}
     drifts: ClassVar[bool] = True  # False where timings cannot drift (replayed tables)
+    cpu_bound: ClassVar[bool] = False  # True where other processes' CPU load slows the timings (CPU backends)
 
     def __init__(self, spec: str = "", **options: Any) -> None:
         self.spec = spec or self.name
@@ -121,6 +132,14 @@ class Device:
 
         return {"spec": self.spec, **host_fingerprint(), **self.describe()}
 
+    def contended(self, other_cores: float, own_cores: float) -> bool:
+        """Whether other processes took cores this device needed while it was measured (CPU-bound devices only)."""
+        if not self.cpu_bound or math.isnan(other_cores) or math.isnan(own_cores):
+            return False
+        total = os.cpu_count() or 1
+        used = min(int(self.config.get("threads") or total), total)
+        return other_cores > OTHER_CORES and own_cores < OWN_SHARE * used
+
     def set_key(self, key: Callable[[str], str]) -> None:
         """How architecture strings compare (a space's canonical form): only a device that looks measurements
         up by architecture (a replayed table) uses it."""
@@ -147,11 +166,13 @@ class Device:
         try:
             for model, shape, arch in zip(models, input_shapes, archs):
                 runners.append(self.prepare(model, shape, arch))
-            stats = interleave(runners, policy or self.policy, anchor=anchor)
+            with LoadMeter() as meter:
+                stats = interleave(runners, policy or self.policy, anchor=anchor)
         finally:
             for r in runners:
                 r.close()
-        return [Measurement(**s) for s in stats]
+        busy = self.contended(meter.cores, meter.own)
+        return [Measurement(**s, load=meter.cores, contended=busy) for s in stats]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec!r})"

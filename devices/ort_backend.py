@@ -106,6 +106,8 @@ class _OrtDevice(Device):
 class OrtCPU(_OrtDevice):
     """onnxruntime on the CPU, one thread by default."""
 
+    cpu_bound = True
+
 
 @register("ort-cuda")
 class OrtCUDA(_OrtDevice):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,39 @@ class TimingPolicy:
                 raise ValueError(f"`{name} >= 0` must hold, but got {name}={getattr(self, name)}")
         if not self.max_seconds > 0:
             raise ValueError(f"`max_seconds > 0` must hold, but got max_seconds={self.max_seconds}")
+
+
+class LoadMeter:
+    """CPU use while a block runs, in cores: `cores` by other processes (the system's busy time minus this
+    process's, over the wall time), `own` by this process (NaN where psutil cannot tell)."""
+
+    cores: float = math.nan
+    own: float = math.nan
+
+    def __enter__(self) -> LoadMeter:
+        self._start = _cpu_clocks()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = _cpu_clocks()
+        if self._start is None or end is None:
+            return
+        wall, busy, own = (b - a for a, b in zip(self._start, end))
+        if wall > 0:
+            self.cores, self.own = max(0.0, (busy - own) / wall), own / wall
+
+
+def _cpu_clocks() -> tuple[float, float, float] | None:
+    """(wall seconds, the machine's busy CPU seconds, this process's CPU seconds)."""
+    try:
+        import psutil
+
+        t = psutil.cpu_times()
+        busy = sum(getattr(t, f, 0.0) for f in ("user", "nice", "system", "irq", "softirq", "steal"))
+        own = psutil.Process().cpu_times()
+        return time.perf_counter(), busy, own.user + own.system
+    except Exception:  # no psutil support on this platform: the load is unknown, never an error
+        return None
 
 
 def _estimate(samples: np.ndarray, policy: TimingPolicy) -> float:

@@ -49,6 +49,7 @@ def _inference(
 class TorchCPU(Device):
     """PyTorch eager on the CPU under `torch.inference_mode`."""
 
+    cpu_bound = True
     options = {
         "threads": Option(count, 1, "torch.set_num_threads"),
         "batch": Option(positive, None, "batch size of the input"),

@@ -26,6 +26,9 @@ class Profile(Command):
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--out", required=True)
         parser.add_argument("--group", type=int, default=10, help="architectures measured interleaved per group")
+        parser.add_argument(
+            "--retries", type=int, default=2, help="times a row flagged noisy (a busy machine) is measured again"
+        )
         timing_args(parser)
 
     def run(self, args: argparse.Namespace) -> None:
@@ -37,14 +40,31 @@ class Profile(Command):
             raise UserError("profile needs exactly one of --archs FILE or -n N")
         if args.n is not None and args.n < 1:
             raise UserError(f"`-n >= 1` must hold, but got -n {args.n}")
+        if args.retries < 0:
+            raise UserError(f"`--retries >= 0` must hold, but got --retries {args.retries}")
         archs = read_archs(space, args.archs) if args.archs else sample_archs(space, args.n, args.seed)
         device = devices.get(args.device)
         check_output(args.out)
         with progress_bar(f"profiling on {device.spec}") as update:
             rows = profile(
-                space, device, archs, args.out, group_size=args.group, policy=timing_policy(args), progress=update
+                space,
+                device,
+                archs,
+                args.out,
+                group_size=args.group,
+                policy=timing_policy(args),
+                progress=update,
+                retries=args.retries,
+                log=console.print,
             )
-        console.print(f"{len(rows)} new rows in {args.out} ({len(archs) - len(rows)} already there)")
+        new = {r["arch"] for r in rows}
+        noisy = {r["arch"] for r in rows if r["noisy"]} - {r["arch"] for r in rows if not r["noisy"]}
+        console.print(f"{len(rows)} rows of {len(new)} architectures written to {args.out}")
+        if noisy:
+            console.print(
+                f"{len(noisy)} stayed flagged noisy: calibrate refuses them; run the same command on a quiet machine "
+                "to measure only those again"
+            )
 
 
 class MetaTrain(Command):
@@ -102,11 +122,16 @@ class Calibrate(Command):
         parser.add_argument("--base")
         parser.add_argument("--device", help="the device whose rows to use, when the file holds several")
         parser.add_argument("--out", required=True)
+        parser.add_argument(
+            "--accept-noisy",
+            action="store_true",
+            help="fit on rows flagged noisy too (measured while the machine was busy; refused by default)",
+        )
 
     def run(self, args: argparse.Namespace) -> None:
         from nas.latency.calibration import calibrate
 
-        meta = calibrate(args.space, args.measurements, args.out, args.base, args.device)
+        meta = calibrate(args.space, args.measurements, args.out, args.base, args.device, args.accept_noisy)
         print(f"calibrated on {meta['samples']} measurements -> {args.out}")
 
 

@@ -88,10 +88,16 @@ def reference(
 
 
 def calibrate(
-    space_spec: str, measurements: str, out: str, base: str | None = None, device: str | None = None
+    space_spec: str,
+    measurements: str,
+    out: str,
+    base: str | None = None,
+    device: str | None = None,
+    accept_noisy: bool = False,
 ) -> dict[str, Any]:
+    """Adapt a base to a device from its measured rows; rows flagged noisy are refused unless `accept_noisy`."""
     space = load_space(space_spec)
-    archs, y, fingerprint = read_measurements(space, measurements, device)
+    archs, y, fingerprint = read_measurements(space, measurements, device, accept_noisy)
     if len(archs) < MIN_SAMPLES:
         raise ValueError(
             f"calibration needs at least {MIN_SAMPLES} measured architectures (10 recommended), but {measurements!r} "

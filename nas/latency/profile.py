@@ -7,6 +7,7 @@ profile measures only what the file does not hold yet.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from devices import Device, TimingPolicy
-from nas.latency.tables import FINGERPRINT_COLUMNS, open_for_append, read_latencies, read_state, rounded
+from nas.latency.tables import FINGERPRINT_COLUMNS, open_for_append, read_latencies, read_state, rounded, spread
+from nas.progress import Log
 
 ANCHOR_SEED = 20211206
 
@@ -33,6 +35,30 @@ def check_output(path: str | os.PathLike) -> None:
     f.close()
 
 
+# a row is noisy when its robust spread is this many times the device's usual (the median over its clean rows)
+SPREAD_FACTOR = 3.0
+# rows of the device needed before its usual spread is known; until then only CPU contention flags a row
+MIN_USUAL = 10
+# the fingerprint fields that make measurements comparable: rows that differ in one of them do not mix
+KEY_FIELDS = ("cpu_model", "cpu_cores", "cpu_threads", "torch", "onnxruntime", "threads", "gpu", "cuda", "tensorrt")
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def check_fingerprint(path: Path, device: Device, recorded: dict[str, str], fingerprint: dict[str, Any]) -> None:
+    """Refuse to add rows to a file whose rows of the same device spec were measured on another machine or
+    software stack."""
+    for key in KEY_FIELDS:
+        if recorded.get(key, "") != _text(fingerprint.get(key, "")):
+            raise ValueError(
+                f"{path} holds rows of {device.spec} measured with {key}={recorded.get(key, '')!r}, but this "
+                f"{device.spec} has {key}={_text(fingerprint.get(key, ''))!r}: timings of two machines or software "
+                "stacks do not mix; choose another output (--out, or a new run directory) or remove those rows"
+            )
+
+
 def profile(
     space: Any,
     device: Device,
@@ -42,87 +68,153 @@ def profile(
     policy: TimingPolicy | None = None,
     anchor_ref_ms: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    retries: int = 2,
+    log: Log | None = None,
 ) -> list[dict[str, Any]]:
-    """Measure every arch not yet in `out`; returns the rows written by this call.
+    """Measure every arch not yet in `out`, and those whose row there is flagged noisy; returns the rows written.
 
-    `latency_ms` is the raw latency rescaled by anchor_ref_ms / anchor_ms, so rows measured in
-    other groups, sessions or days compare; `raw_ms` keeps what was measured.
-    """
+    `latency_ms` is the raw latency rescaled by anchor_ref_ms / anchor_ms, so rows measured in other groups,
+    sessions or days compare; `raw_ms` keeps what was measured. A row is flagged `noisy` when other processes
+    wanted the cores a CPU device needs while it was measured, or when its robust spread is `SPREAD_FACTOR` times
+    the device's usual; noisy architectures are measured again up to `retries` times (every row stays in the file,
+    the latest one counts)."""
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, but got {group_size}")
+    if retries < 0:
+        raise ValueError(f"`retries >= 0` must hold, but got retries={retries}")
     path = Path(out)
+    log = log or (lambda message: print(message, file=sys.stderr))
     space_spec = space.spec
     device.set_key(lambda s: space.to_str(space.from_str(s)))
     state = read_state(path, space_spec, device.spec)
     if anchor_ref_ms is None:
         anchor_ref_ms = state.anchor_ref_ms
     todo: list[tuple] = []
-    seen: set[str] = set(state.done)
+    seen: set[str] = set()
     for arch in archs:
         s = space.to_str(arch)
-        if s not in seen:
-            seen.add(s)
+        if s not in seen and (s not in state.done or s in state.noisy):
             todo.append(arch)
+        seen.add(s)
     if progress:
         progress(0, len(todo))
-    if not todo:
+    if not todo and not state.fingerprint:
         return []
     fingerprint = device.fingerprint()
+    if state.fingerprint:
+        check_fingerprint(path, device, state.fingerprint, fingerprint)
+    if not todo:
+        return []
     fp = {k: fingerprint.get(k, "") for k in FINGERPRINT_COLUMNS}
     anchor = [anchor_arch(space)] if device.drifts else []
     written: list[dict[str, Any]] = []
+    spreads = list(state.spreads)
+    group = state.groups
+    total = len(todo)
     f, writer = open_for_append(path)
     try:
-        for g, start in enumerate(range(0, len(todo), group_size)):
-            group = anchor + todo[start : start + group_size]
-            names = [space.to_str(a) for a in group]
-            models, shapes = map(list, zip(*(space.latency_model(a) for a in group)))
-            results = device.measure_many(models, shapes, names, policy=policy, anchor=0 if anchor else None)
-            anchor_ms = results[0].latency_ms if anchor else None
-            if anchor_ref_ms is None:
-                anchor_ref_ms = anchor_ms
-            scale = anchor_ref_ms / anchor_ms if anchor else 1.0
-            names, results = names[len(anchor) :], results[len(anchor) :]
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            for name, m in zip(names, results):
-                row = {
-                    "space": space_spec,
-                    "arch": name,
-                    "device": device.spec,
-                    "latency_ms": round(m.latency_ms * scale, 5),
-                    "raw_ms": round(m.latency_ms, 5),
-                    "spread_ms": round(m.p90_ms - m.p10_ms, 5),
-                    "median_ms": round(m.median_ms, 5),
-                    "p10_ms": round(m.p10_ms, 5),
-                    "p90_ms": round(m.p90_ms, 5),
-                    "cv": round(m.cv, 5),
-                    "repeats": m.repeats,
-                    "rounds": m.rounds,
-                    "outliers": m.outliers,
-                    "anchor_ms": rounded(anchor_ms),
-                    "anchor_ref_ms": rounded(anchor_ref_ms),
-                    "group": state.groups + g,
-                    "timestamp": stamp,
-                    **fp,
-                }
-                writer.writerow(row)
-                written.append(row)
-            f.flush()
-            os.fsync(f.fileno())
-            if progress:
-                progress(len(written), len(todo))
+        for attempt in range(retries + 1):
+            noisy: list[tuple] = []
+            for start in range(0, len(todo), group_size):
+                members = todo[start : start + group_size]
+                names = [space.to_str(a) for a in anchor + members]
+                models, shapes = map(list, zip(*(space.latency_model(a) for a in anchor + members)))
+                results = device.measure_many(models, shapes, names, policy=policy, anchor=0 if anchor else None)
+                anchor_ms = results[0].latency_ms if anchor else None
+                if anchor_ref_ms is None:
+                    anchor_ref_ms = anchor_ms
+                scale = anchor_ref_ms / anchor_ms if anchor else 1.0
+                usual = float(np.median(spreads)) if len(spreads) >= MIN_USUAL else None
+                stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                flagged = []
+                for arch, name, m in zip(members, names[len(anchor) :], results[len(anchor) :]):
+                    rs = spread(m.p10_ms, m.p90_ms, m.median_ms)
+                    is_noisy = m.contended or (usual is not None and rs > SPREAD_FACTOR * usual)
+                    row = {
+                        "space": space_spec,
+                        "arch": name,
+                        "device": device.spec,
+                        "latency_ms": round(m.latency_ms * scale, 5),
+                        "raw_ms": round(m.latency_ms, 5),
+                        "spread_ms": round(m.p90_ms - m.p10_ms, 5),
+                        "median_ms": round(m.median_ms, 5),
+                        "p10_ms": round(m.p10_ms, 5),
+                        "p90_ms": round(m.p90_ms, 5),
+                        "cv": round(m.cv, 5),
+                        "repeats": m.repeats,
+                        "rounds": m.rounds,
+                        "outliers": m.outliers,
+                        "load": "" if np.isnan(m.load) else round(m.load, 2),
+                        "noisy": int(is_noisy),
+                        "anchor_ms": rounded(anchor_ms),
+                        "anchor_ref_ms": rounded(anchor_ref_ms),
+                        "group": group,
+                        "timestamp": stamp,
+                        **fp,
+                    }
+                    writer.writerow(row)
+                    written.append(row)
+                    if is_noisy:
+                        flagged.append((arch, rs))
+                    else:
+                        spreads.append(rs)
+                f.flush()
+                os.fsync(f.fileno())
+                group += 1
+                if flagged:
+                    noisy += [a for a, _ in flagged]
+                    log(_noise_message(device, group - 1, flagged, len(members), usual, results[-1], attempt, retries))
+                if progress:
+                    progress(min(len(written), total), total)
+            if not noisy:
+                break
+            todo = noisy
     finally:
         f.close()
     return written
 
 
+def _noise_message(
+    device: Device, group: int, flagged: list, size: int, usual: float | None, m: Any, attempt: int, retries: int
+) -> str:
+    why = []
+    if m.contended:
+        why.append(f"other processes used {m.load:.1f} of {os.cpu_count()} cores")
+    rs = float(np.median([r for _, r in flagged]))
+    why.append(f"timings spread {rs:.2f}x their median" + (f", the device's usual is {usual:.2f}x" if usual else ""))
+    then = f"measuring them again ({attempt + 1} of {retries})" if attempt < retries else "kept, flagged noisy"
+    return (
+        f"warning: {len(flagged)} of {size} architectures of group {group} measured noisy on {device.spec} "
+        f"({'; '.join(why)}): the machine is likely busy with other work; {then}"
+    )
+
+
+def noisy_rows(path: Path, space: Any, device: Device, archs: Sequence[tuple]) -> list[str]:
+    """The architectures of `archs` whose latest row in `path` is flagged noisy."""
+    state = read_state(path, space.spec, device.spec)
+    return [s for s in (space.to_str(a) for a in archs) if s in state.noisy]
+
+
 def measure_archs(
-    space: Any, device: Device, archs: Sequence[tuple], path: Path, progress: Callable[[int, int], None] | None = None
+    space: Any,
+    device: Device,
+    archs: Sequence[tuple],
+    path: Path,
+    progress: Callable[[int, int], None] | None = None,
+    log: Log | None = None,
+    retries: int = 2,
 ) -> dict[str, float]:
     """Measured latency of each arch (resumable CSV); returns arch string -> latency_ms.
 
     A run keeps every device measurement in one file, so each group's anchor rescales it to the
     first group's machine state: the calibration, the budget and the verification agree even when
     the machine runs 20% faster or slower from one minute to the next (seen on shared CPUs)."""
-    profile(space, device, archs, path, progress=progress)
-    return read_latencies(path)
+    profile(space, device, archs, path, progress=progress, log=log, retries=retries)
+    noisy = noisy_rows(path, space, device, archs)
+    if noisy:
+        raise ValueError(
+            f"{path}: {len(noisy)} architectures stayed noisy on {device.spec} after {retries + 1} attempts (see the "
+            "warnings above): other work is likely loading the machine; stop it and start again (only those are "
+            "measured again)"
+        )
+    return read_latencies(path, space=space.spec, device=device.spec)

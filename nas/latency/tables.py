@@ -8,14 +8,14 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from nas.rundir import drop_partial_line
+from nas.rundir import drop_partial_line, write_text_atomic
 
 FINGERPRINT_COLUMNS = (
     "cpu_model",
@@ -46,11 +46,16 @@ COLUMNS = (
     "repeats",
     "rounds",
     "outliers",
+    "load",
+    "noisy",
     "anchor_ms",
     "anchor_ref_ms",
     "group",
     "timestamp",
 ) + FINGERPRINT_COLUMNS
+
+# profiles written before the noise flag: read as they are, upgraded in place before rows are appended
+LEGACY_COLUMNS = tuple(c for c in COLUMNS if c not in ("load", "noisy"))
 
 # no model's latency is this long (about three hours): a larger figure is a unit or parsing mistake
 MAX_LATENCY_MS = 1e7
@@ -99,6 +104,7 @@ def read_tables(space: Any, paths: Sequence[str | Path]) -> LatencyTable:
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
         df = df.assign(arch=canon)
+        df = df[~superseded(df)]
         if {"device", "latency_ms"} <= set(df.columns):
             wide = df.pivot_table(index="arch", columns="device", values="latency_ms", aggfunc="mean")
             wide["index"] = -1
@@ -120,6 +126,21 @@ def read_tables(space: Any, paths: Sequence[str | Path]) -> LatencyTable:
     )
 
 
+def superseded(df: pd.DataFrame) -> np.ndarray:
+    """Rows flagged noisy that a later row of the same architecture and device measured again."""
+    if "noisy" not in df.columns or df.empty:
+        return np.zeros(len(df), bool)
+    keys = [c for c in ("space", "arch", "device") if c in df.columns]
+    noisy = pd.to_numeric(df["noisy"], errors="coerce").fillna(0).to_numpy() > 0
+    return noisy & df.duplicated(subset=keys, keep="last").to_numpy()
+
+
+def spread(p10_ms: float, p90_ms: float, median_ms: float) -> float:
+    """A measurement's robust spread: (p90 - p10) / median (unlike the coefficient of variation, a few slow runs
+    barely move it)."""
+    return (p90_ms - p10_ms) / median_ms if median_ms > 0 else float("nan")
+
+
 @dataclass
 class ProfileState:
     """What an existing profile file holds for one (space, device) pair."""
@@ -127,32 +148,61 @@ class ProfileState:
     done: set[str]
     anchor_ref_ms: float | None
     groups: int
+    noisy: set[str] = field(default_factory=set)  # architectures whose latest row is flagged noisy
+    spreads: list[float] = field(default_factory=list)  # the robust spread of every clean row: the device's usual
+    fingerprint: dict[str, str] = field(default_factory=dict)  # of the first row
 
 
 def read_state(path: Path, space_spec: str, device_spec: str) -> ProfileState:
-    """What a profile file holds for (space, device); a last row cut short is dropped first."""
+    """What a profile file holds for (space, device); a last row cut short is dropped first, and a profile written
+    before the noise flag gets its columns."""
     state = ProfileState(set(), None, 0)
     if not path.exists() or path.stat().st_size == 0:
         return state
     try:
         drop_partial_line(path)
         with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or tuple(reader.fieldnames) != COLUMNS:
-                raise ValueError(
-                    f"{path} exists but is not an hwnas profile (its columns are {reader.fieldnames}); "
-                    "choose another --out or remove it"
-                )
-            for row in reader:
+            header = tuple(csv.DictReader(f).fieldnames or ())
+        if header == LEGACY_COLUMNS:
+            _upgrade(path)
+        elif header != COLUMNS:
+            raise ValueError(
+                f"{path} exists but is not an hwnas profile (its columns are {list(header)}); "
+                "choose another --out or remove it"
+            )
+        with path.open(newline="", encoding="utf-8") as f:
+            for line, row in enumerate(csv.DictReader(f), start=2):
                 if row["space"] != space_spec or row["device"] != device_spec:
                     continue
-                state.done.add(row["arch"])
-                if state.anchor_ref_ms is None and row["anchor_ref_ms"]:
-                    state.anchor_ref_ms = float(row["anchor_ref_ms"])
-                state.groups = max(state.groups, int(row["group"]) + 1)
+                try:
+                    _add(state, row)
+                except (TypeError, ValueError) as err:
+                    raise ValueError(f"{path}:{line}: not a profile row ({err}); remove the line") from None
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise ValueError(f"cannot read profile file {path}: {err}") from None
     return state
+
+
+def _add(state: ProfileState, row: dict[str, str]) -> None:
+    arch = row["arch"]
+    state.done.add(arch)
+    if state.anchor_ref_ms is None and row["anchor_ref_ms"]:
+        state.anchor_ref_ms = float(row["anchor_ref_ms"])
+    state.groups = max(state.groups, int(row["group"]) + 1)
+    if not state.fingerprint:
+        state.fingerprint = {k: row[k] for k in FINGERPRINT_COLUMNS}
+    if row["noisy"] in ("1", "True", "true"):
+        state.noisy.add(arch)
+    else:
+        state.noisy.discard(arch)
+        state.spreads.append(spread(float(row["p10_ms"]), float(row["p90_ms"]), float(row["median_ms"])))
+
+
+def _upgrade(path: Path) -> None:
+    """Rewrite a profile written before the noise flag with today's columns (its rows as they were, not noisy)."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df["noisy"], df["load"] = "0", ""
+    write_text_atomic(path, df[list(COLUMNS)].to_csv(index=False))
 
 
 def append_decode_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
@@ -164,13 +214,23 @@ def append_decode_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         os.fsync(f.fileno())
 
 
-def read_latencies(path: Path) -> dict[str, float]:
-    """arch -> latency_ms of a measurements CSV (empty when the file does not exist yet); a last row cut short
-    is dropped first."""
+def read_rows(path: Path, **match: Any) -> pd.DataFrame:
+    """The rows of a latency file whose columns equal `match` (device=..., space=...), the latest row of each
+    architecture only (empty when the file does not exist yet); a last row cut short is dropped first."""
     if not path.exists():
-        return {}
+        return pd.DataFrame(columns=["arch", "latency_ms"])
     drop_partial_line(path)
-    df = pd.read_csv(path)
+    df = pd.read_csv(path, dtype={"arch": str, "device": str, "space": str})
+    for column, value in match.items():
+        if column not in df.columns:
+            raise ValueError(f"{path} has no column {column!r} (it has {', '.join(map(str, df.columns))})")
+        df = df[df[column].astype(str) == str(value)]
+    return df.drop_duplicates("arch", keep="last")
+
+
+def read_latencies(path: Path, **match: Any) -> dict[str, float]:
+    """arch -> latency_ms of the rows of a latency file whose columns equal `match` (see `read_rows`)."""
+    df = read_rows(path, **match)
     return dict(zip(df["arch"].astype(str), df["latency_ms"].astype(float)))
 
 
@@ -196,9 +256,10 @@ def open_for_append(path: Path, columns: Sequence[str] = COLUMNS) -> Any:
 
 
 def read_measurements(
-    space: Any, path: str, device: str | None = None
+    space: Any, path: str, device: str | None = None, accept_noisy: bool = False
 ) -> tuple[list[tuple], np.ndarray, dict[str, Any]]:
-    """(archs, latencies, fingerprint) from a CSV with columns arch, latency_ms (extra columns allowed)."""
+    """(archs, latencies, fingerprint) from a CSV with columns arch, latency_ms (extra columns allowed); rows
+    flagged noisy are refused unless `accept_noisy`."""
     try:
         df = pd.read_csv(path)
     except FileNotFoundError:
@@ -210,6 +271,7 @@ def read_measurements(
         raise ValueError(f"measurements file {path!r} lacks the column(s) {', '.join(sorted(missing))}")
     if df.empty:
         raise ValueError(f"measurements file {path!r} has a header but no rows")
+    df = df[~superseded(df)]
     if "device" in df.columns:
         found = sorted(df["device"].astype(str).unique())
         if device is not None:
@@ -221,6 +283,16 @@ def read_measurements(
         elif len(found) > 1:
             raise ValueError(
                 f"measurements file {path!r} holds {len(found)} devices ({', '.join(found)}); choose one with --device"
+            )
+    if "noisy" in df.columns and not accept_noisy:
+        noisy = pd.to_numeric(df["noisy"], errors="coerce").fillna(0).to_numpy() > 0
+        if noisy.any():
+            lines = ", ".join(str(i + 2) for i in df.index[noisy][:5]) + (", ..." if noisy.sum() > 5 else "")
+            raise ValueError(
+                f"{path}: {int(noisy.sum())} of {len(df)} rows are flagged noisy (lines {lines}: their timings spread "
+                "far beyond the device's usual, or other processes held the CPUs; the machine was likely busy with "
+                "other work); measure them again with hwnas profile (same --out) on a quiet machine, or pass "
+                "--accept-noisy"
             )
     archs = []
     for line, s in zip(df.index + 2, df["arch"].astype(str)):

@@ -48,7 +48,8 @@ class HybridRun:
         self._proxy = {
             (row["arch"], int(row.get("seed", recipe.proxy.seed))): row for row in read_jsonl(self.proxy_path)
         }
-        self._measured = read_latencies(self.measured_path)
+        d = recipe.decode  # decode steps measured on another device or at another context or batch do not count
+        self._measured = read_latencies(self.measured_path, device=self.device.spec, context=d.context, batch=d.batch)
         self.data = TextData.from_bytes(load_text(recipe.proxy.text))
 
     # ---- scores ------------------------------------------------------------------------------
@@ -204,7 +205,8 @@ class HybridRun:
             f"{storage}"
         )
         with bar(self.progress, "searching") as update:
-            study = run_search(space, evaluate, objective, r.search, storage, progress=update)
+            study_key = {"device": self.device.spec, "context": r.decode.context, "batch": r.decode.batch}
+            study = run_search(space, evaluate, objective, r.search, storage, progress=update, key=study_key)
         trials = pd.DataFrame(completed(study))
         trials["val_bpb"] = BITS - trials["accuracy"]  # empty where the candidate missed the budget and was not trained
         trials.to_csv(self.run / TRIALS, index=False)

@@ -19,7 +19,7 @@ import predictors
 from nas.latency.calibration import calibrate, feature_space, reference
 from nas.latency.features import features
 from nas.latency.profile import measure_archs
-from nas.latency.tables import read_latencies
+from nas.latency.tables import read_latencies, read_rows
 from nas.pipeline.export import export_run
 from nas.pipeline.quantize import quantize_run
 from nas.pipeline.report import Outcome, quantized_summary, write_markdown, write_results
@@ -74,20 +74,28 @@ class Pipeline:
                 )
             return pred, meta
         path = self.run / PREDICTOR
-        if not path.exists():
-            refs = reference(space.spec, self.recipe.references)
-            self.log(f"latency: measuring {len(refs)} reference architectures on {self.device.spec}")
-            with self._bar("measuring references") as update:
-                measure_archs(space, self.device, refs, self.run / MEASURED, update)
-            rows = pd.read_csv(self.run / MEASURED)
-            rows[rows["arch"].isin([space.to_str(a) for a in refs])].to_csv(self.run / CALIBRATION, index=False)
-            calibrate(space.spec, str(self.run / CALIBRATION), str(path))
+        if path.exists():
+            pred, meta = predictors.load(path)
+            calibrated_on = meta.get("fingerprint", {}).get("device")
+            if calibrated_on == self.device.spec:
+                return pred, meta
+            self.log(
+                f"latency: {path.name} was calibrated on {calibrated_on}, but the recipe's device is "
+                f"{self.device.spec}: calibrating again"
+            )
+        refs = reference(space.spec, self.recipe.references)
+        self.log(f"latency: measuring {len(refs)} reference architectures on {self.device.spec}")
+        with self._bar("measuring references") as update:
+            measure_archs(space, self.device, refs, self.run / MEASURED, update, log=self.log)
+        rows = read_rows(self.run / MEASURED, space=space.spec, device=self.device.spec)
+        rows[rows["arch"].isin([space.to_str(a) for a in refs])].to_csv(self.run / CALIBRATION, index=False)
+        calibrate(space.spec, str(self.run / CALIBRATION), str(path))
         return predictors.load(path)
 
     def budget(self, space: Any, net: Any) -> tuple[float, dict[str, float]]:
         """The budget in ms, and the measured latency of the largest and smallest subnets."""
         ends = [net.largest(), net.smallest()]
-        measured = measure_archs(space, self.device, ends, self.run / MEASURED)
+        measured = measure_archs(space, self.device, ends, self.run / MEASURED, log=self.log)
         largest = measured[space.to_str(ends[0])]
         budget = self.recipe.budget_ms or (self.recipe.budget_fraction or DEFAULT_BUDGET_FRACTION) * largest
         return float(budget), measured
@@ -107,7 +115,8 @@ class Pipeline:
             f"in {storage}"
         )
         with self._bar("searching") as update:
-            study = run_search(space, evaluate, objective, cfg, storage, progress=update)
+            study_key = {"device": self.device.spec, "predictor": pred_meta.get("fingerprint", {}).get("device", "")}
+            study = run_search(space, evaluate, objective, cfg, storage, progress=update, key=study_key)
         return completed(study)
 
     def verify(self, space: Any, trials: list[dict], budget: float) -> tuple[dict | None, dict[str, float]]:
@@ -129,7 +138,8 @@ class Pipeline:
             batch = queue.iloc[start : start + top]
             where = "the front" if batch["front"].all() else "the other candidates (no front candidate met the budget)"
             self.log(f"verify: measuring {len(batch)} candidates of {where} on {self.device.spec}")
-            measured.update(measure_archs(space, self.device, [space.from_str(a) for a in batch["arch"]], path))
+            archs = [space.from_str(a) for a in batch["arch"]]
+            measured.update(measure_archs(space, self.device, archs, path, log=self.log))
             for _, row in queue.iloc[: start + top].iterrows():
                 if measured.get(row["arch"], np.inf) <= budget:
                     winner = {**row.drop("front").to_dict(), "measured_ms": measured[row["arch"]]}
@@ -214,7 +224,7 @@ class Pipeline:
         sn, pred, pred_meta, budget, objective = self.prepare()
         trials = self.search(sn, pred, pred_meta, objective)
         winner, _ = self.verify(sn.net.space, trials, budget)
-        measured = read_latencies(self.run / MEASURED)
+        measured = read_latencies(self.run / MEASURED, space=sn.net.space.spec, device=self.device.spec)
         result, front, pm = write_results(
             run, recipe, self.device, sn, Outcome(trials, measured, budget, winner), (pred, pred_meta)
         )

@@ -32,8 +32,11 @@ class SearchConfig:
 Evaluator = Callable[[tuple], tuple[float, float]]
 
 
-def open_study(space: Any, config: SearchConfig, objective: Objective, storage: str) -> optuna.Study:
-    """Create the study, or join it when it exists (resume, or another worker)."""
+def open_study(
+    space: Any, config: SearchConfig, objective: Objective, storage: str, key: dict[str, Any] | None = None
+) -> optuna.Study:
+    """Create the study, or join it when it exists (resume, or another worker). `key` (the device and predictor
+    the trials' numbers come from) must equal the key of an existing study: numbers of another device never mix."""
     sampler = make_sampler(config.strategy, space, config.population, config.seed)
     try:
         study = optuna.create_study(
@@ -50,6 +53,17 @@ def open_study(space: Any, config: SearchConfig, objective: Objective, storage: 
             f"study {config.study_name!r} in {storage} optimises {[d.name.lower() for d in study.directions]}, "
             f"but this search has objective {objective.kind!r} ({objective.directions}); use another study_name"
         )
+    if key is not None:
+        before = study.user_attrs.get("key")
+        if before is not None and before != key:
+            differ = [k for k in key if before.get(k) != key[k]]
+            then = ", ".join(f"{k}={before.get(k)!r}" for k in differ)
+            now = ", ".join(f"{k}={key[k]!r}" for k in differ)
+            raise ValueError(
+                f"study {config.study_name!r} in {storage} holds trials scored with {then}, but this search has "
+                f"{now}; set another search.study_name (or use a new run directory)"
+            )
+        study.set_user_attr("key", key)
     study.set_user_attr("objective", {"kind": objective.kind, "budget_ms": objective.budget_ms, "w": objective.w})
     return study
 
@@ -66,12 +80,13 @@ def run_search(
     storage: str,
     progress: Callable[[int, int], None] | None = None,
     on_trial: Callable[[int, tuple, float, float], None] | None = None,
+    key: dict[str, Any] | None = None,
 ) -> optuna.Study:
     """Evaluate architectures until the study holds `config.trials` finished trials.
 
     A trial left RUNNING by a worker that was killed is failed and its architecture asked again,
     so a stopped search resumes with nothing lost and nothing counted twice."""
-    study = open_study(space, config, objective, storage)
+    study = open_study(space, config, objective, storage, key)
     _fail_abandoned(study)
     while _count(study) < config.trials:
         trial = study.ask()

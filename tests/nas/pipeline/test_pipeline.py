@@ -254,3 +254,35 @@ def test_a_search_worker_joins_the_runs_study(finished, tmp_path, capsys):
     recipe.write_text(yaml.safe_dump(RECIPE))
     assert main(["search", str(recipe), "--out", str(run)]) == 0
     assert "holds 12 finished candidates" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_changed_device_recalibrates_and_never_reads_the_other_devices_rows(tmp_path):
+    from nas.latency.calibration import reference
+    from search_spaces import load_space
+
+    space = load_space(RECIPE["space"])
+    refs = [space.to_str(a) for a in reference(space.spec, 10)]
+    table = tmp_path / "lat.csv"
+    pd.DataFrame({"arch": refs, "one": np.linspace(1, 2, 10), "two": np.linspace(3, 7, 10)}).to_csv(table, index=False)
+    logs = []
+    for column in ("one", "two", "one"):
+        recipe = recipe_from_dict({**RECIPE, "device": f"table:{table}:{column}"}, "test")
+        _, meta = Pipeline(recipe, tmp_path / "run", log=logs.append).predictor(space)
+        assert meta["fingerprint"]["device"] == f"table:{table}:{column}"
+        calibration = pd.read_csv(tmp_path / "run" / "calibration.csv")
+        assert set(calibration["device"]) == {f"table:{table}:{column}"} and len(calibration) == 10
+    assert sum("calibrating again" in line for line in logs) == 2
+    assert len(pd.read_csv(tmp_path / "run" / "measured.csv")) == 20  # the first device's rows were reused
+
+
+def test_a_study_scored_on_another_device_is_not_resumed(tmp_path):
+    from nas.search import Objective, SearchConfig
+    from nas.search.study import open_study
+    from search_spaces import load_space
+
+    space, storage = load_space("nasbench201"), f"sqlite:///{tmp_path}/s.db"
+    objective = Objective("budget", budget_ms=1.0)
+    open_study(space, SearchConfig(), objective, storage, key={"device": "ort-cpu:threads=1"})
+    open_study(space, SearchConfig(), objective, storage, key={"device": "ort-cpu:threads=1"})
+    with pytest.raises(ValueError, match="holds trials scored with device='ort-cpu:threads=1', but this search has "):
+        open_study(space, SearchConfig(), objective, storage, key={"device": "ort-cpu:threads=2"})
