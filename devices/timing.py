@@ -56,6 +56,9 @@ class TimingPolicy:
             raise ValueError(f"`max_seconds > 0` must hold, but got max_seconds={self.max_seconds}")
 
 
+MIN_WALL = 0.5
+
+
 class LoadMeter:
     """CPU use while a block runs, in cores: `cores` by other processes (the system's busy time minus this
     process's, over the wall time), `own` by this process (NaN where psutil cannot tell)."""
@@ -72,7 +75,7 @@ class LoadMeter:
         if self._start is None or end is None:
             return
         wall, busy, own = (b - a for a, b in zip(self._start, end))
-        if wall > 0:
+        if wall >= MIN_WALL:  # CPU clocks tick in 10 ms: over a shorter block the shares mean nothing
             self.cores, self.own = max(0.0, (busy - own) / wall), own / wall
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,30 @@ METRICS = "metrics.csv"
 def replaced_whole(path: Path) -> Iterator[Path]:
     """Yields a temporary path beside `path` to write; `path` is replaced by it only when the block ends without
     an error, so a kill or a full disk leaves the previous file (checkpoints, result.json, recipe.yaml)."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per process: two writers never share one
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+LOCK = ".lock"
+
+
+def lock_exclusive(f: Any, waiting: Callable[[], None] | None = None) -> None:
+    """Hold an exclusive lock on the open file `f` until it is closed (POSIX; elsewhere nothing is locked): a
+    second process on the same file waits here, calling `waiting` first."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if waiting is not None:
+            waiting()
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -103,6 +121,14 @@ class RunDir:
     def create(self) -> RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         return self
+
+    @contextlib.contextmanager
+    def lock(self, log: Callable[[str], None] | None = None) -> Iterator[None]:
+        """One process at a time in the block: two workers given the same run directory take turns training,
+        measuring and calibrating instead of racing on its files."""
+        with (self.path / LOCK).open("a") as f:
+            lock_exclusive(f, log and (lambda: log(f"waiting for another hwnas process working in {self.path}")))
+            yield
 
     @property
     def default_storage(self) -> str:

@@ -86,6 +86,32 @@ def profile(
     log = log or (lambda message: print(message, file=sys.stderr))
     space_spec = space.spec
     device.set_key(lambda s: space.to_str(space.from_str(s)))
+    read_state(path, space_spec, device.spec)  # a file that is not a profile is refused, an old one upgraded
+    f, writer = open_for_append(path, waiting=lambda: log(f"waiting for another process writing {path}"))
+    try:
+        return _measure(
+            space, device, archs, path, f, writer, group_size, policy, anchor_ref_ms, progress, retries, log
+        )
+    finally:
+        f.close()
+
+
+def _measure(
+    space: Any,
+    device: Device,
+    archs: Sequence[tuple],
+    path: Path,
+    f: Any,
+    writer: Any,
+    group_size: int,
+    policy: TimingPolicy | None,
+    anchor_ref_ms: float | None,
+    progress: Callable[[int, int], None] | None,
+    retries: int,
+    log: Log,
+) -> list[dict[str, Any]]:
+    """`profile`'s work, with the file open and locked (what it holds is read under the lock)."""
+    space_spec = space.spec
     state = read_state(path, space_spec, device.spec)
     if anchor_ref_ms is None:
         anchor_ref_ms = state.anchor_ref_ms
@@ -111,66 +137,62 @@ def profile(
     spreads = list(state.spreads)
     group = state.groups
     total = len(todo)
-    f, writer = open_for_append(path)
-    try:
-        for attempt in range(retries + 1):
-            noisy: list[tuple] = []
-            for start in range(0, len(todo), group_size):
-                members = todo[start : start + group_size]
-                names = [space.to_str(a) for a in anchor + members]
-                models, shapes = map(list, zip(*(space.latency_model(a) for a in anchor + members)))
-                results = device.measure_many(models, shapes, names, policy=policy, anchor=0 if anchor else None)
-                anchor_ms = results[0].latency_ms if anchor else None
-                if anchor_ref_ms is None:
-                    anchor_ref_ms = anchor_ms
-                scale = anchor_ref_ms / anchor_ms if anchor else 1.0
-                usual = float(np.median(spreads)) if len(spreads) >= MIN_USUAL else None
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-                flagged = []
-                for arch, name, m in zip(members, names[len(anchor) :], results[len(anchor) :]):
-                    rs = spread(m.p10_ms, m.p90_ms, m.median_ms)
-                    is_noisy = m.contended or (usual is not None and rs > SPREAD_FACTOR * usual)
-                    row = {
-                        "space": space_spec,
-                        "arch": name,
-                        "device": device.spec,
-                        "latency_ms": round(m.latency_ms * scale, 5),
-                        "raw_ms": round(m.latency_ms, 5),
-                        "spread_ms": round(m.p90_ms - m.p10_ms, 5),
-                        "median_ms": round(m.median_ms, 5),
-                        "p10_ms": round(m.p10_ms, 5),
-                        "p90_ms": round(m.p90_ms, 5),
-                        "cv": round(m.cv, 5),
-                        "repeats": m.repeats,
-                        "rounds": m.rounds,
-                        "outliers": m.outliers,
-                        "load": "" if np.isnan(m.load) else round(m.load, 2),
-                        "noisy": int(is_noisy),
-                        "anchor_ms": rounded(anchor_ms),
-                        "anchor_ref_ms": rounded(anchor_ref_ms),
-                        "group": group,
-                        "timestamp": stamp,
-                        **fp,
-                    }
-                    writer.writerow(row)
-                    written.append(row)
-                    if is_noisy:
-                        flagged.append((arch, rs))
-                    else:
-                        spreads.append(rs)
-                f.flush()
-                os.fsync(f.fileno())
-                group += 1
-                if flagged:
-                    noisy += [a for a, _ in flagged]
-                    log(_noise_message(device, group - 1, flagged, len(members), usual, results[-1], attempt, retries))
-                if progress:
-                    progress(min(len(written), total), total)
-            if not noisy:
-                break
-            todo = noisy
-    finally:
-        f.close()
+    for attempt in range(retries + 1):
+        noisy: list[tuple] = []
+        for start in range(0, len(todo), group_size):
+            members = todo[start : start + group_size]
+            names = [space.to_str(a) for a in anchor + members]
+            models, shapes = map(list, zip(*(space.latency_model(a) for a in anchor + members)))
+            results = device.measure_many(models, shapes, names, policy=policy, anchor=0 if anchor else None)
+            anchor_ms = results[0].latency_ms if anchor else None
+            if anchor_ref_ms is None:
+                anchor_ref_ms = anchor_ms
+            scale = anchor_ref_ms / anchor_ms if anchor else 1.0
+            usual = float(np.median(spreads)) if len(spreads) >= MIN_USUAL else None
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            flagged = []
+            for arch, name, m in zip(members, names[len(anchor) :], results[len(anchor) :]):
+                rs = spread(m.p10_ms, m.p90_ms, m.median_ms)
+                is_noisy = m.contended or (usual is not None and rs > SPREAD_FACTOR * usual)
+                row = {
+                    "space": space_spec,
+                    "arch": name,
+                    "device": device.spec,
+                    "latency_ms": round(m.latency_ms * scale, 5),
+                    "raw_ms": round(m.latency_ms, 5),
+                    "spread_ms": round(m.p90_ms - m.p10_ms, 5),
+                    "median_ms": round(m.median_ms, 5),
+                    "p10_ms": round(m.p10_ms, 5),
+                    "p90_ms": round(m.p90_ms, 5),
+                    "cv": round(m.cv, 5),
+                    "repeats": m.repeats,
+                    "rounds": m.rounds,
+                    "outliers": m.outliers,
+                    "load": "" if np.isnan(m.load) else round(m.load, 2),
+                    "noisy": int(is_noisy),
+                    "anchor_ms": rounded(anchor_ms),
+                    "anchor_ref_ms": rounded(anchor_ref_ms),
+                    "group": group,
+                    "timestamp": stamp,
+                    **fp,
+                }
+                writer.writerow(row)
+                written.append(row)
+                if is_noisy:
+                    flagged.append((arch, rs))
+                else:
+                    spreads.append(rs)
+            f.flush()
+            os.fsync(f.fileno())
+            group += 1
+            if flagged:
+                noisy += [a for a, _ in flagged]
+                log(_noise_message(device, group - 1, flagged, len(members), usual, results[-1], attempt, retries))
+            if progress:
+                progress(min(len(written), total), total)
+        if not noisy:
+            break
+        todo = noisy
     return written
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from nas.rundir import drop_partial_line, write_text_atomic
+from nas.rundir import drop_partial_line, lock_exclusive, write_text_atomic
 
 FINGERPRINT_COLUMNS = (
     "cpu_model",
@@ -238,20 +238,25 @@ def rounded(value: float | None) -> float | str:
     return "" if value is None else round(value, 5)
 
 
-def open_for_append(path: Path, columns: Sequence[str] = COLUMNS) -> Any:
-    """A latency file open for appending rows of `columns` (a profile's by default), with its header when new;
-    a cut last row dropped."""
+def open_for_append(path: Path, columns: Sequence[str] = COLUMNS, waiting: Callable[[], None] | None = None) -> Any:
+    """A latency file open for appending rows of `columns` (a profile's by default), locked against other
+    processes until it is closed, with its header when new and a cut last row dropped."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        drop_partial_line(path)
-        new = not path.exists() or path.stat().st_size == 0
         f = path.open("a", newline="", encoding="utf-8")
     except OSError as err:
         raise ValueError(f"cannot write profile file {path}: {err.strerror}") from None
-    writer = csv.DictWriter(f, fieldnames=columns)
-    if new:
-        writer.writeheader()
-        f.flush()
+    lock_exclusive(f, waiting)
+    try:
+        drop_partial_line(path)
+        f.seek(0, os.SEEK_END)
+        writer = csv.DictWriter(f, fieldnames=columns)
+        if f.tell() == 0:
+            writer.writeheader()
+            f.flush()
+    except OSError as err:
+        f.close()
+        raise ValueError(f"cannot write profile file {path}: {err.strerror}") from None
     return f, writer
 
 

@@ -189,11 +189,12 @@ class Pipeline:
 
     def prepare(self) -> tuple[SupernetRun, Any, dict, float, Objective]:
         """What every search of the recipe needs: the supernet, the predictor calibrated to the device, the
-        budget in ms and the objective."""
-        sn = self.supernet()
-        space = sn.net.space
-        pred, pred_meta = self.predictor(space)
-        budget, ends = self.budget(space, sn.net)
+        budget in ms and the objective (one process at a time per run directory: workers sharing one take turns)."""
+        with self.dir.lock(self.log):
+            sn = self.supernet()
+            space = sn.net.space
+            pred, pred_meta = self.predictor(space)
+            budget, ends = self.budget(space, sn.net)
         self.log(
             f"budget: {budget:.3f} ms on {self.device.spec} "
             f"(largest subnet measures {ends[space.to_str(sn.net.largest())]:.3f} ms)"
@@ -223,6 +224,12 @@ class Pipeline:
         run.write_recipe(to_dict(recipe))
         sn, pred, pred_meta, budget, objective = self.prepare()
         trials = self.search(sn, pred, pred_meta, objective)
+        with self.dir.lock(self.log):
+            return self._finish(sn, pred, pred_meta, budget, trials)
+
+    def _finish(self, sn: SupernetRun, pred: Any, pred_meta: dict, budget: float, trials: list[dict]) -> dict:
+        """Verify, write the results, export, quantize and report."""
+        recipe, run = self.recipe, self.dir
         winner, _ = self.verify(sn.net.space, trials, budget)
         measured = read_latencies(self.run / MEASURED, space=sn.net.space.spec, device=self.device.spec)
         result, front, pm = write_results(

@@ -62,16 +62,22 @@ def crowding(points: np.ndarray) -> np.ndarray:
 
 
 class _SpaceSampler(BaseSampler):
-    """Proposes whole architectures; the trial's define-by-run `space.suggest` takes them gene by gene."""
+    """Proposes whole architectures; the trial's define-by-run `space.suggest` takes them gene by gene.
+
+    Each trial's randomness comes from (seed, trial number), so workers sharing a study, and a study resumed
+    after a stop, never replay each other's proposals; `seed=None` (and `reseed_rng`) draws fresh entropy."""
 
     retries = 32
+    per_trial = True  # resuming needs no reseeding: trial numbers never repeat
 
     def __init__(self, space: Any, population: int = 50, seed: int | None = None) -> None:
         self.space, self.population, self.seed = space, population, seed
         self._random = RandomSampler(seed=seed)
+        self._entropy = seed if seed is not None else _fresh()
 
     def reseed_rng(self) -> None:
         self._random.reseed_rng()
+        self._entropy = _fresh()
 
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
         return {g.name: CategoricalDistribution(list(g.options)) for g in self.space.genes}
@@ -84,26 +90,50 @@ class _SpaceSampler(BaseSampler):
         return [t for t in sorted(done, key=lambda t: t.number) if ARCH_ATTR in t.user_attrs]
 
     def _rng(self, trial: FrozenTrial) -> np.random.Generator:
-        return np.random.default_rng([self.seed or 0, trial.number])
+        return np.random.default_rng([self._entropy, trial.number])
+
+    def _running(self, study: Study, trial: FrozenTrial) -> set[str]:
+        """Architectures other workers are evaluating now (their genes are in the storage already)."""
+        names = [g.name for g in self.space.genes]
+        out = set()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.number != trial.number and all(n in t.params for n in names):
+                out.add(self.space.to_str(tuple(t.params[n] for n in names)))
+        return out
 
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        """A new architecture: one already evaluated is proposed again only after `retries` draws found nothing new."""
+        """A new architecture: one already evaluated (or being evaluated by another worker) is proposed again only
+        after `retries` draws found nothing new. Values are returned for the genes of `search_space` only (the
+        Optuna contract: `PartialFixedSampler` fixes the others)."""
+        if not search_space:
+            return {}
         history = self._history(study)
         rng = self._rng(trial)
-        seen = {t.user_attrs[ARCH_ATTR] for t in history}
+        seen = {t.user_attrs[ARCH_ATTR] for t in history} | self._running(study, trial)
         for _ in range(self.retries):
             arch = self.propose(study, history, rng) if len(history) >= self.population else self.space.sample(rng)
             if self.space.to_str(arch) not in seen:
                 break
-        return {g.name: v for g, v in zip(self.space.genes, arch)}
+        return {g.name: v for g, v in zip(self.space.genes, arch) if g.name in search_space}
 
     def arch(self, trial: FrozenTrial) -> tuple:
         return self.space.from_str(trial.user_attrs[ARCH_ATTR])
 
     def propose(self, study: Study, history: list[FrozenTrial], rng: np.random.Generator) -> tuple:
         raise NotImplementedError
+
+
+def _fresh() -> int:
+    return int(np.random.SeedSequence().entropy)
+
+
+class RandomArchSampler(_SpaceSampler):
+    """Random search: uniform architectures of the space, none proposed twice while new ones are found."""
+
+    def propose(self, study: Study, history: list[FrozenTrial], rng: np.random.Generator) -> tuple:
+        return self.space.sample(rng)
 
 
 class EvolutionSampler(_SpaceSampler):
@@ -157,7 +187,7 @@ STRATEGIES: dict[str, Callable[..., BaseSampler]] = {
         space, population, max(2, population // 5), seed=seed
     ),
     "nsga2": lambda space, population, seed: NSGA2Sampler(space, population, seed=seed),
-    "random": lambda space, population, seed: RandomSampler(seed=seed),
+    "random": lambda space, population, seed: RandomArchSampler(space, population, seed=seed),
     "optuna-tpe": lambda space, population, seed: optuna.samplers.TPESampler(
         seed=seed, n_startup_trials=min(population, 20), multivariate=True, group=True
     ),

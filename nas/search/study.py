@@ -3,12 +3,17 @@ is stored as it is made. Workers with the same storage URL and study name share 
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import TrialState
 
 from nas.search.objectives import Objective
@@ -31,6 +36,46 @@ class SearchConfig:
 
 Evaluator = Callable[[tuple], tuple[float, float]]
 
+# a worker records a heartbeat every HEARTBEAT seconds while it evaluates; a RUNNING trial whose heartbeat is
+# older than GRACE seconds belongs to a worker that died (on any machine) and is failed, its architecture asked again
+HEARTBEAT = 10
+GRACE = 60
+# how often a worker that has nothing left to ask checks whether the other workers' trials finished or died
+WAIT = 2.0
+
+
+def open_storage(url: str) -> Any:
+    """An Optuna storage with heartbeats for a database URL; other storages as Optuna opens them."""
+    if "://" not in url:
+        return url
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE)
+
+
+@contextlib.contextmanager
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
+    """Record the trial's heartbeat in the background while the block runs (RDB storages only)."""
+    storage = study._storage
+    if not isinstance(storage, RDBStorage):
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            storage.record_heartbeat(trial._trial_id)
+            if stop.wait(HEARTBEAT):
+                return
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
 
 def open_study(
     space: Any, config: SearchConfig, objective: Objective, storage: str, key: dict[str, Any] | None = None
@@ -38,6 +83,7 @@ def open_study(
     """Create the study, or join it when it exists (resume, or another worker). `key` (the device and predictor
     the trials' numbers come from) must equal the key of an existing study: numbers of another device never mix."""
     sampler = make_sampler(config.strategy, space, config.population, config.seed)
+    url, storage = storage, open_storage(storage)
     try:
         study = optuna.create_study(
             storage=storage,
@@ -50,7 +96,7 @@ def open_study(
         study = optuna.load_study(study_name=config.study_name, storage=storage, sampler=sampler)
     if [d.name.lower() for d in study.directions] != objective.directions:
         raise ValueError(
-            f"study {config.study_name!r} in {storage} optimises {[d.name.lower() for d in study.directions]}, "
+            f"study {config.study_name!r} in {url} optimises {[d.name.lower() for d in study.directions]}, "
             f"but this search has objective {objective.kind!r} ({objective.directions}); use another study_name"
         )
     if key is not None:
@@ -60,16 +106,21 @@ def open_study(
             then = ", ".join(f"{k}={before.get(k)!r}" for k in differ)
             now = ", ".join(f"{k}={key[k]!r}" for k in differ)
             raise ValueError(
-                f"study {config.study_name!r} in {storage} holds trials scored with {then}, but this search has "
+                f"study {config.study_name!r} in {url} holds trials scored with {then}, but this search has "
                 f"{now}; set another search.study_name (or use a new run directory)"
             )
         study.set_user_attr("key", key)
     study.set_user_attr("objective", {"kind": objective.kind, "budget_ms": objective.budget_ms, "w": objective.w})
+    if study.get_trials(deepcopy=False) and not getattr(sampler, "per_trial", False):
+        sampler.reseed_rng()  # resumed or joined: a seeded Optuna sampler would replay the study's first proposals
     return study
 
 
-def _count(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)))
+def _states(study: optuna.Study) -> tuple[int, int]:
+    """(complete, running) trials of the study."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+    complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    return complete, len(trials) - complete
 
 
 def run_search(
@@ -84,16 +135,32 @@ def run_search(
 ) -> optuna.Study:
     """Evaluate architectures until the study holds `config.trials` finished trials.
 
-    A trial left RUNNING by a worker that was killed is failed and its architecture asked again,
-    so a stopped search resumes with nothing lost and nothing counted twice."""
+    Workers sharing the storage never ask for more than the trials left (finished + running); a worker with
+    nothing left to ask waits for the others' running trials, and a trial whose worker died (its process gone on
+    this host, or its heartbeat stale in a database storage) is failed and a new trial takes its place, so the
+    study ends with exactly `config.trials` finished trials while any worker lives."""
     study = open_study(space, config, objective, storage, key)
-    _fail_abandoned(study)
-    while _count(study) < config.trials:
-        trial = study.ask()
+    while True:
+        _fail_abandoned(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)
+        complete, running = _states(study)
+        if progress:
+            progress(min(complete, config.trials), config.trials)
+        if complete >= config.trials:
+            break
+        if complete + running >= config.trials:
+            time.sleep(WAIT)
+            continue
+        with warnings.catch_warnings():  # our heartbeat thread beats for ask-and-tell trials, as optimize's does
+            warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used", UserWarning)
+            trial = study.ask()
         trial.set_user_attr("worker", f"{os.uname().nodename}:{os.getpid()}")
         try:
-            arch = space.suggest(trial)
-            accuracy, latency = evaluate(arch)
+            with heartbeat(study, trial):
+                arch = space.suggest(trial)
+                accuracy, latency = evaluate(arch)
         except BaseException:
             study.tell(trial, state=TrialState.FAIL)
             raise
@@ -103,8 +170,6 @@ def run_search(
         study.tell(trial, objective.values(accuracy, latency))
         if on_trial:
             on_trial(trial.number, arch, accuracy, latency)
-        if progress:
-            progress(min(_count(study), config.trials), config.trials)
     return study
 
 

@@ -3,6 +3,7 @@ save leaves the previous checkpoint), and read without unpickling."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     """A checkpoint hwnas wrote (tensors and plain values only: `weights_only=True`); anything else is an
     error naming the file."""
     try:
-        state = torch.load(path, weights_only=True, map_location=map_location)
+        with warnings.catch_warnings():  # a foreign pickle's protocol warning would be a second line of the error
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, weights_only=True, map_location=map_location)
     except Exception as err:  # torch raises many kinds for a file it cannot read safely
         raise ValueError(
             f"{path}: not a checkpoint hwnas wrote ({type(err).__name__}); remove it to start over"

@@ -142,3 +142,19 @@ def test_cli_errors_are_one_line_and_name_the_culprit(argv, message, tmp_path, c
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_two_processes_profiling_into_one_file_take_turns(table, tmp_path):
+    import subprocess
+    import sys
+
+    space, archs, path = table
+    (tmp_path / "archs.txt").write_text("\n".join(space.to_str(a) for a in archs) + "\n")
+    out = tmp_path / "shared.csv"
+    argv = [sys.executable, "-m", "nas.cli", "profile", "--space", "nasbench201", "--device", f"table:{path}:dev"]
+    argv += ["--archs", str(tmp_path / "archs.txt"), "--out", str(out), "--group", "5"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    df = pd.read_csv(out)
+    assert len(df) == 25 and df["arch"].is_unique  # one measured them all, the other found them there

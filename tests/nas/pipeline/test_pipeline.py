@@ -286,3 +286,30 @@ def test_a_study_scored_on_another_device_is_not_resumed(tmp_path):
     open_study(space, SearchConfig(), objective, storage, key={"device": "ort-cpu:threads=1"})
     with pytest.raises(ValueError, match="holds trials scored with device='ort-cpu:threads=1', but this search has "):
         open_study(space, SearchConfig(), objective, storage, key={"device": "ort-cpu:threads=2"})
+
+
+def test_two_workers_given_one_run_directory_calibrate_once(tmp_path):
+    import subprocess
+    import sys
+
+    from nas.latency.calibration import reference
+    from search_spaces import load_space
+
+    space = load_space(RECIPE["space"])
+    refs = [space.to_str(a) for a in reference(space.spec, 10)]
+    table = tmp_path / "lat.csv"
+    pd.DataFrame({"arch": refs, "one": np.linspace(1, 2, 10)}).to_csv(table, index=False)
+    script = (
+        "import sys; from nas.pipeline.run import Pipeline; from nas.recipes import recipe_from_dict; "
+        "from search_spaces import load_space; "
+        f"recipe = recipe_from_dict({{**{RECIPE!r}, 'device': 'table:{table}:one'}}, 'test'); "
+        f"Pipeline(recipe, {str(tmp_path / 'run')!r}, log=print).predictor(load_space({RECIPE['space']!r}))"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert len(pd.read_csv(tmp_path / "run" / "measured.csv")) == 10
+    assert len(pd.read_csv(tmp_path / "run" / "calibration.csv")) == 10
