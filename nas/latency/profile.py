@@ -6,6 +6,7 @@ profile measures only what the file does not hold yet.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -89,11 +90,17 @@ def profile(
     read_state(path, space_spec, device.spec)  # a file that is not a profile is refused, an old one upgraded
     f, writer = open_for_append(path, waiting=lambda: log(f"waiting for another process writing {path}"))
     try:
-        return _measure(
+        rows = _measure(
             space, device, archs, path, f, writer, group_size, policy, anchor_ref_ms, progress, retries, log
         )
-    finally:
         f.close()
+        return rows
+    except OSError as err:  # a full disk: the rows synced so far stay, a row cut short is dropped on resume
+        reason = err.strerror or err
+        raise ValueError(f"cannot write profile file {path}: {reason}; its complete rows are kept") from None
+    finally:
+        with contextlib.suppress(OSError):
+            f.close()
 
 
 def _measure(

@@ -16,6 +16,7 @@ import optuna
 from optuna.storages import RDBStorage, fail_stale_trials
 from optuna.trial import TrialState
 
+from nas.rundir import process_alive
 from nas.search.objectives import Objective
 from nas.search.samplers import ARCH_ATTR, make_sampler
 
@@ -179,18 +180,8 @@ def _fail_abandoned(study: optuna.Study) -> None:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = str(t.user_attrs.get("worker", ""))
         name, _, pid = worker.rpartition(":")
-        if name == host and pid.isdigit() and not _alive(int(pid)):
+        if name == host and pid.isdigit() and not process_alive(int(pid)):
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def completed(study: optuna.Study) -> list[dict]:

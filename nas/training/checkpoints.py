@@ -13,8 +13,13 @@ from nas.rundir import replaced_whole
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
-    with replaced_whole(path) as tmp:
-        torch.save(state, tmp)
+    """Write `state` whole or not at all; a full disk is an error naming the file, the previous checkpoint kept."""
+    try:
+        with replaced_whole(path) as tmp:
+            torch.save(state, tmp)
+    except (OSError, RuntimeError) as err:  # torch reports a failed write as a RuntimeError
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise ValueError(f"{path}: cannot write the checkpoint ({reason}); the previous one is kept") from None
 
 
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
