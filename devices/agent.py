@@ -23,10 +23,15 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
-def make_server(device: Device, token: str, host: str = "127.0.0.1", port: int = 8600) -> ThreadingHTTPServer:
-    """An HTTP server measuring on `device`; requests must carry `Authorization: Bearer <token>`."""
+def make_server(
+    device: Device, token: str, host: str = "127.0.0.1", port: int = 8600, max_body: int = MAX_BODY
+) -> ThreadingHTTPServer:
+    """An HTTP server measuring on `device`; requests must carry `Authorization: Bearer <token>`, and a request
+    body (the group's ONNX models, base64) may hold at most `max_body` bytes (it is refused before it is read)."""
     if not token:
         raise ValueError("the device agent requires a token")
+    if max_body < 1:
+        raise ValueError(f"`max_body >= 1` must hold, but got max_body={max_body}")
     lock = threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
@@ -73,8 +78,14 @@ def make_server(device: Device, token: str, host: str = "127.0.0.1", port: int =
                     400, {"error": f"Content-Length must be a whole number, got {self.headers['Content-Length']!r}"}
                 )
                 return
-            if not 0 < length <= MAX_BODY:
-                self._reply(413, {"error": f"request body must be 1..{MAX_BODY} bytes, got {length}"})
+            if not 0 < length <= max_body:
+                self._reply(
+                    413,
+                    {
+                        "error": f"request body must be 1..{max_body} bytes, got {length} (the agent's "
+                        "--max-request-mb; or measure smaller groups: hwnas profile --group)"
+                    },
+                )
                 return
             try:
                 body = self.rfile.read(length)
@@ -85,7 +96,8 @@ def make_server(device: Device, token: str, host: str = "127.0.0.1", port: int =
                 if len(body) < length:
                     raise ValueError(f"the body ended after {len(body)} of {length} bytes")
                 req = json.loads(body)
-                models = [base64.b64decode(m) for m in req["models"]]
+                del body  # the models are decoded next: never hold three copies of a large request
+                models = [base64.b64decode(m) for m in req.pop("models")]
                 shapes = [tuple(int(v) for v in s) for s in req["input_shapes"]]
                 if len(shapes) != len(models):
                     raise ValueError("models and input_shapes differ in length")

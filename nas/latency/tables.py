@@ -5,6 +5,7 @@ HELP's wide tables (one column per device) merged with profiles into one archite
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 from collections.abc import Callable, Sequence
@@ -255,7 +256,8 @@ def open_for_append(path: Path, columns: Sequence[str] = COLUMNS, waiting: Calla
             writer.writeheader()
             f.flush()
     except OSError as err:
-        f.close()
+        with contextlib.suppress(OSError):
+            f.close()
         raise ValueError(f"cannot write profile file {path}: {err.strerror}") from None
     return f, writer
 

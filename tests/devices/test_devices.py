@@ -271,3 +271,17 @@ def test_the_agent_drops_a_client_that_stops_sending(monkeypatch):
 def test_a_token_in_the_spec_is_never_written_with_the_device():
     device = devices.get("remote:http://127.0.0.1:9,token=s3cret")
     assert device.spec == "remote:http://127.0.0.1:9" and "s3cret" not in repr(device.describe())
+
+
+def test_the_agent_refuses_a_body_over_its_limit_before_reading_it():
+    server = make_server(devices.get("ort-cpu:threads=1"), token="secret", port=0, max_body=1000)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        head = b"POST /measure HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret\r\nConnection: close\r\n"
+        reply = _raw(url, head + b"Content-Length: 200000000\r\n\r\n")  # 200 MB promised, none sent
+        assert reply.startswith(b"HTTP/1.0 413") and b"1..1000 bytes, got 200000000" in reply
+        assert b"--max-request-mb" in reply
+    finally:
+        server.shutdown()
+        server.server_close()

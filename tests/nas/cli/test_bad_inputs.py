@@ -50,6 +50,42 @@ ROWS = [
         ["train-lm", "--arch", "x", "--out", "{tmp}/lm"],
         "train-lm needs a hybrid_lm run directory, or --arch and --space",
     ),
+    (["run", "{tmp}/margin.yaml"], "verify.margin"),
+    (["run", "{tmp}/top.yaml"], "verify.top"),
+    (["run", "{tmp}/trials.yaml"], "search.trials"),
+    (["run", "{tmp}/trials_float.yaml"], "search.trials"),
+    (["run", "{tmp}/epochs.yaml"], "train.epochs"),
+    (["run", "{tmp}/fraction.yaml"], "budget_fraction"),
+    (["run", "{tmp}/budget_inf.yaml"], "budget_ms"),
+    (["run", "{tmp}/checkpoint_every.yaml"], "train.checkpoint_every"),
+    (["run", "{tmp}/batch.yaml"], "train.batch_size"),
+    (["run", "{tmp}/space_int.yaml"], "space"),
+    (["run", "{tmp}/device_list.yaml"], "device"),
+    (["run", "{tmp}/predictor_missing.yaml"], "predictor"),
+    (["run", "{tmp}/python_tag.yaml"], "python_tag.yaml' is not valid YAML: could not determine a constructor"),
+    (["run", "{tmp}/good.yaml", "--out", "/proc/hwnas-run"], "/proc/hwnas-run"),
+    (
+        ["calibrate", "--space", "fbnet", "--measurements", "{tmp}/inf.csv", "--out", "{tmp}/p"],
+        "inf.csv:2: latency_ms must be a positive number, got 'inf'",
+    ),
+    (
+        ["calibrate", "--space", "fbnet", "--measurements", "{tmp}/quote.csv", "--out", "{tmp}/p"],
+        "quote.csv",
+    ),
+    (
+        ["calibrate", "--space", "fbnet", "--measurements", "{tmp}/noisy.csv", "--out", "{tmp}/p"],
+        "rows are flagged noisy (lines 2",
+    ),
+    (["profile", "--device", "ort-cpu", "--space", "fbnet", "-n", "1", "--out", "/dev/full"], "/dev/full"),
+    (
+        ["profile", "--device", "ort-cpu", "--space", "fbnet", "-n", "1", "--retries", "-1", "--out", "{tmp}/r.csv"],
+        "--retries >= 0",
+    ),
+    (["device", "serve", "--host", "no-such-host.invalid", "--port", "0"], "no-such-host.invalid"),
+    (["device", "serve", "--max-request-mb", "0"], "`--max-request-mb >= 1` must hold"),
+    (["search", "{tmp}/empty.yaml"], "the recipe is empty"),
+    (["export", "{tmp}/nothing_here"], "nothing_here"),
+    (["quantize", "{tmp}/nothing_here"], "nothing_here"),
 ]
 
 
@@ -63,6 +99,30 @@ def tmp(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("bad")
     (d / "empty.yaml").write_text("")
+    bad_recipes = {
+        "margin": {"verify": {"margin": -5}},
+        "top": {"verify": {"top": 0}},
+        "trials": {"search": {"trials": -5}},
+        "trials_float": {"search": {"trials": 3.7}},
+        "epochs": {"train": {"epochs": 2.5}},
+        "fraction": {"budget_fraction": 50},
+        "budget_inf": {"budget_ms": float("inf")},
+        "checkpoint_every": {"train": {"checkpoint_every": 0}},
+        "batch": {"train": {"batch_size": 0}},
+        "space_int": {"space": 123},
+        "device_list": {"device": [1, 2]},
+        "predictor_missing": {"predictor": str(d / "no-such-predictor.json")},
+    }
+    (d / "good.yaml").write_text(yaml.safe_dump({"space": "ofa_mbv3:resolutions=[32],width_mult=0.5,num_classes=10"}))
+    for name, content in bad_recipes.items():
+        (d / f"{name}.yaml").write_text(yaml.safe_dump(content))
+    (d / "python_tag.yaml").write_text("space: !!python/object/apply:os.system ['true']\n")
+    (d / "inf.csv").write_text(f"arch,latency_ms\n{FBNET_ARCH},inf\n")
+    (d / "quote.csv").write_text(f'arch,latency_ms\n"{FBNET_ARCH},1.0\n')
+    noisy = "".join(
+        f"{FBNET_ARCH.replace('k3_e1', k, 1)},1.0,1\n" for k in ("k3_e3", "k3_e6", "k5_e1", "k5_e3", "k5_e6")
+    )
+    (d / "noisy.csv").write_text("arch,latency_ms,noisy\n" + noisy)
     (d / "storage.yaml").write_text(yaml.safe_dump({"search": {"storage": "not a url"}}))
     (d / "lr.yaml").write_text("train:\n  lr: .nan\n")
     recipe = yaml.safe_dump({"space": "ofa_mbv3:resolutions=[32],width_mult=0.5,num_classes=10"})

@@ -25,7 +25,9 @@ def test_a_save_that_fails_leaves_the_previous_checkpoint(tmp_path, monkeypatch)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(
+        ValueError, match=r"checkpoint.pt: cannot write the checkpoint \(No space left on device\); the previous"
+    ):
         save_checkpoint({"model": {"w": torch.zeros(2)}, "step": 2}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["step"] == 1 and not list(tmp_path.glob("*.tmp"))
