@@ -38,12 +38,15 @@ class TableDevice(Device):
 
     @classmethod
     def from_spec(cls, spec: str, rest: str) -> TableDevice:
-        path, sep, column = rest.rpartition(":")
+        # the first prefix that is a file is the path: a column may hold ':' (a device spec of a profile CSV)
+        for i, c in enumerate(rest):
+            if c == ":" and i and Path(rest[:i]).is_file() and rest[i + 1 :]:
+                return cls(spec, rest[:i], rest[i + 1 :])
+        path, sep, column = rest.partition(".csv:") if ".csv:" in rest else rest.rpartition(":")
         if not sep or not path or not column:
             raise ValueError(f"device {spec!r} must be table:PATH:COLUMN")
-        if not Path(path).is_file():
-            raise ValueError(f"device {spec!r}: latency table {path!r} does not exist")
-        return cls(spec, path, column)
+        path += ".csv" if sep == ".csv:" else ""
+        raise ValueError(f"device {spec!r}: latency table {path!r} does not exist")
 
     def set_key(self, key: Callable[[str], str]) -> None:
         """Normalise architecture strings (the table's and the queries') with `key`."""

@@ -285,3 +285,14 @@ def test_the_agent_refuses_a_body_over_its_limit_before_reading_it():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_table_device_replays_a_profile_whose_device_spec_holds_colons(tmp_path):
+    path = tmp_path / "profile.csv"
+    pd.DataFrame(
+        {"arch": ["a", "a"], "device": ["ort-cpu:threads=1,batch=8", "ort-cpu:threads=2"], "latency_ms": [4.0, 2.5]}
+    ).to_csv(path, index=False)
+    for column, ms in (("ort-cpu:threads=1,batch=8", 4.0), ("ort-cpu:threads=2", 2.5)):
+        assert devices.get(f"table:{path}:{column}").measure(tiny(4), (1, 3, 8, 8), arch="a").latency_ms == ms
+    with pytest.raises(ValueError, match="latency table .*missing.csv' does not exist"):
+        devices.get(f"table:{tmp_path}/missing.csv:ort-cpu:threads=2")
