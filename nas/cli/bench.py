@@ -518,5 +518,37 @@ class Search(Command):
         print(f"accuracy evaluations: {info['evaluated']} new, {info['cached']} from the run's cache")
 
 
+class Sampler(Command):
+    name, help = "sampler", "trials per second of the search strategies as a study grows (dummy objective)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--strategies", default="nsga2,evolution,random")
+        parser.add_argument("--storage", required=True, help="e.g. postgresql://user@host/db or sqlite:///s.db")
+        parser.add_argument("--trials", type=int, default=5000)
+        parser.add_argument("--window", type=int, default=100, help="trials per speed measurement")
+
+    def run(self, args: argparse.Namespace) -> None:
+        from rich.table import Table
+
+        from nas.bench.sampler import bench_sampler
+        from nas.progress import progress_bar
+        from nas.recipes import check_storage
+
+        _at_least_one(trials=args.trials, window=args.window)
+        check_storage(args.storage, "--storage")
+        with progress_bar("trials") as update:
+            rows = bench_sampler(args.strategies.split(","), args.storage, args.trials, args.window, progress=update)
+        table = Table(
+            "strategy",
+            f"trials/s, trials 1-{args.window}",
+            f"trials/s, last {args.window} of {args.trials}",
+            "ratio",
+            title=f"Ask + tell speed in {args.storage.split('://')[0]} (nasbench201, dummy objective)",
+        )
+        for r in rows:
+            table.add_row(r["strategy"], f"{r['first']:.1f}", f"{r['last']:.1f}", f"{r['last'] / r['first']:.2f}")
+        print_table(table)
+
+
 HELP = "benchmarks, printed as tables"
-COMMANDS = [Device(), Predictors(), Supernet(), Hybrid(), Quantize(), Joint(), Search(), Calibrate()]
+COMMANDS = [Device(), Predictors(), Supernet(), Hybrid(), Quantize(), Joint(), Search(), Calibrate(), Sampler()]

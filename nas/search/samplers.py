@@ -26,38 +26,47 @@ def _signed(study: Study, trial: FrozenTrial) -> np.ndarray:
     return np.array([v if d == StudyDirection.MAXIMIZE else -v for v, d in zip(trial.values, study.directions)])
 
 
-def _dominates(a: np.ndarray, b: np.ndarray) -> bool:
-    return bool(np.all(a >= b) and np.any(a > b))
-
-
 def nondominated_sort(points: np.ndarray) -> list[list[int]]:
-    """Fronts of indices, best first (points: larger is better in every column)."""
+    """Fronts of indices, best first (points: larger is better in every column); O(n^2) in numpy."""
+    points = np.asarray(points, float)
     n = len(points)
-    dominated_by = [[j for j in range(n) if _dominates(points[j], points[i])] for i in range(n)]
-    count = [len(d) for d in dominated_by]
-    dominates = [[j for j in range(n) if i in dominated_by[j]] for i in range(n)]
-    fronts, current = [], [i for i in range(n) if count[i] == 0]
-    while current:
-        fronts.append(current)
-        nxt = []
-        for i in current:
-            for j in dominates[i]:
-                count[j] -= 1
-                if count[j] == 0:
-                    nxt.append(j)
-        current = nxt
+    if n == 0:
+        return []
+    ge = np.all(points[:, None, :] >= points[None, :, :], axis=2)
+    gt = np.any(points[:, None, :] > points[None, :, :], axis=2)
+    dominates = ge & gt  # dominates[i, j]: i dominates j
+    count = dominates.sum(axis=0)
+    fronts, current = [], np.flatnonzero(count == 0)
+    while current.size:
+        fronts.append(current.tolist())
+        count = count - dominates[current].sum(axis=0)
+        count[current] = -1
+        current = np.flatnonzero(count == 0)
     return fronts
 
 
+def _finite(column: np.ndarray) -> np.ndarray:
+    """+/-inf replaced by values just beyond the finite ones, so distances stay numbers."""
+    ok = np.isfinite(column)
+    if ok.all():
+        return column
+    low, high = (column[ok].min(), column[ok].max()) if ok.any() else (0.0, 0.0)
+    pad = (high - low) or 1.0
+    return np.where(column == np.inf, high + pad, np.where(column == -np.inf, low - pad, column))
+
+
 def crowding(points: np.ndarray) -> np.ndarray:
+    """NSGA-II's crowding distance (the ends of each objective are infinitely far); +/-inf objectives are
+    handled, never NaN."""
     n, m = points.shape
     dist = np.zeros(n)
     for k in range(m):
-        order = np.argsort(points[:, k])
-        span = points[order[-1], k] - points[order[0], k] or 1.0
+        column = _finite(points[:, k].astype(float))
+        order = np.argsort(column, kind="stable")
+        span = column[order[-1]] - column[order[0]] or 1.0
         dist[order[0]] = dist[order[-1]] = np.inf
-        for a in range(1, n - 1):
-            dist[order[a]] += (points[order[a + 1], k] - points[order[a - 1], k]) / span
+        if n > 2:
+            dist[order[1:-1]] += (column[order[2:]] - column[order[:-2]]) / span
     return dist
 
 
@@ -105,24 +114,39 @@ class _SpaceSampler(BaseSampler):
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
         """A new architecture: one already evaluated (or being evaluated by another worker) is proposed again only
-        after `retries` draws found nothing new. Values are returned for the genes of `search_space` only (the
-        Optuna contract: `PartialFixedSampler` fixes the others)."""
+        after `retries` proposals and `retries` random draws found nothing new. Values are returned for exactly the
+        names of `search_space` (the Optuna contract, which `PartialFixedSampler` relies on): genes from the
+        proposal, any other parameter from the random sampler."""
         if not search_space:
             return {}
+        genes = {g.name for g in self.space.genes}
+        values = {
+            name: self._random.sample_independent(study, trial, name, dist)
+            for name, dist in search_space.items()
+            if name not in genes
+        }
+        if not genes & set(search_space):
+            return values
         history = self._history(study)
         rng = self._rng(trial)
         seen = {t.user_attrs[ARCH_ATTR] for t in history} | self._running(study, trial)
-        for _ in range(self.retries):
-            arch = self.propose(study, history, rng) if len(history) >= self.population else self.space.sample(rng)
+        evolve = len(history) >= self.population
+        for attempt in range(2 * self.retries):  # the strategy's proposals first, then random ones
+            arch = self.propose(study, history, rng) if evolve and attempt < self.retries else self.space.sample(rng)
             if self.space.to_str(arch) not in seen:
                 break
-        return {g.name: v for g, v in zip(self.space.genes, arch) if g.name in search_space}
+        return values | {g.name: _plain(v) for g, v in zip(self.space.genes, arch) if g.name in search_space}
 
     def arch(self, trial: FrozenTrial) -> tuple:
         return self.space.from_str(trial.user_attrs[ARCH_ATTR])
 
     def propose(self, study: Study, history: list[FrozenTrial], rng: np.random.Generator) -> tuple:
         raise NotImplementedError
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value Optuna stores."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _fresh() -> int:
@@ -161,20 +185,33 @@ class NSGA2Sampler(_SpaceSampler):
     def __init__(self, space: Any, population: int = 50, crossover_prob: float = 0.9, seed: int | None = None) -> None:
         super().__init__(space, population, seed)
         self.crossover_prob = crossover_prob
+        self._cache: dict[tuple[int, int], tuple[list[FrozenTrial], set[int]]] = {}
 
-    def propose(self, study: Study, history: list[FrozenTrial], rng: np.random.Generator) -> tuple:
-        points = np.array([_signed(study, t) for t in history])
-        rank = np.empty(len(history), int)
-        crowd = np.empty(len(history))
+    def _elite(self, study: Study, history: list[FrozenTrial]) -> tuple[list[FrozenTrial], np.ndarray, np.ndarray]:
+        """The best `population` trials by (front, crowding), with their ranks and crowding distances. The elite is
+        kept between trials and merged with the trials finished since ((mu + lambda) selection, as NSGA-II's
+        generations do), so a proposal costs the same at trial 100 and at trial 5,000."""
+        key = (id(study._storage), study._study_id)
+        elite, processed = self._cache.get(key, ([], set()))
+        new = [t for t in history if t.number not in processed]  # other workers may finish out of order
+        pool = elite + new
+        points = np.array([_signed(study, t) for t in pool])
+        rank, crowd = np.empty(len(pool), int), np.empty(len(pool))
         for r, front in enumerate(nondominated_sort(points)):
             rank[front] = r
             crowd[front] = crowding(points[front])
-        elite = sorted(range(len(history)), key=lambda i: (rank[i], -crowd[i]))[: self.population]
+        keep = sorted(range(len(pool)), key=lambda i: (rank[i], -crowd[i]))[: self.population]
+        elite = [pool[i] for i in keep]
+        self._cache[key] = (elite, processed | {t.number for t in new})
+        return elite, rank[keep], crowd[keep]
+
+    def propose(self, study: Study, history: list[FrozenTrial], rng: np.random.Generator) -> tuple:
+        elite, rank, crowd = self._elite(study, history)
 
         def tournament() -> tuple:
-            a, b = rng.choice(elite, 2, replace=False)
+            a, b = rng.choice(len(elite), 2, replace=False)
             better = a if (rank[a], -crowd[a]) <= (rank[b], -crowd[b]) else b
-            return self.arch(history[better])
+            return self.arch(elite[better])
 
         child = tournament()
         if rng.random() < self.crossover_prob:

@@ -269,3 +269,17 @@ def test_two_workers_share_one_postgresql_study(tmp_path):
     name = f"shared-{os.getpid()}"
     optuna.create_study(storage=storage, study_name=name, directions=["maximize", "minimize"])
     _check_shared(storage, name, _workers(storage, name, tmp_path, "nsga2"), "nsga2")
+
+
+def test_bench_sampler_prints_the_speed_of_each_strategy_as_the_study_grows(tmp_path, capsys):
+    from nas.cli.main import main
+
+    argv = ["bench", "sampler", "--storage", f"sqlite:///{tmp_path}/b.db", "--trials", "30", "--window", "10"]
+    assert main([*argv, "--strategies", "nsga2,random"]) == 0
+    out = capsys.readouterr().out
+    assert "trials/s, last 10 of 30" in out and "nsga2" in out and "random" in out
+    study_names = optuna.get_all_study_names(f"sqlite:///{tmp_path}/b.db")
+    assert len(study_names) == 2
+    assert all(
+        len(optuna.load_study(study_name=n, storage=f"sqlite:///{tmp_path}/b.db").trials) == 30 for n in study_names
+    )
