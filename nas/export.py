@@ -20,9 +20,44 @@ from devices.int8 import prepare_int8, quantize_int8
 from devices.onnx_io import to_onnx
 
 OPSET = 18
-# float32 through two runtimes: differences come from summation order only
-RTOL, ATOL = 1e-3, 1e-4
+# float32 through two runtimes differs by summation order only: about 1e-5 of the output's magnitude (measured:
+# 2.6e-5 for the largest ofa_mbv3 subnet with logits up to 276, where an elementwise rtol=1e-3 rejected a correct
+# export); a changed weight or a swapped layer moves outputs by 1e-2 of it and more. So the check scales with the
+# magnitude of each sample's output.
+SCALED_TOL = 1e-3
 FORMATS = ("onnx", "tensorrt")
+COMPARED = (
+    "max over samples of max |runtime - PyTorch float32| / max |PyTorch float32| of that sample's output; "
+    f"passes when <= {SCALED_TOL:g}"
+)
+
+
+def compare_outputs(got: np.ndarray, ref: np.ndarray, what: str, tol: float = SCALED_TOL) -> dict[str, Any]:
+    """Compare a runtime's outputs with PyTorch's, relative to each sample's output magnitude; raises when they
+    differ by more than `tol` of it. Returns what model.json records."""
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    if got.shape != ref.shape:
+        raise RuntimeError(f"{what}: output shape {got.shape} differs from PyTorch's {ref.shape}")
+    rows_got, rows_ref = got.reshape(len(got), -1), ref.reshape(len(ref), -1)
+    diff = np.abs(rows_got - rows_ref).max(axis=1)
+    scale = np.maximum(np.abs(rows_ref).max(axis=1), np.finfo(np.float32).tiny)
+    rel = float((diff / scale).max()) if np.all(np.isfinite(rows_got)) else float("inf")
+    record = {
+        "compared": COMPARED,
+        "max_rel_diff": rel,
+        "max_abs_diff": float(diff.max()),
+        "output_max_abs": float(scale.max()),
+        "tolerance": tol,
+        "samples": len(got),
+        "top1_agreement": float(np.mean(rows_got.argmax(1) == rows_ref.argmax(1))),
+    }
+    if not rel <= tol:
+        raise RuntimeError(
+            f"{what}: output differs from PyTorch by {rel:.3g} of its magnitude (max |diff| "
+            f"{record['max_abs_diff']:.3g} on outputs up to {record['output_max_abs']:.3g}); "
+            f"`max_rel_diff <= {tol:g}` must hold"
+        )
+    return record
 
 
 @dataclass
@@ -50,15 +85,12 @@ def _ort_run(path: Path, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
-def check_onnx(path: Path, model: nn.Module, inputs: torch.Tensor) -> dict[str, float]:
-    """Run the ONNX file with onnxruntime and PyTorch on the same inputs; raise if they differ."""
+def check_onnx(path: Path, model: nn.Module, inputs: torch.Tensor) -> dict[str, Any]:
+    """Run the ONNX file with onnxruntime and PyTorch on the same inputs; raise if they differ (`compare_outputs`)."""
     with torch.no_grad():
         ref = model.eval()(inputs).numpy()
     got = _ort_run(path, inputs.numpy())
-    err = float(np.max(np.abs(got - ref)))
-    if not np.allclose(got, ref, rtol=RTOL, atol=ATOL):
-        raise RuntimeError(f"{path}: onnxruntime output differs from PyTorch by {err:.3g} (rtol={RTOL}, atol={ATOL})")
-    return {"max_abs_diff": err, "rtol": RTOL, "atol": ATOL, "batch": int(inputs.shape[0])}
+    return {**compare_outputs(got, ref, f"{path} under onnxruntime"), "batch": int(inputs.shape[0])}
 
 
 def onnx_accuracy(path: str | Path | bytes, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
@@ -96,12 +128,8 @@ def export_tensorrt(
         runner.close()
     with torch.no_grad():
         ref = model.eval()(inputs).numpy()
-    rtol, atol = (5e-2, 5e-2) if fp16 or int8 else (RTOL, ATOL)
-    err = float(np.max(np.abs(got - ref)))
-    agree = float(np.mean(got.argmax(1) == ref.argmax(1)))
-    if not (fp16 or int8) and not np.allclose(got, ref, rtol=rtol, atol=atol):
-        raise RuntimeError(f"{out}: TensorRT output differs from PyTorch by {err:.3g} (rtol={rtol}, atol={atol})")
-    return {"max_abs_diff": err, "top1_agreement": agree, "rtol": rtol, "atol": atol}
+    # fp16 and int8 engines are meant to differ: recorded against a loose bound, judged by their accuracy
+    return compare_outputs(got, ref, f"{out} under TensorRT", tol=np.inf if fp16 or int8 else SCALED_TOL)
 
 
 def export_model(
@@ -170,18 +198,14 @@ def export_checked(
     with torch.no_grad():
         want = model(tokens).numpy()
     got = ort.InferenceSession(str(out / "model.onnx")).run(None, {"input": tokens.float().numpy()})[0]
-    err = float(np.max(np.abs(got - want)))
-    ok = bool(np.allclose(got, want, rtol=1e-3, atol=1e-4))
-    if not ok:
-        raise RuntimeError(
-            f"{out / 'model.onnx'}: onnxruntime differs from PyTorch by {err:.2e} (rtol 1e-3, atol 1e-4)"
-        )
+    check = compare_outputs(got[0], want[0], f"{out / 'model.onnx'} under onnxruntime")  # one row per position
     return {
         "arch": arch,
         "space": space.spec,
         "input_shape": list(shape),
         "input": "byte ids (float in the ONNX graph; cast to int64 inside)",
         "weights": "weights.pt (a state_dict; torch.load(..., weights_only=True))",
-        "onnxruntime_max_abs_diff": err,
-        "onnxruntime_matches": ok,
+        "onnxruntime_max_abs_diff": check["max_abs_diff"],
+        "onnxruntime_matches": True,
+        "check": {"onnxruntime": check},
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from predictors.base import Layout, Predictor
-from predictors.linalg import nnls_fit, nnls_predict, ridge_fit, ridge_predict
+from predictors.linalg import nnls_fit, nnls_predict, ridge_fit, ridge_loo, ridge_predict
 from predictors.registry import register
 
 
@@ -41,9 +41,10 @@ class Roofline(Predictor):
 
 @register("opcount")
 class OpCount(Predictor):
-    """Ridge least squares on per-operation counts, FLOPs and params, fitted to the references."""
+    """Ridge least squares on per-operation counts, FLOPs and params, fitted to the references; the ridge strength
+    is chosen by leave-one-out on the references (`ridge=None`) or given."""
 
-    def __init__(self, layout: Layout | None = None, seed: int = 0, ridge: float = 1.0) -> None:
+    def __init__(self, layout: Layout | None = None, seed: int = 0, ridge: float | None = None) -> None:
         super().__init__(layout, seed)
         self.ridge = ridge
 
@@ -51,7 +52,9 @@ class OpCount(Predictor):
         return np.column_stack([self.block(X, "counts"), self.block(X, "agnostic")])
 
     def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> OpCount:
-        self.mu_, self.sd_, self.w_, self.b_ = ridge_fit(self._features(X_ref), np.asarray(y_ref, float), self.ridge)
+        F, y = self._features(X_ref), np.asarray(y_ref, float)
+        self.ridge_ = ridge_loo(F, y) if self.ridge is None else float(self.ridge)
+        self.mu_, self.sd_, self.w_, self.b_ = ridge_fit(F, y, self.ridge_)
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:

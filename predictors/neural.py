@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from predictors.base import Layout, Predictor
-from predictors.linalg import loo_log_error, nnls_fit, nnls_predict, ridge_fit, ridge_predict
+from predictors.linalg import loo_log_error, nnls_fit, nnls_predict, ridge_fit, ridge_loo, ridge_predict
 from predictors.linear import LookupTableMixture
 from predictors.registry import register
 
@@ -161,7 +161,7 @@ class ExpertMixture(_Experts):
     def _fit(kind: str, F: np.ndarray, y: np.ndarray) -> list[np.ndarray]:
         if kind == "nnls":
             return [nnls_fit(F, y)]
-        mu, sd, w, b = ridge_fit(F, y, 1.0)
+        mu, sd, w, b = ridge_fit(F, y, ridge_loo(F, y))
         return [mu, sd, w, np.array([b])]
 
     @staticmethod

@@ -199,6 +199,11 @@ class SearchSpace:
         """The input side length `arch` runs at (image spaces: the last dimension of `input_shape`)."""
         return int(self.input_shape(arch)[-1])
 
+    def timm_config(self, arch: tuple, num_classes: int | None = None) -> dict[str, Any] | None:
+        """The arguments that rebuild `arch` with timm alone (what an exported model.json carries), or None where
+        the space's models are not timm's."""
+        return None
+
     def latency_operators(self, arch: tuple) -> list[Op]:
         """The operators of what `latency_model` times (latency features come from these)."""
         return self.operators(arch)

@@ -46,7 +46,17 @@ def splits(table: LatencyTable, space_name: str, which: str, splits_file: Path |
         if splits_file is None or not splits_file.exists():
             raise ValueError("the 'help' split needs splits.json next to the tables (--splits)")
         s = json.loads(splits_file.read_text())[SPLIT_KEY[space_name]]
-        return [(t, [d for d in s["meta_train"] if d in devs]) for t in s["meta_valid"] if t in devs]
+        targets = [t for t in s["meta_valid"] if t in devs]
+        sources = [d for d in s["meta_train"] if d in devs]
+        if not targets or not sources:
+            lacking, needed = (
+                ("meta-validation", s["meta_valid"]) if not targets else ("meta-training", s["meta_train"])
+            )
+            raise ValueError(
+                f"the 'help' split needs HELP's {lacking} devices ({', '.join(needed)}), "
+                f"but the tables have {', '.join(devs)}; use --split loho or dissimilar for other tables"
+            )
+        return [(t, sources) for t in targets]
     if which == "loho":
         return [(t, [d for d in devs if hardware(d) != hardware(t)]) for t in devs]
     if which == "dissimilar":

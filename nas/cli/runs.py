@@ -84,8 +84,8 @@ class Export(Command):
         check = meta["check"]["onnxruntime"]
         print(
             f"exported {meta['arch']} to {args.out or args.run + '/best'}: {', '.join(meta['files'].values())}; "
-            f"onnxruntime vs PyTorch max |diff| {check['max_abs_diff']:.2e} (rtol {check['rtol']}, atol "
-            f"{check['atol']})"
+            f"onnxruntime vs PyTorch: max |diff| {check['max_abs_diff']:.2e} on outputs up to "
+            f"{check['output_max_abs']:.3g} ({check['max_rel_diff']:.1e} of them; tolerance {check['tolerance']:g})"
         )
         if "int8_test_top1" in meta:
             print(f"int8 ONNX test top-1 {meta['int8_test_top1']:.4f} (float {meta['test_top1']:.4f})")

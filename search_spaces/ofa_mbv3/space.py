@@ -165,6 +165,25 @@ class OFAMobileNetV3(SearchSpace):
         )
         return model
 
+    def timm_config(self, arch: tuple, num_classes: int | None = None) -> dict[str, Any]:
+        """Everything timm needs to build `arch` again, as JSON (model.json carries it): MobileNetV3's arguments,
+        the block strings for `decode_arch_def`, and the layers by their timm names."""
+        arch = self.validate(arch)
+        return {
+            "class": "timm.models.mobilenetv3.MobileNetV3",
+            "block_args": "timm.models._efficientnet_builder.decode_arch_def(arch_def)",
+            "arch_def": self.block_strings(arch),
+            "num_classes": self.num_classes if num_classes is None else num_classes,
+            "stem_size": make_divisible(STEM_WIDTH * self.width_mult),
+            "fix_stem": True,
+            "num_features": self._head_width(),
+            "head_bias": False,
+            "act_layer": "timm.layers.get_act_layer('hard_swish')",
+            "se_layer": "functools.partial(timm.models._efficientnet_blocks.SqueezeExcite, gate_layer='hard_sigmoid', "
+            "force_act_layer=torch.nn.ReLU, rd_round_fn=timm.models._efficientnet_builder.round_channels)",
+            "input_size": [3, self.resolution(arch), self.resolution(arch)],
+        }
+
     def _head_width(self) -> int:
         return make_divisible(HEAD_WIDTH * max(1.0, self.width_mult))
 

@@ -166,3 +166,19 @@ def test_a_programming_error_is_one_line_and_debug_shows_its_traceback(monkeypat
     assert "internal error: TypeError: a bug" in err and "--debug" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(TypeError, match="a bug"):
         main(["--debug", "spaces"])
+
+
+def test_bench_predictors_help_split_names_the_devices_it_needs(help_dir, tmp_path, capsys):
+    import pandas as pd
+
+    wide = pd.read_csv(help_dir / "nasbench201.csv.gz")
+    devices_ = [c for c in wide.columns if c not in ("index", "arch")]
+    with_needed = json.loads((help_dir / "splits.json").read_text())
+    valid = next(v["meta_valid"] for v in with_needed.values() if set(v["meta_valid"]) <= set(devices_))
+    kept = [d for d in devices_ if d not in valid][:3]
+    wide[["index", "arch", *kept]].to_csv(tmp_path / "few.csv", index=False)
+    argv = ["bench", "predictors", "--space", "nasbench201", "--data", str(tmp_path / "few.csv"), "--split", "help"]
+    assert main([*argv, "--splits", str(help_dir / "splits.json"), "--predictors", "flops"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs HELP's meta-validation devices (" in err
+    assert valid[0] in err and f"the tables have {', '.join(kept)}" in err

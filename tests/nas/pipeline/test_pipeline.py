@@ -313,3 +313,37 @@ def test_two_workers_given_one_run_directory_calibrate_once(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert len(pd.read_csv(tmp_path / "run" / "measured.csv")) == 10
     assert len(pd.read_csv(tmp_path / "run" / "calibration.csv")) == 10
+
+
+@pytest.mark.slow
+def test_the_exported_winner_rebuilds_with_timm_alone_and_loads_strictly(finished):
+    import functools
+
+    import torch
+    from safetensors.torch import load_file
+    from timm.layers import get_act_layer
+    from timm.models._efficientnet_blocks import SqueezeExcite
+    from timm.models._efficientnet_builder import decode_arch_def, round_channels
+    from timm.models.mobilenetv3 import MobileNetV3
+
+    run, _ = finished
+    meta = json.loads((run / "best" / "model.json").read_text())
+    cfg = meta["timm"]
+    model = MobileNetV3(
+        block_args=decode_arch_def(cfg["arch_def"]),
+        num_classes=cfg["num_classes"],
+        stem_size=cfg["stem_size"],
+        fix_stem=cfg["fix_stem"],
+        num_features=cfg["num_features"],
+        head_bias=cfg["head_bias"],
+        act_layer=get_act_layer("hard_swish"),
+        se_layer=functools.partial(
+            SqueezeExcite, gate_layer="hard_sigmoid", force_act_layer=torch.nn.ReLU, rd_round_fn=round_channels
+        ),
+    ).eval()
+    model.load_state_dict(load_file(run / "best" / meta["files"]["weights"]), strict=True)
+    x = np.random.default_rng(0).standard_normal((2, *cfg["input_size"])).astype(np.float32)
+    sess = ort.InferenceSession(str(run / "best" / "model.onnx"))
+    with torch.no_grad():
+        ours = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ours, sess.run(None, {"input": x})[0], rtol=1e-3, atol=1e-3)

@@ -12,6 +12,7 @@ from search_spaces import load_space
 from search_spaces.ofa_mbv3 import OFASupernet
 
 out = Path(sys.argv[1])
+device = sys.argv[2] if len(sys.argv) > 2 else "cpu"  # cuda: NCCL
 d = digits()
 cut = lambda s, k: Split(s.images[:k], s.labels[:k])
 data = TaskData(d.name, cut(d.train, 256), cut(d.val, 64), cut(d.test, 64), 10, d.mean, d.std)
@@ -20,7 +21,7 @@ net = OFASupernet(load_space("ofa_mbv3:resolutions=[32],width_mult=0.5,num_class
 train(
     net,
     data,
-    TrainConfig(epochs=1, batch_size=16, lr=0.05, random_subnets=1, checkpoint_every=4, seed=3, device="cpu"),
+    TrainConfig(epochs=1, batch_size=16, lr=0.05, random_subnets=1, checkpoint_every=4, seed=3, device=device),
     out,
 )
 torch.save(net.state_dict(), out / f"rank{dist.get_rank()}.pt")

@@ -1,0 +1,55 @@
+"""Few-shot fits that keep exact structure: on a device whose latency is an exact linear function of the operation
+counts (a systolic array, an FPGA pipeline come close), ten references pin it down; on one with a few percent of
+noise the fit keeps its shrinkage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import predictors
+from nas.latency.calibration import feature_space, load_base
+from nas.latency.features import features
+from nas.metrics import mape
+from search_spaces import load_space, sample_archs
+
+
+@pytest.fixture(scope="module")
+def space_and_features():
+    space = load_space("nasbench201")
+    base, meta, _ = load_base(None, "nasbench201")
+    archs = sample_archs(space, 600, seed=3)
+    X, _ = features(space, archs, feature_space(meta, space))
+    return space, base, X
+
+
+def _device(pred, X, noise: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    counts = np.column_stack([pred.block(X, "counts"), pred.block(X, "agnostic")])
+    y = counts @ rng.uniform(0.5, 2.0, counts.shape[1]) / counts.mean(0).sum() + 0.3
+    return y * (1 + noise * rng.standard_normal(len(y)))
+
+
+@pytest.mark.parametrize("name", ["hwnas", "opcount"])
+def test_an_exactly_linear_device_is_predicted_almost_exactly_from_ten_references(space_and_features, name):
+    from scipy.stats import spearmanr
+
+    _, base, X = space_and_features
+    pred = base if name == "hwnas" else predictors.create("opcount", layout=base.layout)
+    y = _device(pred, X, noise=0.0)
+    pool, rest = np.arange(300), np.arange(300, 600)
+    refs = pool[pred.choose_references(X[pool], 10)]
+    pred.adapt(X[refs], y[refs])
+    p = pred.predict(X[rest])
+    assert spearmanr(p, y[rest]).statistic >= 0.999 and mape(p, y[rest]) < 0.5
+
+
+def test_a_noisy_device_keeps_shrinkage(space_and_features):
+    _, base, X = space_and_features
+    pred = predictors.create("opcount", layout=base.layout)
+    y = _device(pred, X, noise=0.05)
+    refs = pred.choose_references(X[:300], 10)
+    pred.adapt(X[refs], y[refs])
+    exact = predictors.create("opcount", layout=base.layout).adapt(X[refs], _device(pred, X, noise=0.0)[refs])
+    assert pred.ridge_ > exact.ridge_  # noise is met with more shrinkage than exact structure
+    assert mape(pred.predict(X[300:]), y[300:]) < 10
