@@ -44,13 +44,18 @@ class HybridRun:
         self.space = load_space(recipe.space)
         self.device = devices.get(recipe.device)
         self.proxy_path, self.measured_path = self.run / PROXY, self.run / MEASURED
-        # proxy scores by (key, seed); rows without a seed were trained with the recipe's seed
-        self._proxy = {
-            (row["arch"], int(row.get("seed", recipe.proxy.seed))): row for row in read_jsonl(self.proxy_path)
-        }
-        d = recipe.decode  # decode steps measured on another device or at another context or batch do not count
-        self._measured = read_latencies(self.measured_path, device=self.device.spec, context=d.context, batch=d.batch)
+        self._proxy, self._measured = self._read_proxy(), self._read_measured()
         self.data = TextData.from_bytes(load_text(recipe.proxy.text))
+
+    def _read_proxy(self) -> dict[tuple[str, int], dict]:
+        """Proxy scores by (key, seed); rows without a seed were trained with the recipe's seed."""
+        seed = self.recipe.proxy.seed
+        return {(row["arch"], int(row.get("seed", seed))): row for row in read_jsonl(self.proxy_path)}
+
+    def _read_measured(self) -> dict[str, float]:
+        """Decode times of this device at this context and batch (rows of another do not count)."""
+        d = self.recipe.decode
+        return read_latencies(self.measured_path, device=self.device.spec, context=d.context, batch=d.batch)
 
     # ---- scores ------------------------------------------------------------------------------
     def model(self, key: str) -> Any:
@@ -179,6 +184,12 @@ class HybridRun:
 
     # ---- phases ------------------------------------------------------------------------------
     def execute(self) -> dict[str, Any]:
+        """The whole hybrid run, one process at a time per run directory (a second waits, then resumes)."""
+        with self.dir.lock(self.log):
+            self._proxy, self._measured = self._read_proxy(), self._read_measured()  # another process's work
+            return self._execute()
+
+    def _execute(self) -> dict[str, Any]:
         r, space = self.recipe, self.space
         self.check_resumable()
         self.dir.write_recipe(dataclasses.asdict(r))
