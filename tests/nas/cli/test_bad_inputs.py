@@ -160,3 +160,15 @@ def test_a_bad_input_is_one_clear_line(argv, message, tmp, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("hwnas: error: ") and message in err and len(err.splitlines()) == 1, err
+
+
+def test_a_port_in_use_is_one_line(capsys):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["device", "serve", "--port", str(port), "--token", "t"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"hwnas: error: cannot serve on 127.0.0.1:{port}: Address already in use"
