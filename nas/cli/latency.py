@@ -57,12 +57,12 @@ class Profile(Command):
                 retries=args.retries,
                 log=console.print,
             )
-        new = {r["arch"] for r in rows}
-        noisy = {r["arch"] for r in rows if r["noisy"]} - {r["arch"] for r in rows if not r["noisy"]}
-        console.print(f"{len(rows)} rows of {len(new)} architectures written to {args.out}")
+        latest = {r["arch"]: r["noisy"] for r in rows}  # an architecture measured again: its last row counts
+        noisy = sum(latest.values())
+        console.print(f"{len(rows)} rows of {len(latest)} architectures written to {args.out}")
         if noisy:
             console.print(
-                f"{len(noisy)} stayed flagged noisy: calibrate refuses them; run the same command on a quiet machine "
+                f"{noisy} stayed flagged noisy: calibrate refuses them; run the same command on a quiet machine "
                 "to measure only those again"
             )
 

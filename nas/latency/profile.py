@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 
 from devices import Device, TimingPolicy
-from nas.latency.tables import FINGERPRINT_COLUMNS, open_for_append, read_latencies, read_state, rounded, spread
+from nas.latency.tables import (
+    FINGERPRINT_COLUMNS,
+    check_profile,
+    noisy_mask,
+    open_for_append,
+    read_rows,
+    read_state,
+    rounded,
+    spread,
+)
 from nas.progress import Log
 
 ANCHOR_SEED = 20211206
@@ -31,7 +40,7 @@ def anchor_arch(space: Any) -> tuple:
 def check_output(path: str | os.PathLike) -> None:
     """Fail now, with the file's name, if `path` cannot hold a profile."""
     path = Path(path)
-    read_state(path, "", "")
+    check_profile(path)
     f, _ = open_for_append(path)
     f.close()
 
@@ -85,9 +94,8 @@ def profile(
         raise ValueError(f"`retries >= 0` must hold, but got retries={retries}")
     path = Path(out)
     log = log or (lambda message: print(message, file=sys.stderr))
-    space_spec = space.spec
     device.set_key(lambda s: space.to_str(space.from_str(s)))
-    read_state(path, space_spec, device.spec)  # a file that is not a profile is refused, an old one upgraded
+    check_profile(path)  # before the lock: upgrading an old profile replaces the file
     f, writer = open_for_append(path, waiting=lambda: log(f"waiting for another process writing {path}"))
     try:
         rows = _measure(
@@ -218,12 +226,6 @@ def _noise_message(
     )
 
 
-def noisy_rows(path: Path, space: Any, device: Device, archs: Sequence[tuple]) -> list[str]:
-    """The architectures of `archs` whose latest row in `path` is flagged noisy."""
-    state = read_state(path, space.spec, device.spec)
-    return [s for s in (space.to_str(a) for a in archs) if s in state.noisy]
-
-
 def measure_archs(
     space: Any,
     device: Device,
@@ -239,11 +241,13 @@ def measure_archs(
     first group's machine state: the calibration, the budget and the verification agree even when
     the machine runs 20% faster or slower from one minute to the next (seen on shared CPUs)."""
     profile(space, device, archs, path, progress=progress, log=log, retries=retries)
-    noisy = noisy_rows(path, space, device, archs)
-    if noisy:
+    rows = read_rows(path, space=space.spec, device=device.spec)  # the latest row of each architecture
+    wanted = rows["arch"].isin({space.to_str(a) for a in archs}).to_numpy()
+    noisy = rows[wanted & noisy_mask(rows)]["arch"]
+    if len(noisy):
         raise ValueError(
             f"{path}: {len(noisy)} architectures stayed noisy on {device.spec} after {retries + 1} attempts (see the "
             "warnings above): other work is likely loading the machine; stop it and start again (only those are "
             "measured again)"
         )
-    return read_latencies(path, space=space.spec, device=device.spec)
+    return dict(zip(rows["arch"].astype(str), rows["latency_ms"].astype(float)))

@@ -127,13 +127,17 @@ def read_tables(space: Any, paths: Sequence[str | Path]) -> LatencyTable:
     )
 
 
+def noisy_mask(df: pd.DataFrame) -> np.ndarray:
+    """The rows flagged noisy (none where the table has no `noisy` column)."""
+    if "noisy" not in df.columns:
+        return np.zeros(len(df), bool)
+    return pd.to_numeric(df["noisy"], errors="coerce").fillna(0).to_numpy() > 0
+
+
 def superseded(df: pd.DataFrame) -> np.ndarray:
     """Rows flagged noisy that a later row of the same architecture and device measured again."""
-    if "noisy" not in df.columns or df.empty:
-        return np.zeros(len(df), bool)
     keys = [c for c in ("space", "arch", "device") if c in df.columns]
-    noisy = pd.to_numeric(df["noisy"], errors="coerce").fillna(0).to_numpy() > 0
-    return noisy & df.duplicated(subset=keys, keep="last").to_numpy()
+    return noisy_mask(df) & df.duplicated(subset=keys, keep="last").to_numpy()
 
 
 def spread(p10_ms: float, p90_ms: float, median_ms: float) -> float:
@@ -158,19 +162,9 @@ def read_state(path: Path, space_spec: str, device_spec: str) -> ProfileState:
     """What a profile file holds for (space, device); a last row cut short is dropped first, and a profile written
     before the noise flag gets its columns."""
     state = ProfileState(set(), None, 0)
-    if not path.exists() or path.stat().st_size == 0:
+    if not check_profile(path):
         return state
     try:
-        drop_partial_line(path)
-        with path.open(newline="", encoding="utf-8") as f:
-            header = tuple(csv.DictReader(f).fieldnames or ())
-        if header == LEGACY_COLUMNS:
-            _upgrade(path)
-        elif header != COLUMNS:
-            raise ValueError(
-                f"{path} exists but is not an hwnas profile (its columns are {list(header)}); "
-                "choose another --out or remove it"
-            )
         with path.open(newline="", encoding="utf-8") as f:
             for line, row in enumerate(csv.DictReader(f), start=2):
                 if row["space"] != space_spec or row["device"] != device_spec:
@@ -182,6 +176,27 @@ def read_state(path: Path, space_spec: str, device_spec: str) -> ProfileState:
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise ValueError(f"cannot read profile file {path}: {err}") from None
     return state
+
+
+def check_profile(path: Path) -> bool:
+    """Whether `path` holds a profile (False: no file yet, or an empty one); a last row cut short is dropped, a
+    profile written before the noise flag gets its columns, and any other file is refused."""
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    try:
+        drop_partial_line(path)
+        with path.open(newline="", encoding="utf-8") as f:
+            header = tuple(csv.DictReader(f).fieldnames or ())
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"cannot read profile file {path}: {err}") from None
+    if header == LEGACY_COLUMNS:
+        _upgrade(path)
+    elif header != COLUMNS:
+        raise ValueError(
+            f"{path} exists but is not an hwnas profile (its columns are {list(header)}); "
+            "choose another --out or remove it"
+        )
+    return True
 
 
 def _add(state: ProfileState, row: dict[str, str]) -> None:
@@ -291,16 +306,15 @@ def read_measurements(
             raise ValueError(
                 f"measurements file {path!r} holds {len(found)} devices ({', '.join(found)}); choose one with --device"
             )
-    if "noisy" in df.columns and not accept_noisy:
-        noisy = pd.to_numeric(df["noisy"], errors="coerce").fillna(0).to_numpy() > 0
-        if noisy.any():
-            lines = ", ".join(str(i + 2) for i in df.index[noisy][:5]) + (", ..." if noisy.sum() > 5 else "")
-            raise ValueError(
-                f"{path}: {int(noisy.sum())} of {len(df)} rows are flagged noisy (lines {lines}: their timings spread "
-                "far beyond the device's usual, or other processes held the CPUs; the machine was likely busy with "
-                "other work); measure them again with hwnas profile (same --out) on a quiet machine, or pass "
-                "--accept-noisy"
-            )
+    noisy = noisy_mask(df)
+    if noisy.any() and not accept_noisy:
+        lines = ", ".join(str(i + 2) for i in df.index[noisy][:5]) + (", ..." if noisy.sum() > 5 else "")
+        raise ValueError(
+            f"{path}: {int(noisy.sum())} of {len(df)} rows are flagged noisy (lines {lines}: their timings spread "
+            "far beyond the device's usual, or other processes held the CPUs; the machine was likely busy with "
+            "other work); measure them again with hwnas profile (same --out) on a quiet machine, or pass "
+            "--accept-noisy"
+        )
     archs = []
     for line, s in zip(df.index + 2, df["arch"].astype(str)):
         try:

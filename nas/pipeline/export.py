@@ -7,15 +7,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
-
 from nas.data import batches, resize
 from nas.export import ExportConfig, export_model, onnx_accuracy
 from nas.rundir import BEST
 from nas.supernet.run import SupernetRun, run_subnet
 from nas.supernet.train import evaluate
-
-WEIGHTS = "weights.safetensors"  # the PyTorch weights, for timm's model rebuilt from model.json's `timm` entry
 
 
 def export_run(
@@ -54,13 +50,9 @@ def export_run(
         "device": device,
         "fingerprint": fingerprint,
         "timm": space.timm_config(a, sn.data.num_classes),
-        "weights": WEIGHTS,
     }
     out_dir = Path(out) if out else run / BEST
     meta = export_model(model, shape, out_dir, info, check, config, calib)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / WEIGHTS))
-    meta["files"]["weights"] = WEIGHTS
-    (out_dir / "model.json").write_text(json.dumps(meta, indent=2))
     if int8:
         test_batches = ((resize(x, r), y) for x, y in batches(sn.data.test, 64, None, sn.data))
         meta["int8_test_top1"] = onnx_accuracy(out_dir / meta["files"]["int8"], test_batches)

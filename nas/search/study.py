@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage, fail_stale_trials
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from nas.rundir import process_alive
 from nas.search.objectives import Objective
@@ -118,10 +118,15 @@ def open_study(
 
 
 def _states(study: optuna.Study) -> tuple[int, int]:
-    """(complete, running) trials of the study."""
+    """(complete, running) trials of the study, once running trials whose worker died are failed: a process gone
+    from this host, or (database storages) a heartbeat gone stale on any host."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        fail_stale_trials(study)
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
     complete = sum(t.state == TrialState.COMPLETE for t in trials)
-    return complete, len(trials) - complete
+    running = [t for t in trials if t.state == TrialState.RUNNING and not _fail_abandoned(study, t)]
+    return complete, len(running)
 
 
 def run_search(
@@ -142,10 +147,6 @@ def run_search(
     study ends with exactly `config.trials` finished trials while any worker lives."""
     study = open_study(space, config, objective, storage, key)
     while True:
-        _fail_abandoned(study)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            fail_stale_trials(study)
         complete, running = _states(study)
         if progress:
             progress(min(complete, config.trials), config.trials)
@@ -174,14 +175,13 @@ def run_search(
     return study
 
 
-def _fail_abandoned(study: optuna.Study) -> None:
-    """RUNNING trials of this host whose process is gone were cut off: mark them failed."""
-    host = os.uname().nodename
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = str(t.user_attrs.get("worker", ""))
-        name, _, pid = worker.rpartition(":")
-        if name == host and pid.isdigit() and not process_alive(int(pid)):
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+def _fail_abandoned(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Fail a RUNNING trial of this host whose process is gone (it was cut off); returns whether it was."""
+    name, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+    if name == os.uname().nodename and pid.isdigit() and not process_alive(int(pid)):
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        return True
+    return False
 
 
 def completed(study: optuna.Study) -> list[dict]:

@@ -12,6 +12,21 @@ import torch
 from nas.cli.main import main
 
 FBNET_ARCH = "-".join(["k3_e1"] * 22)
+# recipe file name -> (its content, the field the error names); {tmp} is the fixture's directory
+BAD_RECIPES = {
+    "margin": ({"verify": {"margin": -5}}, "verify.margin"),
+    "top": ({"verify": {"top": 0}}, "verify.top"),
+    "trials": ({"search": {"trials": -5}}, "search.trials"),
+    "trials_float": ({"search": {"trials": 3.7}}, "search.trials"),
+    "epochs": ({"train": {"epochs": 2.5}}, "train.epochs"),
+    "fraction": ({"budget_fraction": 50}, "budget_fraction"),
+    "budget_inf": ({"budget_ms": float("inf")}, "budget_ms"),
+    "checkpoint_every": ({"train": {"checkpoint_every": 0}}, "train.checkpoint_every"),
+    "batch": ({"train": {"batch_size": 0}}, "train.batch_size"),
+    "space_int": ({"space": 123}, "space"),
+    "device_list": ({"device": [1, 2]}, "device"),
+    "predictor_missing": ({"predictor": "{tmp}/no-such-predictor.json"}, "predictor"),
+}
 ROWS = [
     (["sample", "--space", "fbnet", "-n", "-3"], "`-n >= 1` must hold, but got -n -3"),
     (["reference", "--space", "fbnet", "-n", "-3"], "`-n >= 1` must hold, but got -n -3"),
@@ -50,18 +65,7 @@ ROWS = [
         ["train-lm", "--arch", "x", "--out", "{tmp}/lm"],
         "train-lm needs a hybrid_lm run directory, or --arch and --space",
     ),
-    (["run", "{tmp}/margin.yaml"], "verify.margin"),
-    (["run", "{tmp}/top.yaml"], "verify.top"),
-    (["run", "{tmp}/trials.yaml"], "search.trials"),
-    (["run", "{tmp}/trials_float.yaml"], "search.trials"),
-    (["run", "{tmp}/epochs.yaml"], "train.epochs"),
-    (["run", "{tmp}/fraction.yaml"], "budget_fraction"),
-    (["run", "{tmp}/budget_inf.yaml"], "budget_ms"),
-    (["run", "{tmp}/checkpoint_every.yaml"], "train.checkpoint_every"),
-    (["run", "{tmp}/batch.yaml"], "train.batch_size"),
-    (["run", "{tmp}/space_int.yaml"], "space"),
-    (["run", "{tmp}/device_list.yaml"], "device"),
-    (["run", "{tmp}/predictor_missing.yaml"], "predictor"),
+    *((["run", f"{{tmp}}/{name}.yaml"], field) for name, (_, field) in BAD_RECIPES.items()),
     (["run", "{tmp}/python_tag.yaml"], "python_tag.yaml' is not valid YAML: could not determine a constructor"),
     (["run", "{tmp}/good.yaml", "--out", "/proc/hwnas-run"], "/proc/hwnas-run"),
     (
@@ -99,23 +103,9 @@ def tmp(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("bad")
     (d / "empty.yaml").write_text("")
-    bad_recipes = {
-        "margin": {"verify": {"margin": -5}},
-        "top": {"verify": {"top": 0}},
-        "trials": {"search": {"trials": -5}},
-        "trials_float": {"search": {"trials": 3.7}},
-        "epochs": {"train": {"epochs": 2.5}},
-        "fraction": {"budget_fraction": 50},
-        "budget_inf": {"budget_ms": float("inf")},
-        "checkpoint_every": {"train": {"checkpoint_every": 0}},
-        "batch": {"train": {"batch_size": 0}},
-        "space_int": {"space": 123},
-        "device_list": {"device": [1, 2]},
-        "predictor_missing": {"predictor": str(d / "no-such-predictor.json")},
-    }
     (d / "good.yaml").write_text(yaml.safe_dump({"space": "ofa_mbv3:resolutions=[32],width_mult=0.5,num_classes=10"}))
-    for name, content in bad_recipes.items():
-        (d / f"{name}.yaml").write_text(yaml.safe_dump(content))
+    for name, (content, _) in BAD_RECIPES.items():
+        (d / f"{name}.yaml").write_text(yaml.safe_dump(content).replace("{tmp}", str(d)))
     (d / "python_tag.yaml").write_text("space: !!python/object/apply:os.system ['true']\n")
     (d / "inf.csv").write_text(f"arch,latency_ms\n{FBNET_ARCH},inf\n")
     (d / "quote.csv").write_text(f'arch,latency_ms\n"{FBNET_ARCH},1.0\n')
