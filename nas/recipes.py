@@ -17,7 +17,7 @@ from nas.quantize.mixed import check_settings
 from nas.search.objectives import KINDS
 from nas.search.samplers import STRATEGIES
 from nas.search.study import SearchConfig
-from nas.supernet.train import TrainConfig
+from nas.supernet.train import BN_IMAGES, TrainConfig
 from search_spaces import load_space
 
 
@@ -65,6 +65,7 @@ class Recipe:
     predictor: str | None = None
     references: int = 10
     supernet: str | None = None
+    bn_images: int = BN_IMAGES  # training images each subnet's BN statistics are recalibrated on before scoring
     search: SearchConfig = field(default_factory=SearchConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
@@ -140,6 +141,7 @@ RANGES = (
     ("budget_fraction", ABOVE_0, 1),
     ("budget_ms", ABOVE_0, None),
     ("references", 5, None),
+    ("bn_images", 1, None),
     ("proxy.steps", 1, None),
     ("proxy.batch", 1, None),
     ("proxy.seq_len", 1, None),

@@ -53,6 +53,50 @@ class EvalSubnet(Command):
         print(f"{args.split} top-1 of {args.arch}: {acc(arch):.4f}{' (cached)' if acc.hits else ''}")
 
 
+class ImportSupernet(Command):
+    name = "import-supernet"
+    help = "a supernet trained elsewhere (Once-for-All's OFAMobileNetV3 checkpoints) as an hwnas supernet run"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("path", help="the checkpoint: OFA's state dict (alone or under 'state_dict')")
+        parser.add_argument("--from", dest="source", choices=("ofa",), required=True, help="whose format it is")
+        parser.add_argument(
+            "--width", type=float, choices=(1.0, 1.2), help="OFA's width multiplier (default: read off the weights)"
+        )
+        parser.add_argument("--data", help="the ImageNet folder (train/<wnid>/, val/<wnid>/) subnets are scored on")
+        parser.add_argument("--data-resolution", type=int, default=224, help="the size images are loaded at")
+        parser.add_argument(
+            "--resolutions", help="input sizes to search, e.g. 160,192,224 (default: OFA's 128 to 224 in steps of 4)"
+        )
+        parser.add_argument("--out", required=True, help="the run directory to write (a new one)")
+
+    def run(self, args: argparse.Namespace) -> None:
+        from nas.cli.base import UserError
+        from nas.progress import console
+        from nas.supernet.imports import import_supernet
+
+        resolutions = None
+        if args.resolutions:
+            try:
+                resolutions = [int(r) for r in args.resolutions.split(",")]
+            except ValueError:
+                raise UserError(
+                    f"--resolutions must be whole numbers separated by commas, but got {args.resolutions!r}"
+                ) from None
+        done = import_supernet(
+            args.path, args.out, args.source, args.width, args.data, args.data_resolution, resolutions
+        )
+        console.print(
+            f"imported {done.tensors} tensors of OFA's width-{done.width} supernet ({done.num_classes} classes, "
+            f"sha256 {done.sha256[:12]}) as {done.space} -> {done.run}"
+        )
+        if not args.data:
+            console.print(
+                f"set data.path in {done.run / 'recipe.yaml'} to the ImageNet folder before eval-subnet, run or "
+                "quantize (subnets are scored and their BN statistics recalibrated on it)"
+            )
+
+
 class TrainLM(Command):
     name = "train-lm"
     help = "train a hybrid_lm architecture (a run's winner or --arch); CPU, GPU or torchrun"
@@ -118,4 +162,4 @@ class TrainLM(Command):
         )
 
 
-COMMANDS = [TrainSupernet(), EvalSubnet(), TrainLM()]
+COMMANDS = [TrainSupernet(), EvalSubnet(), ImportSupernet(), TrainLM()]

@@ -95,13 +95,13 @@ def write_results(
     _plot_predictor(pm, run / "predictor.png")
     scores = rank_scores(pm["latency_ms"], pm["measured_ms"])
 
-    test = sn.accuracy("test")
+    test = sn.accuracy("test", bn_images=recipe.bn_images)
     ends = {}
     for name, a in (("largest", sn.net.largest()), ("smallest", sn.net.smallest())):
         s = space.to_str(a)
         ends[name] = {
             "arch": s,
-            "val_top1": sn.accuracy("val")(a),
+            "val_top1": sn.accuracy("val", bn_images=recipe.bn_images)(a),
             "test_top1": test(a),
             "measured_ms": measured.get(s),
         }

@@ -103,7 +103,9 @@ class Pipeline:
     def search(self, sn: SupernetRun, pred: Any, pred_meta: dict, objective: Objective) -> list[dict]:
         space, cfg = sn.net.space, self.recipe.search
         storage = cfg.storage or self.dir.default_storage
-        acc = sn.accuracy("val", int8=self.recipe.quantize.enabled and self.recipe.quantize.joint)
+        acc = sn.accuracy(
+            "val", int8=self.recipe.quantize.enabled and self.recipe.quantize.joint, bn_images=self.recipe.bn_images
+        )
         fspace = feature_space(pred_meta, space)
 
         def evaluate(arch: tuple) -> tuple[float, float]:

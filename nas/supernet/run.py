@@ -14,6 +14,7 @@ from nas.data import TaskData
 from nas.recipes import Recipe, load_data, recipe_from_dict, to_dict
 from nas.rundir import ACCURACY, CHECKPOINT, METRICS, RECIPE, RunDir
 from nas.supernet.accuracy import SubnetAccuracy
+from nas.supernet.train import BN_IMAGES, EVAL_BATCH
 from nas.training.checkpoints import load_checkpoint
 from search_spaces import Supernet, load_space
 
@@ -26,10 +27,14 @@ class SupernetRun:
     data: TaskData
     step: int
 
-    def accuracy(self, split: str = "val", int8: bool = False) -> SubnetAccuracy:
-        """Subnet accuracy (of its uniform int8 deployment with `int8`), cached in the run directory for this
+    def accuracy(self, split: str = "val", int8: bool = False, bn_images: int | None = None) -> SubnetAccuracy:
+        """Subnet accuracy (of its uniform int8 deployment with `int8`), BN statistics recalibrated on
+        `bn_images` training images (default: the run's recipe's), cached in the run directory for this
         checkpoint."""
-        return SubnetAccuracy(self.net, self.data, split, self.path / ACCURACY, tag=f"step{self.step}", int8=int8)
+        bn_images = self.recipe.bn_images if bn_images is None else bn_images
+        tag = f"step{self.step}" + ("" if bn_images == BN_IMAGES else f"-bn{bn_images}")
+        calib_batches = -(-bn_images // EVAL_BATCH)
+        return SubnetAccuracy(self.net, self.data, split, self.path / ACCURACY, tag, calib_batches, int8)
 
 
 def train_supernet(recipe: Recipe, run: Path, progress: Callable[[int, int], None] | None = None) -> list[dict]:

@@ -26,6 +26,8 @@ from nas.training.schedules import cosine
 from search_spaces import Supernet
 
 CHECKPOINT_FORMAT = "hwnas-supernet/1"
+EVAL_BATCH = 128
+BN_IMAGES = 5 * EVAL_BATCH  # training images a subnet's BN statistics are recalibrated on by default
 
 
 @dataclass
@@ -54,7 +56,7 @@ def evaluate(
     data: TaskData,
     split: str = "val",
     calib_batches: int = 5,
-    batch_size: int = 128,
+    batch_size: int = EVAL_BATCH,
     int8: bool = False,
 ) -> float:
     """Top-1 of a subnet: BN statistics recalibrated on training batches first. With `int8`, of the
@@ -157,7 +159,8 @@ def train(
     if ckpt.exists():
         state = load_checkpoint(ckpt, ctx.device)
         net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        if "optimizer" in state:  # an imported supernet (hwnas import-supernet) starts its optimizer afresh
+            opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
         if ctx.main:
             trim_metrics(run / METRICS, step)
