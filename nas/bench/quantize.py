@@ -1,5 +1,6 @@
 """`hwnas bench quantize`: fp32, uniform int8, Hessian-only and Hessian + inter-layer bisection,
-the latency-aware search and HAWQ-V3's ILP, on three models, measured interleaved on one device.
+the latency-aware search and HAWQ-V3's ILP, on three models, measured interleaved on one device; with
+`--peer inc`, Intel Neural Compressor's accuracy-driven tuning of the same fp32 model in the same group.
 
 The models are trained in the benchmark itself (a few CPU minutes at small resolution): a
 MobileNetV2-like and a ResNet-like timm model, and, with --run, the winner of a hwnas run."""
@@ -77,6 +78,7 @@ def bench_one(
     tolerance: float,
     log: Log = print,
     methods: tuple[tuple[str, str], ...] = ROWS,
+    peer: str | None = None,
 ) -> tuple[list[dict], dict]:
     job = MixedPrecision(model, qd, device, out / label, QuantizeConfig(tolerance=tolerance), log=log)
     found, seconds = {}, {}
@@ -84,7 +86,16 @@ def bench_one(
         t = time.time()
         found[f"{method}+{search}"] = job.select(search, method)
         seconds[f"{method}+{search}"] = time.time() - t
-    result = job.finish(found)
+    peers, tuned = {}, {}
+    if peer == "inc":
+        from nas.bench.inc_quantize import inc_quantize
+
+        job.prepare()
+        log(f"{label}: Intel Neural Compressor's accuracy-driven tuning, tolerance {tolerance} points")
+        tuned = inc_quantize(job.fp32_path, qd.calib, qd.val, tolerance, out / label / "inc.onnx")
+        name = "inc" + (" (fp32 fallback)" if tuned["fallback_fp32"] else "")
+        peers[name], seconds[name] = tuned["path"], tuned["seconds"]
+    result = job.finish(found, peers)
     fp32 = result["configs"][0]
     rows = []
     for c in result["configs"]:
@@ -100,7 +111,9 @@ def bench_one(
                 "test_drop": 100 * (fp32["test_top1"] - c["test_top1"]),
                 "within": c["within_tolerance"],
                 "search_s": seconds.get(c["config"], 0.0),
-                "chosen": c["config"] == result["chosen"],
+                "chosen": c["config"] == result["chosen"] and not c["peer"],
+                "peer": c["peer"],
+                "tuning": f"{tuned['trials']} trials" if c["peer"] else "",
             }
         )
     return rows, predictor_row(label, job)
@@ -142,7 +155,14 @@ def bench_quantize(
     run: str | None = None,
     log: Log = print,
     methods: tuple[tuple[str, str], ...] = ROWS,
+    peer: str | None = None,
 ) -> tuple[list[dict], list[dict]]:
+    if peer is not None and peer != "inc":
+        raise ValueError(f"Unknown peer {peer!r}; known: inc")
+    if peer:
+        from nas.bench.peers import need
+
+        need(peer)  # before any model is trained
     out = Path(out)
     device = devices.get(device_spec)
     data = _task(data_spec, resolution)
@@ -152,10 +172,10 @@ def bench_quantize(
         from nas.pipeline.quantize import quantize_run_inputs
 
         model, qd, _ = quantize_run_inputs(run)
-        r, p = bench_one("run-winner", model, qd, device, out, tolerance, log, methods)
+        r, p = bench_one("run-winner", model, qd, device, out, tolerance, log, methods, peer)
         rows, predictors = rows + r, predictors + [p]
     for name in models:
         model = train_timm(name, data, resolution, epochs, log=log)
-        r, p = bench_one(name, model, task_data(data, resolution, 256), device, out, tolerance, log, methods)
+        r, p = bench_one(name, model, task_data(data, resolution, 256), device, out, tolerance, log, methods, peer)
         rows, predictors = rows + r, predictors + [p]
     return rows, predictors

@@ -1,9 +1,10 @@
 """`hwnas bench search`: strategies compared at equal numbers of evaluated candidates on a trained
 run, by the hypervolume of their accuracy-latency fronts, and by whether their winners meet the
-budget when measured on the device."""
+budget when measured on the device; with a peer (`--peer ofa`), Once-for-All's own search beside them."""
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,8 @@ from nas.rundir import MEASURED, PREDICTOR
 from nas.search import Objective, SearchConfig, completed, hypervolume, run_search
 from nas.supernet.run import load_search_run
 
+PEERS = ("ofa",)
+
 
 def bench_search(
     run_dir: str,
@@ -29,66 +32,103 @@ def bench_search(
     population: int,
     log: Callable[[str], None] = print,
     progress: Any = None,
+    peer: str | None = None,
 ) -> tuple[list[dict], dict]:
+    """One row per strategy (and peer). Without a peer the strategies search for the accuracy-latency front
+    (objective pareto); with one, every search looks for the most accurate subnet under the run's budget
+    (objective budget, OFA's constraint), and a candidate predicted over the budget costs no accuracy
+    evaluation (OFA's finder draws again instead), so each row says how many it made."""
+    if peer is not None and peer not in PEERS:
+        raise ValueError(f"Unknown peer {peer!r}; known: {', '.join(PEERS)}")
     run = Path(run_dir)
     sn, result = load_search_run(run)
+    if "budget_ms" not in result:
+        raise ValueError(f"{run} has no finished search (no budget in result.json); run hwnas run first")
     space = sn.net.space
     pred, meta = predictors.load(run / PREDICTOR)
     fspace = feature_space(meta, space)
     budget = float(result["budget_ms"])
-    acc = sn.accuracy("val")
+    acc, test = sn.accuracy("val"), sn.accuracy("test")
     latency: dict[str, float] = {}
 
-    def evaluate(arch: tuple) -> tuple[float, float]:
+    def predicted(arch: tuple) -> float:
         key = space.to_str(arch)
         if key not in latency:
             latency[key] = float(pred.predict(features(space, [arch], fspace)[0])[0])
-        return acc(arch), latency[key]
+        return latency[key]
 
+    def evaluate(arch: tuple) -> tuple[float, float]:
+        lat = predicted(arch)
+        if peer is not None and lat > budget:
+            return math.nan, lat
+        return acc(arch), lat
+
+    objective = Objective("budget", budget) if peer else Objective("pareto")
     runs: dict[tuple[str, int], list[dict]] = {}
+    names = list(strategies)
     with tempfile.TemporaryDirectory() as tmp:
         for strategy in strategies:
             for seed in range(seeds):
                 log(f"{strategy}, seed {seed}: {trials} candidates")
                 cfg = SearchConfig(
-                    strategy=strategy, trials=trials, population=population, seed=seed, study_name=f"{strategy}-{seed}"
+                    strategy=strategy,
+                    trials=trials,
+                    population=population,
+                    seed=seed,
+                    study_name=f"{strategy}-{seed}",
+                    objective=objective.kind,
                 )
-                study = run_search(
-                    space, evaluate, Objective("pareto"), cfg, f"sqlite:///{tmp}/bench.db", progress=progress
-                )
+                study = run_search(space, evaluate, objective, cfg, f"sqlite:///{tmp}/bench.db", progress=progress)
                 runs[(strategy, seed)] = completed(study)
-    all_acc = [r["accuracy"] for rows in runs.values() for r in rows]
-    ref_acc = float(np.min(all_acc))
-    ref_lat = evaluate(sn.net.largest())[1] * 1.05
+    if peer == "ofa":
+        from nas.bench.ofa_search import NAME, ofa_evolution
+
+        if predicted(sn.net.smallest()) > budget:
+            raise ValueError(f"even the smallest subnet is predicted over the budget of {budget:.3f} ms")
+        names.append(NAME)
+        for seed in range(seeds):
+            log(f"{NAME} (ofa's EvolutionFinder), seed {seed}: {trials} candidates")
+            scored = ofa_evolution(space, acc, predicted, budget, trials, population, seed)
+            runs[(NAME, seed)] = [
+                {"arch": space.to_str(a), "accuracy": acc(a), "latency_ms": predicted(a)} for a in scored
+            ]
+    evaluated = [r for rows in runs.values() for r in rows if not math.isnan(r["accuracy"])]
+    ref_acc = float(np.min([r["accuracy"] for r in evaluated]))
+    ref_lat = predicted(sn.net.largest()) * 1.05
     winners: dict[tuple[str, int], dict] = {}
     for key, rows in runs.items():
-        feasible = [r for r in rows if r["latency_ms"] <= budget]
+        feasible = [r for r in rows if r["latency_ms"] <= budget and not math.isnan(r["accuracy"])]
         if feasible:
             winners[key] = max(feasible, key=lambda r: (r["accuracy"], -r["latency_ms"]))
     device = devices.get(result["device"])
-    measured = measure_archs(space, device, [space.from_str(w["arch"]) for w in winners.values()], run / MEASURED)
+    archs = list(dict.fromkeys(w["arch"] for w in winners.values()))
+    measured = measure_archs(space, device, [space.from_str(a) for a in archs], run / MEASURED)  # one group
     table = []
-    for strategy in strategies:
-        hv = [
-            hypervolume(
-                [r["accuracy"] for r in runs[(strategy, s)]],
-                [r["latency_ms"] for r in runs[(strategy, s)]],
-                ref_acc,
-                ref_lat,
-            )
-            for s in range(seeds)
-        ]
-        ws = [winners.get((strategy, s)) for s in range(seeds)]
-        meets = sum(1 for w in ws if w is not None and measured[w["arch"]] <= budget)
+    for name in names:
+        rows_of = [[r for r in runs[(name, s)] if not math.isnan(r["accuracy"])] for s in range(seeds)]
+
+        def hv(ref_latency: float) -> list[float]:
+            return [
+                hypervolume([r["accuracy"] for r in rows], [r["latency_ms"] for r in rows], ref_acc, ref_latency)
+                for rows in rows_of
+            ]
+
+        ws = [winners.get((name, s)) for s in range(seeds)]
+        found = [w for w in ws if w]
         table.append(
             {
-                "strategy": strategy,
-                "hv_mean": float(np.mean(hv)),
-                "hv_std": float(np.std(hv)),
-                "best_feasible_acc": float(np.mean([w["accuracy"] for w in ws if w] or [np.nan])),
-                "winners_meet": meets,
-                "winners": sum(1 for w in ws if w),
-                "distinct": float(np.mean([len({r["arch"] for r in runs[(strategy, s)]}) for s in range(seeds)])),
+                "strategy": name,
+                "hv_mean": float(np.mean(hv(ref_lat))),
+                "hv_std": float(np.std(hv(ref_lat))),
+                "hv_budget_mean": float(np.mean(hv(budget))),
+                "best_feasible_acc": float(np.mean([w["accuracy"] for w in found] or [np.nan])),
+                "best_accs": [w["accuracy"] if w else math.nan for w in ws],
+                "test_acc": float(np.mean([test(space.from_str(w["arch"])) for w in found] or [np.nan])),
+                "measured_ms": float(np.mean([measured[w["arch"]] for w in found] or [np.nan])),
+                "winners_meet": sum(1 for w in found if measured[w["arch"]] <= budget),
+                "winners": len(found),
+                "evaluations": float(np.mean([len(rows) for rows in rows_of])),
+                "distinct": float(np.mean([len({r["arch"] for r in runs[(name, s)]}) for s in range(seeds)])),
             }
         )
     info = {
@@ -100,5 +140,18 @@ def bench_search(
         "device": result["device"],
         "evaluated": acc.misses,
         "cached": acc.hits,
+        "objective": objective.kind,
     }
+    if peer:
+        info["seed_wins"] = seed_wins(table, seeds)
     return table, info
+
+
+def seed_wins(table: list[dict], seeds: int) -> dict[str, str]:
+    """Per hwnas strategy against the peer (the last row): seeds where its winner's validation accuracy is at
+    least the peer's, as 'k/seeds'."""
+    peer = table[-1]["best_accs"]
+    return {
+        r["strategy"]: f"{sum(1 for a, b in zip(r['best_accs'], peer) if a >= b or math.isnan(b))}/{seeds}"
+        for r in table[:-1]
+    }

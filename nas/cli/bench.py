@@ -335,6 +335,11 @@ class Quantize(Command):
             default="hessian+bisect,interlayer+bisect,interlayer+latency,hessian+ilp",
             help="sensitivity+search pairs to compare, comma-separated",
         )
+        parser.add_argument(
+            "--peer",
+            choices=("inc",),
+            help="also Intel Neural Compressor's accuracy-driven int8 tuning of the same fp32 model (needs .[peers])",
+        )
         parser.add_argument("--out", default="runs/bench_quantize")
 
     def run(self, args: argparse.Namespace) -> None:
@@ -355,6 +360,7 @@ class Quantize(Command):
             args.run,
             log=console.print,
             methods=parse_methods(args.methods),
+            peer=args.peer,
         )
         t = Table(
             "model",
@@ -388,6 +394,15 @@ class Quantize(Command):
             "* the configuration hwnas quantize would choose: the fastest that holds the tolerance on the validation "
             "split"
         )
+        for model in dict.fromkeys(r["model"] for r in rows):
+            chosen = next(r for r in rows if r["model"] == model and r["chosen"])
+            for peer in (r for r in rows if r["model"] == model and r["peer"]):
+                print(
+                    f"{model}: hwnas's choice {chosen['config']} {chosen['latency_ms']:.4f} ms "
+                    f"(test drop {chosen['test_drop']:+.2f}) vs {peer['config']} {peer['latency_ms']:.4f} ms "
+                    f"(test drop {peer['test_drop']:+.2f}, {peer['tuning']}, {peer['search_s']:.0f} s): "
+                    f"{peer['latency_ms'] / chosen['latency_ms']:.2f}x"
+                )
         p = Table(
             "model",
             "layers",
@@ -483,8 +498,14 @@ class Search(Command):
         parser.add_argument("run")
         parser.add_argument("--strategies", default="random,evolution,nsga2,optuna-nsga2,optuna-tpe")
         parser.add_argument("--seeds", type=int, default=3)
-        parser.add_argument("--trials", type=int, default=100)
+        parser.add_argument("--trials", type=int, default=100, help="accuracy evaluations per search")
         parser.add_argument("--population", type=int, default=20)
+        parser.add_argument(
+            "--peer",
+            choices=("ofa",),
+            help="also run Once-for-All's EvolutionFinder (needs .[peers]); every search then looks for the most "
+            "accurate subnet under the run's budget",
+        )
 
     def run(self, args: argparse.Namespace) -> None:
         from rich.table import Table
@@ -494,28 +515,44 @@ class Search(Command):
 
         _at_least_one(seeds=args.seeds, trials=args.trials, population=args.population)
         table, info = bench_search(
-            args.run, args.strategies.split(","), args.seeds, args.trials, args.population, log=console.print
+            args.run,
+            args.strategies.split(","),
+            args.seeds,
+            args.trials,
+            args.population,
+            log=console.print,
+            peer=args.peer,
         )
         out = Table(
             "strategy",
             "hypervolume (mean ± sd)",
+            "hypervolume under the budget",
             "best feasible val top-1",
+            "winners' test top-1",
+            "winners' measured ms",
             "winners meeting the budget measured",
+            "accuracy evaluations",
             "distinct archs",
-            title=f"{args.trials} candidates x {args.seeds} seeds on {args.run}; budget {info['budget_ms']:.3f} ms "
-            f"on {info['device']}; reference point ({info['ref_accuracy']:.4f}, "
+            title=f"{args.trials} candidates x {args.seeds} seeds on {args.run} (objective {info['objective']}); "
+            f"budget {info['budget_ms']:.3f} ms on {info['device']}; reference point ({info['ref_accuracy']:.4f}, "
             f"{info['ref_latency_ms']:.3f} ms)",
         )
         for r in table:
             out.add_row(
                 r["strategy"],
                 f"{r['hv_mean']:.5f} ± {r['hv_std']:.5f}",
+                f"{r['hv_budget_mean']:.5f}",
                 f"{r['best_feasible_acc']:.4f}",
+                f"{r['test_acc']:.4f}",
+                f"{r['measured_ms']:.3f}",
                 f"{r['winners_meet']}/{r['winners']}",
+                f"{r['evaluations']:.0f}",
                 f"{r['distinct']:.0f}",
             )
         print_table(out)
         print(f"accuracy evaluations: {info['evaluated']} new, {info['cached']} from the run's cache")
+        for name, wins in info.get("seed_wins", {}).items():
+            print(f"{name}: winner at least as accurate (val) as {table[-1]['strategy']}'s in {wins} seeds")
 
 
 class Sampler(Command):

@@ -111,9 +111,16 @@ class Deployer:
 
 
 def int8_nodes(path: str | Path) -> int:
-    """How many Conv/Gemm/MatMul nodes of an ONNX file read int8 weights (a DequantizeLinear feeds them)."""
+    """How many Conv/Gemm/MatMul nodes of an ONNX file compute in int8: fed int8 weights through a DequantizeLinear
+    (QDQ format), or quantized operators themselves (QOperator format: QLinearConv, QGemm, ...)."""
     proto = onnx.load(str(path))
     dq = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     return sum(
-        1 for n in proto.graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1 and n.input[1] in dq
+        1
+        for n in proto.graph.node
+        if n.op_type in QUANTIZED_OPS
+        or (n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1 and n.input[1] in dq)
     )
+
+
+QUANTIZED_OPS = ("QLinearConv", "QGemm", "QLinearMatMul", "ConvInteger", "MatMulInteger")

@@ -281,13 +281,20 @@ class MixedPrecision:
         self.log(f"confirm: the deployed model needed {len(current) - k} layers back in float")
         return set(current[:k])
 
-    def finish(self, found: dict[str, set[str]]) -> dict[str, Any]:
+    def finish(self, found: dict[str, set[str]], peers: dict[str, Path] | None = None) -> dict[str, Any]:
         """Measure fp32, uniform int8 and the found configurations interleaved; the answer is the fastest
-        of them whose deployed model holds the tolerance on the validation split."""
+        of them whose deployed model holds the tolerance on the validation split. `peers` (name -> ONNX file
+        another tool quantized) are measured in the same group and scored the same way, never chosen."""
         self.prepare()
         named = {"fp32": set(), "int8": set(self.layers), **found}
-        keys = list(named)
-        times = self.measure([named[k] for k in keys])
+        keys, peers = list(named), dict(peers or {})
+        paths = [self.deploy(named[k]) for k in keys] + [Path(p) for p in peers.values()]
+        times = [
+            m.latency_ms
+            for m in self.device.measure_many([str(p) for p in paths], [self.data.input_shape] * len(paths))
+        ]
+        for key, t in zip(keys, times):
+            self.latency[frozenset(named[key])] = t
         rows = []
         for key, t in zip(keys, times):
             s = named[key]
@@ -303,10 +310,26 @@ class MixedPrecision:
                     "test_top1": self.deployed_accuracy(s, "test"),
                     "fake_val_top1": self.fake_accuracy(s),
                     "within_tolerance": bool(val >= self.floor),
+                    "peer": False,
+                }
+            )
+        for (name, path), t in zip(peers.items(), times[len(keys) :]):
+            val = onnx_accuracy(path, self.data.val)
+            rows.append(
+                {
+                    "config": name,
+                    "int8_layers": int8_nodes(path),
+                    "int8_nodes": int8_nodes(path),
+                    "latency_ms": t,
+                    "val_top1": val,
+                    "test_top1": onnx_accuracy(path, self.data.test),
+                    "fake_val_top1": float("nan"),
+                    "within_tolerance": bool(val >= self.floor),
+                    "peer": True,
                 }
             )
         table = pd.DataFrame(rows)
-        ok = table[table["within_tolerance"]]
+        ok = table[table["within_tolerance"] & ~table["peer"]]
         best = ok.loc[ok["latency_ms"].idxmin()] if len(ok) else table.iloc[0]
         chosen = named[best["config"]]
         best = table.iloc[next(i for i, k in enumerate(keys) if named[k] == chosen)]  # fp32 / int8 by their names

@@ -154,6 +154,32 @@ def test_bench_quantize_compares_every_method(tmp_path, capsys):
     assert main(argv[:-4] + ["--methods", "nope+bisect"]) == 2
 
 
+@pytest.mark.slow
+def test_bench_quantize_peer_inc_is_measured_in_the_same_group(tmp_path, capsys):
+    pytest.importorskip("onnx_neural_compressor", reason="needs onnx-neural-compressor: pip install -e '.[peers]'")
+    argv = ["bench", "quantize", "--models", "mobilenetv2", "--epochs", "1", "--resolution", "32"]
+    assert main([*argv, "--methods", "interlayer+bisect", "--peer", "inc", "--out", str(tmp_path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "mobilenetv2: hwnas's choice" in out and " vs inc" in out and "trials" in out
+    result = json.loads((tmp_path / "mobilenetv2" / "model.json").read_text())
+    peers = [c for c in result["configs"] if c["peer"]]
+    assert len(peers) == 1 and peers[0]["config"].startswith("inc") and peers[0]["latency_ms"] > 0
+    assert result["chosen"] != peers[0]["config"]  # a peer is measured and scored, never chosen
+    if peers[0]["config"] == "inc":  # INC quantized: its model computes in int8
+        assert peers[0]["int8_nodes"] > 0
+
+
+def test_a_peer_that_is_not_installed_says_what_to_install():
+    from nas.bench.peers import need
+
+    with pytest.raises(
+        ValueError, match=r"--peer ofa needs Once-for-All's reference code .*pip install -e '.\[peers\]'"
+    ):
+        need("ofa", "ofa.no_such_module")
+    with pytest.raises(ValueError, match="Unknown peer 'nni'; known: ofa, inc"):
+        need("nni")
+
+
 def test_a_programming_error_is_one_line_and_debug_shows_its_traceback(monkeypatch, capsys):
     from nas.cli import spaces
 

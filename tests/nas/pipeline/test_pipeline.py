@@ -205,6 +205,21 @@ def test_bench_search_compares_strategies_on_a_finished_run(finished):
 
 
 @pytest.mark.slow
+def test_bench_search_runs_ofas_own_finder_beside_hwnas(finished):
+    pytest.importorskip("ofa", reason="needs the ofa package: pip install -e '.[peers]'")
+    from nas.bench.search import bench_search
+
+    run, result = finished
+    table, info = bench_search(str(run), ["evolution"], seeds=2, trials=8, population=4, log=lambda s: None, peer="ofa")
+    assert [r["strategy"] for r in table] == ["evolution", "ofa-evolution"] and info["objective"] == "budget"
+    ofa, hwnas = table[1], table[0]
+    assert ofa["evaluations"] == 8 and hwnas["evaluations"] <= 8  # equal budgets: OFA scores population x generations
+    assert ofa["winners"] == 2 and ofa["winners_meet"] <= 2 and ofa["measured_ms"] > 0
+    assert 0 <= ofa["best_feasible_acc"] <= 1 and ofa["hv_budget_mean"] >= 0
+    assert set(info["seed_wins"]) == {"evolution"}
+
+
+@pytest.mark.slow
 def test_bench_search_prints_its_table(finished, capsys):
     run, _ = finished
     argv = ["bench", "search", str(run), "--strategies", "random", "--seeds", "1", "--trials", "3", "--population", "2"]
