@@ -22,6 +22,11 @@ from nas.search import Objective, SearchConfig, completed, hypervolume, run_sear
 from nas.supernet.run import load_search_run
 
 PEERS = ("ofa",)
+MAX_TRIALS = 10  # with a peer, a strategy may propose up to this many times its accuracy evaluations
+
+
+def _evaluations(rows: list[dict]) -> int:
+    return sum(1 for r in rows if not math.isnan(r["accuracy"]))
 
 
 def bench_search(
@@ -37,7 +42,7 @@ def bench_search(
     """One row per strategy (and peer). Without a peer the strategies search for the accuracy-latency front
     (objective pareto); with one, every search looks for the most accurate subnet under the run's budget
     (objective budget, OFA's constraint), and a candidate predicted over the budget costs no accuracy
-    evaluation (OFA's finder draws again instead), so each row says how many it made."""
+    evaluation (OFA's finder draws again instead): each search goes on until it has made `trials` of them."""
     if peer is not None and peer not in PEERS:
         raise ValueError(f"Unknown peer {peer!r}; known: {', '.join(PEERS)}")
     run = Path(run_dir)
@@ -63,7 +68,10 @@ def bench_search(
             return math.nan, lat
         return acc(arch), lat
 
+    if peer and predicted(sn.net.smallest()) > budget:
+        raise ValueError(f"even the smallest subnet is predicted over the budget of {budget:.3f} ms: nothing to search")
     objective = Objective("budget", budget) if peer else Objective("pareto")
+    constraint = (lambda arch: predicted(arch) <= budget) if peer else None  # as `hwnas run` searches a budget
     runs: dict[tuple[str, int], list[dict]] = {}
     names = list(strategies)
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,13 +86,18 @@ def bench_search(
                     study_name=f"{strategy}-{seed}",
                     objective=objective.kind,
                 )
-                study = run_search(space, evaluate, objective, cfg, f"sqlite:///{tmp}/bench.db", progress=progress)
-                runs[(strategy, seed)] = completed(study)
+                storage = f"sqlite:///{tmp}/bench.db"
+                search = lambda: completed(
+                    run_search(space, evaluate, objective, cfg, storage, progress=progress, constraint=constraint)
+                )
+                rows = search()
+                while peer and _evaluations(rows) < trials and cfg.trials < MAX_TRIALS * trials:
+                    cfg.trials += trials - _evaluations(rows)  # the study resumes: proposals over the budget were free
+                    rows = search()
+                runs[(strategy, seed)] = rows
     if peer == "ofa":
         from nas.bench.ofa_search import NAME, ofa_evolution
 
-        if predicted(sn.net.smallest()) > budget:
-            raise ValueError(f"even the smallest subnet is predicted over the budget of {budget:.3f} ms")
         names.append(NAME)
         for seed in range(seeds):
             log(f"{NAME} (ofa's EvolutionFinder), seed {seed}: {trials} candidates")
@@ -106,6 +119,7 @@ def bench_search(
     table = []
     for name in names:
         rows_of = [[r for r in runs[(name, s)] if not math.isnan(r["accuracy"])] for s in range(seeds)]
+        proposals = float(np.mean([len(runs[(name, s)]) for s in range(seeds)]))
 
         def hv(ref_latency: float) -> list[float]:
             return [
@@ -128,6 +142,7 @@ def bench_search(
                 "winners_meet": sum(1 for w in found if measured[w["arch"]] <= budget),
                 "winners": len(found),
                 "evaluations": float(np.mean([len(rows) for rows in rows_of])),
+                "proposals": proposals,
                 "distinct": float(np.mean([len({r["arch"] for r in runs[(name, s)]}) for s in range(seeds)])),
             }
         )

@@ -532,6 +532,7 @@ class Search(Command):
             "winners' measured ms",
             "winners meeting the budget measured",
             "accuracy evaluations",
+            "proposals",
             "distinct archs",
             title=f"{args.trials} candidates x {args.seeds} seeds on {args.run} (objective {info['objective']}); "
             f"budget {info['budget_ms']:.3f} ms on {info['device']}; reference point ({info['ref_accuracy']:.4f}, "
@@ -547,6 +548,7 @@ class Search(Command):
                 f"{r['measured_ms']:.3f}",
                 f"{r['winners_meet']}/{r['winners']}",
                 f"{r['evaluations']:.0f}",
+                "-" if r["strategy"] == "ofa-evolution" else f"{r['proposals']:.0f}",
                 f"{r['distinct']:.0f}",
             )
         print_table(out)

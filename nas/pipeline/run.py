@@ -108,9 +108,20 @@ class Pipeline:
         )
         fspace = feature_space(pred_meta, space)
 
+        latency: dict[str, float] = {}
+
+        def predicted(arch: tuple) -> float:
+            key = space.to_str(arch)
+            if key not in latency:
+                X, _ = features(space, [arch], fspace)
+                latency[key] = float(pred.predict(X)[0])
+            return latency[key]
+
         def evaluate(arch: tuple) -> tuple[float, float]:
-            X, _ = features(space, [arch], fspace)
-            return acc(arch), float(pred.predict(X)[0])
+            return acc(arch), predicted(arch)
+
+        # under a budget, hwnas's strategies draw again for proposals predicted over it before spending accuracy
+        constraint = (lambda arch: predicted(arch) <= objective.budget_ms) if objective.kind == "budget" else None
 
         self.log(
             f"search: {cfg.strategy}, objective {objective.kind}, {cfg.trials} candidates, study {cfg.study_name!r} "
@@ -118,7 +129,9 @@ class Pipeline:
         )
         with self._bar("searching") as update:
             study_key = {"device": self.device.spec, "predictor": pred_meta.get("fingerprint", {}).get("device", "")}
-            study = run_search(space, evaluate, objective, cfg, storage, progress=update, key=study_key)
+            study = run_search(
+                space, evaluate, objective, cfg, storage, progress=update, key=study_key, constraint=constraint
+            )
         return completed(study)
 
     def verify(self, space: Any, trials: list[dict], budget: float) -> tuple[dict | None, dict[str, float]]:

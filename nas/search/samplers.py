@@ -78,6 +78,7 @@ class _SpaceSampler(BaseSampler):
 
     retries = 32
     per_trial = True  # resuming needs no reseeding: trial numbers never repeat
+    constraint: Callable[[tuple], bool] | None = None  # set by `make_sampler`
 
     def __init__(self, space: Any, population: int = 50, seed: int | None = None) -> None:
         self.space, self.population, self.seed = space, population, seed
@@ -114,7 +115,9 @@ class _SpaceSampler(BaseSampler):
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
         """A new architecture: one already evaluated (or being evaluated by another worker) is proposed again only
-        after `retries` proposals and `retries` random draws found nothing new. Values are returned for exactly the
+        after `retries` proposals and `retries` random draws found nothing new. With a `constraint` (the budget
+        under the latency predictor), proposals that break it are drawn again, as Once-for-All's finder does,
+        `CONSTRAINED` times as often, before a new one that breaks it is taken. Values are returned for exactly the
         names of `search_space` (the Optuna contract, which `PartialFixedSampler` relies on): genes from the
         proposal, any other parameter from the random sampler."""
         if not search_space:
@@ -131,10 +134,17 @@ class _SpaceSampler(BaseSampler):
         rng = self._rng(trial)
         seen = {t.user_attrs[ARCH_ATTR] for t in history} | self._running(study, trial)
         evolve = len(history) >= self.population
-        for attempt in range(2 * self.retries):  # the strategy's proposals first, then random ones
-            arch = self.propose(study, history, rng) if evolve and attempt < self.retries else self.space.sample(rng)
-            if self.space.to_str(arch) not in seen:
+        tries = self.retries * (1 if self.constraint is None else CONSTRAINED)
+        first_new = None
+        for attempt in range(2 * tries):  # the strategy's proposals first, then random ones
+            arch = self.propose(study, history, rng) if evolve and attempt < tries else self.space.sample(rng)
+            if self.space.to_str(arch) in seen:
+                continue
+            if self.constraint is None or self.constraint(arch):
                 break
+            first_new = first_new or arch
+        else:  # nothing new met the constraint: the first new proposal, else the last one
+            arch = first_new or arch
         return values | {g.name: _plain(v) for g, v in zip(self.space.genes, arch) if g.name in search_space}
 
     def arch(self, trial: FrozenTrial) -> tuple:
@@ -234,11 +244,25 @@ STRATEGIES: dict[str, Callable[..., BaseSampler]] = {
 }
 
 
-def make_sampler(strategy: str, space: Any, population: int = 50, seed: int | None = None) -> BaseSampler:
+CONSTRAINED = 4
+
+
+def make_sampler(
+    strategy: str,
+    space: Any,
+    population: int = 50,
+    seed: int | None = None,
+    constraint: Callable[[tuple], bool] | None = None,
+) -> BaseSampler:
+    """The strategy's sampler; `constraint` (hwnas's own strategies) redraws proposals that break it before any
+    accuracy is spent on them."""
     if strategy not in STRATEGIES:
         raise ValueError(f"Unknown search strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
     if population < 2:
         raise ValueError(f"`population >= 2` must hold, but got population={population}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return STRATEGIES[strategy](space, population, seed)
+        sampler = STRATEGIES[strategy](space, population, seed)
+    if constraint is not None and isinstance(sampler, _SpaceSampler):
+        sampler.constraint = constraint
+    return sampler

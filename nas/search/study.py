@@ -79,11 +79,16 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
 
 
 def open_study(
-    space: Any, config: SearchConfig, objective: Objective, storage: str, key: dict[str, Any] | None = None
+    space: Any,
+    config: SearchConfig,
+    objective: Objective,
+    storage: str,
+    key: dict[str, Any] | None = None,
+    constraint: Callable[[tuple], bool] | None = None,
 ) -> optuna.Study:
     """Create the study, or join it when it exists (resume, or another worker). `key` (the device and predictor
     the trials' numbers come from) must equal the key of an existing study: numbers of another device never mix."""
-    sampler = make_sampler(config.strategy, space, config.population, config.seed)
+    sampler = make_sampler(config.strategy, space, config.population, config.seed, constraint)
     url, storage = storage, open_storage(storage)
     try:
         study = optuna.create_study(
@@ -138,14 +143,16 @@ def run_search(
     progress: Callable[[int, int], None] | None = None,
     on_trial: Callable[[int, tuple, float, float], None] | None = None,
     key: dict[str, Any] | None = None,
+    constraint: Callable[[tuple], bool] | None = None,
 ) -> optuna.Study:
     """Evaluate architectures until the study holds `config.trials` finished trials.
 
     Workers sharing the storage never ask for more than the trials left (finished + running); a worker with
     nothing left to ask waits for the others' running trials, and a trial whose worker died (its process gone on
     this host, or its heartbeat stale in a database storage) is failed and a new trial takes its place, so the
-    study ends with exactly `config.trials` finished trials while any worker lives."""
-    study = open_study(space, config, objective, storage, key)
+    study ends with exactly `config.trials` finished trials while any worker lives. `constraint` (predicted
+    latency within the budget) is what hwnas's own strategies draw again for before a trial is evaluated."""
+    study = open_study(space, config, objective, storage, key, constraint)
     while True:
         complete, running = _states(study)
         if progress:

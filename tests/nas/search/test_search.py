@@ -283,3 +283,28 @@ def test_bench_sampler_prints_the_speed_of_each_strategy_as_the_study_grows(tmp_
     assert all(
         len(optuna.load_study(study_name=n, storage=f"sqlite:///{tmp_path}/b.db").trials) == 30 for n in study_names
     )
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "nsga2", "random"])
+def test_proposals_that_break_the_constraint_are_drawn_again_before_a_trial_is_spent(tmp_path, strategy):
+    space = load_space("nasbench201")
+    evaluate = toy(space)
+    budget = 1.0
+    inside = lambda arch: evaluate(arch)[1] <= budget
+    cfg = SearchConfig(strategy=strategy, trials=40, population=8, seed=0, objective="budget")
+    study = run_search(
+        space, evaluate, Objective("budget", budget), cfg, f"sqlite:///{tmp_path}/s.db", constraint=inside
+    )
+    rows = completed(study)
+    assert len(rows) == 40 and all(r["latency_ms"] <= budget for r in rows)
+    free = completed(run_search(space, evaluate, Objective("budget", budget), cfg, f"sqlite:///{tmp_path}/f.db"))
+    assert any(r["latency_ms"] > budget for r in free)  # without it the same search spends trials over the budget
+
+
+def test_a_constraint_nothing_meets_still_gives_new_architectures(tmp_path):
+    space = load_space("nasbench201")
+    cfg = SearchConfig(strategy="evolution", trials=12, population=4, seed=0, objective="budget")
+    study = run_search(
+        space, toy(space), Objective("budget", 1.0), cfg, f"sqlite:///{tmp_path}/s.db", constraint=lambda a: False
+    )
+    assert len({r["arch"] for r in completed(study)}) == 12
