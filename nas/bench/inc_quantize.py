@@ -14,12 +14,32 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 
 from nas.bench.peers import need
 from nas.export import onnx_accuracy
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def named_basic(fp32: Path, dst: Path) -> Path:
+    """What INC's `autotune` does first (onnxruntime's basic graph optimisations: Identity nodes folded, which
+    INC's weight quantizer needs), with every node named: onnxruntime leaves the HardSigmoid and Mul it splits
+    HardSwish into unnamed, and INC, which maps its configuration by node name, then quantizes every unnamed node
+    as the unnamed Mul and fails (onnx-neural-compressor 1.0: KeyError 'HardSigmoid')."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    ort.InferenceSession(str(fp32), options, providers=["CPUExecutionProvider"])
+    proto, names = onnx.load(str(dst)), set()
+    for i, node in enumerate(proto.graph.node):
+        if not node.name or node.name in names:
+            node.name = f"{node.op_type}_{i}"
+        names.add(node.name)
+    onnx.save(proto, str(dst))
+    return dst
 
 
 def inc_quantize(
@@ -54,7 +74,8 @@ def inc_quantize(
     # INC's ONNX criterion is relative ((baseline - int8) / baseline <= tolerable_loss): hwnas's points, converted
     relative = tolerance_points / 100 / max(baseline, 1e-9)
     configs = config.StaticQuantConfig.get_config_set_for_tuning(
-        execution_provider="CPUExecutionProvider", calibration_sampling_size=sum(len(x) for x, _ in calib)
+        execution_provider="CPUExecutionProvider",
+        calibration_sampling_size=sum(len(x) for x, _ in calib),
     )
     start = time.perf_counter()
     quiet = logging.getLogger("onnx_neural_compressor")
@@ -62,10 +83,11 @@ def inc_quantize(
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             best = tuning.autotune(
-                str(fp32),
+                str(named_basic(fp32, out.parent / f"{out.stem}.input.onnx")),
                 tuning.TuningConfig(config_set=configs, tolerable_loss=relative, max_trials=max_trials),
                 eval_fn=evaluate,
                 calibration_data_reader=Reader(),
+                optimization_level=ort.GraphOptimizationLevel.ORT_DISABLE_ALL,  # done by `named_basic`
             )
     except SystemExit:  # onnx-neural-compressor 1.0 calls exit(0) when no configuration holds the tolerance
         best = None
