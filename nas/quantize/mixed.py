@@ -128,12 +128,15 @@ class MixedPrecision:
 
     def measure(self, configs: list[set[str]]) -> list[float]:
         """Latency of each configuration's deployed model on the device, measured interleaved."""
-        paths = [self.deploy(c) for c in configs]
-        ms = self.device.measure_many([str(p) for p in paths], [self.data.input_shape] * len(paths))
-        out = [m.latency_ms for m in ms]
+        out = self.measure_files([self.deploy(c) for c in configs])
         for c, t in zip(configs, out):
             self.latency[frozenset(c)] = t
         return out
+
+    def measure_files(self, paths: list[Path]) -> list[float]:
+        """Latency of each ONNX file on the device, measured interleaved in one group."""
+        ms = self.device.measure_many([str(p) for p in paths], [self.data.input_shape] * len(paths))
+        return [m.latency_ms for m in ms]
 
     # ---- the job ---------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -289,10 +292,7 @@ class MixedPrecision:
         named = {"fp32": set(), "int8": set(self.layers), **found}
         keys, peers = list(named), dict(peers or {})
         paths = [self.deploy(named[k]) for k in keys] + [Path(p) for p in peers.values()]
-        times = [
-            m.latency_ms
-            for m in self.device.measure_many([str(p) for p in paths], [self.data.input_shape] * len(paths))
-        ]
+        times = self.measure_files(paths)
         for key, t in zip(keys, times):
             self.latency[frozenset(named[key])] = t
         rows = []
@@ -314,12 +314,12 @@ class MixedPrecision:
                 }
             )
         for (name, path), t in zip(peers.items(), times[len(keys) :]):
-            val = onnx_accuracy(path, self.data.val)
+            val, nodes = onnx_accuracy(path, self.data.val), int8_nodes(path)
             rows.append(
                 {
                     "config": name,
-                    "int8_layers": int8_nodes(path),
-                    "int8_nodes": int8_nodes(path),
+                    "int8_layers": nodes,
+                    "int8_nodes": nodes,
                     "latency_ms": t,
                     "val_top1": val,
                     "test_top1": onnx_accuracy(path, self.data.test),
