@@ -285,19 +285,20 @@ class MixedPrecision:
         return set(current[:k])
 
     def finish(self, found: dict[str, set[str]], peers: dict[str, Path] | None = None) -> dict[str, Any]:
-        """Measure fp32, uniform int8 and the found configurations interleaved; the answer is the fastest
-        of them whose deployed model holds the tolerance on the validation split. `peers` (name -> ONNX file
-        another tool quantized) are measured in the same group and scored the same way, never chosen."""
+        """Measure fp32, uniform int8 and the found configurations interleaved (each distinct one once); the
+        answer is the fastest of them whose deployed model holds the tolerance on the validation split. `peers`
+        (name -> ONNX file another tool quantized) are measured in the same group and scored the same way, never
+        chosen."""
         self.prepare()
         named = {"fp32": set(), "int8": set(self.layers), **found}
         keys, peers = list(named), dict(peers or {})
-        paths = [self.deploy(named[k]) for k in keys] + [Path(p) for p in peers.values()]
-        times = self.measure_files(paths)
-        for key, t in zip(keys, times):
-            self.latency[frozenset(named[key])] = t
+        distinct = list(dict.fromkeys(frozenset(named[k]) for k in keys))  # methods that agree: one model, one time
+        times = self.measure_files([self.deploy(c) for c in distinct] + [Path(p) for p in peers.values()])
+        self.latency.update(zip(distinct, times))
         rows = []
-        for key, t in zip(keys, times):
+        for key in keys:
             s = named[key]
+            t = self.latency[frozenset(s)]
             path = self.deploy(s)
             val = self.deployed_accuracy(s)
             rows.append(
@@ -313,7 +314,7 @@ class MixedPrecision:
                     "peer": False,
                 }
             )
-        for (name, path), t in zip(peers.items(), times[len(keys) :]):
+        for (name, path), t in zip(peers.items(), times[len(distinct) :]):
             val, nodes = onnx_accuracy(path, self.data.val), int8_nodes(path)
             rows.append(
                 {

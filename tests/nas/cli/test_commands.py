@@ -165,6 +165,10 @@ def test_bench_quantize_peer_inc_is_measured_in_the_same_group(tmp_path, capsys)
     peers = [c for c in result["configs"] if c["peer"]]
     assert len(peers) == 1 and peers[0]["config"].startswith("inc") and peers[0]["latency_ms"] > 0
     assert result["chosen"] != peers[0]["config"]  # a peer is measured and scored, never chosen
+    everything = [
+        c for c in result["configs"] if not c["peer"] and c["int8_layers"] == result["configs"][1]["int8_layers"]
+    ]
+    assert len({c["latency_ms"] for c in everything}) == 1  # methods that agree share one measurement
     if peers[0]["config"] == "inc":  # INC quantized: its model computes in int8
         assert peers[0]["int8_nodes"] > 0
 
