@@ -79,7 +79,8 @@ def inc_quantize(
     )
     start = time.perf_counter()
     quiet = logging.getLogger("onnx_neural_compressor")
-    level, quiet.level = quiet.level, logging.WARNING
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # INC warns once per configuration it skips as already tried
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             best = tuning.autotune(

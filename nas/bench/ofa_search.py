@@ -35,6 +35,11 @@ class _Accuracy:
         return np.array([self.accuracy(a) for a in archs], dtype=float)
 
 
+def check_space(space: object) -> None:
+    if getattr(space, "name", None) != "ofa_mbv3":
+        raise ValueError(f"--peer ofa searches ofa_mbv3 runs (OFA's space), but this run's space is {space.spec!r}")
+
+
 def ofa_evolution(
     space: object,
     accuracy: Callable[[tuple], float],
@@ -49,8 +54,7 @@ def ofa_evolution(
     0.25 and of mutations 0.5, its mutation probabilities 0.1 and 0.5 for the resolution)."""
     from search_spaces.ofa_mbv3.blocks import DEPTHS, EXPANDS, KERNELS
 
-    if getattr(space, "name", None) != "ofa_mbv3":
-        raise ValueError(f"--peer ofa searches ofa_mbv3 runs (OFA's space), but this run's space is {space.spec!r}")
+    check_space(space)
     search = need("ofa", "ofa.nas.search_algorithm")
     encoders = need("ofa", "ofa.nas.accuracy_predictor.arch_encoder")
     encoder = encoders.MobileNetArchEncoder(
@@ -74,7 +78,12 @@ def ofa_evolution(
         arch_mutate_prob=0.1,
         resolution_mutate_prob=0.5,
     )
-    random.seed(seed)  # OFA draws from the global generators
+    saved = random.getstate(), np.random.get_state()
+    random.seed(seed)  # OFA draws from the global generators: seeded for the search, given back after it
     np.random.seed(seed)
-    finder.run_evolution_search(budget_ms, verbose=False)
+    try:
+        finder.run_evolution_search(budget_ms, verbose=False)
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
     return scorer.scored

@@ -68,6 +68,10 @@ def bench_search(
             return math.nan, lat
         return acc(arch), lat
 
+    if peer == "ofa":
+        from nas.bench.ofa_search import check_space
+
+        check_space(space)
     if peer and predicted(sn.net.smallest()) > budget:
         raise ValueError(f"even the smallest subnet is predicted over the budget of {budget:.3f} ms: nothing to search")
     objective = Objective("budget", budget) if peer else Objective("pareto")
