@@ -49,14 +49,9 @@ def ridge_predict(F: np.ndarray, mu: np.ndarray, sd: np.ndarray, w: np.ndarray, 
 
 def loo_log_error(fit_predict, F: np.ndarray, y: np.ndarray) -> float:
     """Mean |log error| of leave-one-out predictions; fit_predict(F_train, y_train, F_test)."""
-    return float(np.mean(_loo_errors(fit_predict, F, y)))
-
-
-def _loo_errors(fit_predict, F: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """|log error| of each leave-one-out prediction."""
     errs = []
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
         p = fit_predict(F[keep], y[keep], F[i : i + 1])[0]
         errs.append(abs(np.log(max(p, 1e-9)) - np.log(y[i])))
-    return np.array(errs)
+    return float(np.mean(errs))

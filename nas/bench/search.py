@@ -14,8 +14,7 @@ import numpy as np
 
 import devices
 import predictors
-from nas.latency.calibration import feature_space
-from nas.latency.features import features
+from nas.latency.calibration import latency_of
 from nas.latency.profile import measure_archs
 from nas.rundir import MEASURED, PREDICTOR
 from nas.search import Objective, SearchConfig, completed, hypervolume, run_search
@@ -51,16 +50,9 @@ def bench_search(
         raise ValueError(f"{run} has no finished search (no budget in result.json); run hwnas run first")
     space = sn.net.space
     pred, meta = predictors.load(run / PREDICTOR)
-    fspace = feature_space(meta, space)
     budget = float(result["budget_ms"])
     acc, test = sn.accuracy("val"), sn.accuracy("test")
-    latency: dict[str, float] = {}
-
-    def predicted(arch: tuple) -> float:
-        key = space.to_str(arch)
-        if key not in latency:
-            latency[key] = float(pred.predict(features(space, [arch], fspace)[0])[0])
-        return latency[key]
+    predicted = latency_of(pred, meta, space)
 
     def evaluate(arch: tuple) -> tuple[float, float]:
         lat = predicted(arch)
@@ -123,7 +115,6 @@ def bench_search(
     table = []
     for name in names:
         rows_of = [[r for r in runs[(name, s)] if not math.isnan(r["accuracy"])] for s in range(seeds)]
-        proposals = float(np.mean([len(runs[(name, s)]) for s in range(seeds)]))
 
         def hv(ref_latency: float) -> list[float]:
             return [
@@ -131,13 +122,14 @@ def bench_search(
                 for rows in rows_of
             ]
 
+        hv_all = hv(ref_lat)
         ws = [winners.get((name, s)) for s in range(seeds)]
         found = [w for w in ws if w]
         table.append(
             {
                 "strategy": name,
-                "hv_mean": float(np.mean(hv(ref_lat))),
-                "hv_std": float(np.std(hv(ref_lat))),
+                "hv_mean": float(np.mean(hv_all)),
+                "hv_std": float(np.std(hv_all)),
                 "hv_budget_mean": float(np.mean(hv(budget))),
                 "best_feasible_acc": float(np.mean([w["accuracy"] for w in found] or [np.nan])),
                 "best_accs": [w["accuracy"] if w else math.nan for w in ws],
@@ -146,7 +138,8 @@ def bench_search(
                 "winners_meet": sum(1 for w in found if measured[w["arch"]] <= budget),
                 "winners": len(found),
                 "evaluations": float(np.mean([len(rows) for rows in rows_of])),
-                "proposals": proposals,
+                "proposals": float(np.mean([len(runs[(name, s)]) for s in range(seeds)])),
+                "peer": name not in strategies,
                 "distinct": float(np.mean([len({r["arch"] for r in runs[(name, s)]}) for s in range(seeds)])),
             }
         )

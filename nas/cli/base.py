@@ -26,6 +26,14 @@ class Command:
         raise NotImplementedError
 
 
+def ints(text: str, option: str) -> list[int]:
+    """A comma-separated list of whole numbers given to `option`."""
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise UserError(f"{option} must be whole numbers separated by commas, but got {text!r}") from None
+
+
 def space_arg(parser: argparse.ArgumentParser, default: str | None = None) -> None:
     parser.add_argument(
         "--space",

@@ -6,14 +6,7 @@ import argparse
 from pathlib import Path
 
 import devices
-from nas.cli.base import Command, UserError, print_table, space_arg
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",")]
-    except ValueError:
-        raise UserError(f"expected comma-separated integers, but got {text!r}") from None
+from nas.cli.base import Command, UserError, ints, print_table, space_arg
 
 
 def _at_least_one(**values: int) -> None:
@@ -239,7 +232,11 @@ class Hybrid(Command):
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        contexts, prompts, mixers = _ints(args.contexts), _ints(args.prompts), args.mixers.split(",")
+        contexts, prompts, mixers = (
+            ints(args.contexts, "--contexts"),
+            ints(args.prompts, "--prompts"),
+            args.mixers.split(","),
+        )
         rows = bh.operator_latency(
             args.device, mixers, contexts, prompts, args.dim, layers=args.layers, window=args.window, log=console.print
         )
@@ -548,7 +545,7 @@ class Search(Command):
                 f"{r['measured_ms']:.3f}",
                 f"{r['winners_meet']}/{r['winners']}",
                 f"{r['evaluations']:.0f}",
-                "-" if r["strategy"] == "ofa-evolution" else f"{r['proposals']:.0f}",
+                "-" if r["peer"] else f"{r['proposals']:.0f}",
                 f"{r['distinct']:.0f}",
             )
         print_table(out)

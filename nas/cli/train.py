@@ -71,18 +71,11 @@ class ImportSupernet(Command):
         parser.add_argument("--out", required=True, help="the run directory to write (a new one)")
 
     def run(self, args: argparse.Namespace) -> None:
-        from nas.cli.base import UserError
+        from nas.cli.base import ints
         from nas.progress import console
         from nas.supernet.imports import import_supernet
 
-        resolutions = None
-        if args.resolutions:
-            try:
-                resolutions = [int(r) for r in args.resolutions.split(",")]
-            except ValueError:
-                raise UserError(
-                    f"--resolutions must be whole numbers separated by commas, but got {args.resolutions!r}"
-                ) from None
+        resolutions = ints(args.resolutions, "--resolutions") if args.resolutions else None
         done = import_supernet(
             args.path, args.out, args.source, args.width, args.data, args.data_resolution, resolutions
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,20 @@ def feature_space(meta: dict[str, Any], space: Any) -> Any:
     """The space whose encoding a predictor was fitted on (a base may come from another variant)."""
     spec = meta.get("feature_space") or meta.get("space")
     return space if not spec or spec == space.spec else load_space(spec)
+
+
+def latency_of(pred: Any, meta: dict[str, Any], space: Any) -> Callable[[tuple], float]:
+    """A calibrated predictor's latency of one architecture, remembered by its string (a search asks again for
+    the same ones: the budget check of a proposal, then its trial)."""
+    fspace, known = feature_space(meta, space), {}
+
+    def latency(arch: tuple) -> float:
+        key = space.to_str(arch)
+        if key not in known:
+            known[key] = float(pred.predict(features(space, [arch], fspace)[0])[0])
+        return known[key]
+
+    return latency
 
 
 def load_base(base: str | None, space_name: str) -> tuple[Any, dict[str, Any], str]:

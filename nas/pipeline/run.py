@@ -16,8 +16,7 @@ import torch
 
 import devices
 import predictors
-from nas.latency.calibration import calibrate, feature_space, reference
-from nas.latency.features import features
+from nas.latency.calibration import calibrate, latency_of, reference
 from nas.latency.profile import measure_archs
 from nas.latency.tables import read_latencies, read_rows
 from nas.pipeline.export import export_run
@@ -106,16 +105,7 @@ class Pipeline:
         acc = sn.accuracy(
             "val", int8=self.recipe.quantize.enabled and self.recipe.quantize.joint, bn_images=self.recipe.bn_images
         )
-        fspace = feature_space(pred_meta, space)
-
-        latency: dict[str, float] = {}
-
-        def predicted(arch: tuple) -> float:
-            key = space.to_str(arch)
-            if key not in latency:
-                X, _ = features(space, [arch], fspace)
-                latency[key] = float(pred.predict(X)[0])
-            return latency[key]
+        predicted = latency_of(pred, pred_meta, space)
 
         def evaluate(arch: tuple) -> tuple[float, float]:
             return acc(arch), predicted(arch)

@@ -77,6 +77,7 @@ class _SpaceSampler(BaseSampler):
     after a stop, never replay each other's proposals; `seed=None` (and `reseed_rng`) draws fresh entropy."""
 
     retries = 32
+    constrained = 4  # with a constraint, `constrained` times as many proposals and random draws
     per_trial = True  # resuming needs no reseeding: trial numbers never repeat
     constraint: Callable[[tuple], bool] | None = None  # set by `make_sampler`
 
@@ -117,7 +118,7 @@ class _SpaceSampler(BaseSampler):
         """A new architecture: one already evaluated (or being evaluated by another worker) is proposed again only
         after `retries` proposals and `retries` random draws found nothing new. With a `constraint` (the budget
         under the latency predictor), proposals that break it are drawn again, as Once-for-All's finder does,
-        `CONSTRAINED` times as often, before a new one that breaks it is taken. Values are returned for exactly the
+        `constrained` times as often, before a new one that breaks it is taken. Values are returned for exactly the
         names of `search_space` (the Optuna contract, which `PartialFixedSampler` relies on): genes from the
         proposal, any other parameter from the random sampler."""
         if not search_space:
@@ -134,7 +135,7 @@ class _SpaceSampler(BaseSampler):
         rng = self._rng(trial)
         seen = {t.user_attrs[ARCH_ATTR] for t in history} | self._running(study, trial)
         evolve = len(history) >= self.population
-        tries = self.retries * (1 if self.constraint is None else CONSTRAINED)
+        tries = self.retries * (1 if self.constraint is None else self.constrained)
         first_new = None
         for attempt in range(2 * tries):  # the strategy's proposals first, then random ones
             arch = self.propose(study, history, rng) if evolve and attempt < tries else self.space.sample(rng)
@@ -242,9 +243,6 @@ STRATEGIES: dict[str, Callable[..., BaseSampler]] = {
         population_size=population, seed=seed
     ),
 }
-
-
-CONSTRAINED = 4
 
 
 def make_sampler(

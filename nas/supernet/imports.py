@@ -4,17 +4,14 @@ supernet run directory, which `hwnas run` (training skipped), `eval-subnet`, `ex
 from __future__ import annotations
 
 import hashlib
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from nas.rundir import CHECKPOINT, RunDir
 from nas.supernet.train import CHECKPOINT_FORMAT
-from nas.training.checkpoints import save_checkpoint
+from nas.training.checkpoints import safe_load, save_checkpoint
 from search_spaces import load_space
 
 SOURCES = ("ofa",)
@@ -30,15 +27,12 @@ class Imported:
     sha256: str
 
 
-def read_state(path: str | Path) -> Any:
-    """A checkpoint file read without unpickling (`weights_only=True`); anything else is an error naming it."""
-    path = Path(path)
+def _read(path: Path) -> Any:
+    """A checkpoint file read without unpickling; anything else is an error naming it."""
     if not path.is_file():
         raise ValueError(f"{path}: no such checkpoint file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return torch.load(path, weights_only=True, map_location="cpu")
+        return safe_load(path)
     except Exception as err:  # torch raises many kinds for a file it cannot read safely
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path}: not a checkpoint that loads with weights_only=True ({first[:200]})") from None
@@ -70,7 +64,7 @@ def import_supernet(
     path, run = Path(path), RunDir(out)
     if (run / CHECKPOINT).exists():
         raise ValueError(f"{run / CHECKPOINT} exists already; give another --out (nothing is overwritten)")
-    state = unwrap(read_state(path), str(path))
+    state = unwrap(_read(path), str(path))
     found = detect_width(state, str(path))
     if width is not None and abs(found - width) > 1e-9:
         raise ValueError(f"{path}: the checkpoint is OFA's width {found} supernet, but --width {width} was given")

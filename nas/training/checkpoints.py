@@ -22,13 +22,18 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
         raise ValueError(f"{path}: cannot write the checkpoint ({reason}); the previous one is kept") from None
 
 
+def safe_load(path: Path, map_location: Any = "cpu") -> Any:
+    """`torch.load` that unpickles nothing but tensors and plain values (`weights_only=True`)."""
+    with warnings.catch_warnings():  # a foreign pickle's protocol warning would be a second line of the error
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, weights_only=True, map_location=map_location)
+
+
 def load_checkpoint(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
     """A checkpoint hwnas wrote (tensors and plain values only: `weights_only=True`); anything else is an
     error naming the file."""
     try:
-        with warnings.catch_warnings():  # a foreign pickle's protocol warning would be a second line of the error
-            warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(path, weights_only=True, map_location=map_location)
+        state = safe_load(path, map_location)
     except Exception as err:  # torch raises many kinds for a file it cannot read safely
         raise ValueError(
             f"{path}: not a checkpoint hwnas wrote ({type(err).__name__}); remove it to start over"
