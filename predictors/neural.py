@@ -69,7 +69,10 @@ class _Experts(Predictor):
         self.hidden, self.steps, self.lr = hidden, steps, lr
 
     def _inputs(self, X: np.ndarray) -> np.ndarray:
-        return np.column_stack([self.block(X, "onehot"), self.block(X, "counts")]).astype(np.float32)
+        blocks = [self.block(X, "onehot"), self.block(X, "counts")]
+        if "executed" in (self.layout or {}):  # what a graph compiler keeps, on a log scale (MACs span decades)
+            blocks.append(np.log1p(self.block(X, "executed")))
+        return np.column_stack(blocks).astype(np.float32)
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> _Experts:
         import torch
@@ -121,11 +124,13 @@ class MLPRegressor(EmbeddingHead, _Experts):
 
 @register("hwnas")
 class ExpertMixture(_Experts):
-    """hwnas: up to four few-shot models fitted to the references: a non-negative mixture of MLP
-    source experts plus FLOPs/params, a non-negative mixture of per-device lookup tables, ridge
-    least squares on per-operation counts, and a non-negative roofline fit on the operators' MACs by
-    kind, activations, weights and operator count (for devices unlike any source). The prediction
-    averages those whose leave-one-out error on the references is within `near` times the best."""
+    """hwnas: few-shot models fitted to the references: a non-negative mixture of MLP source experts plus
+    FLOPs/params, a non-negative mixture of per-device lookup tables, ridge least squares on per-operation
+    counts, a non-negative roofline fit on the operators' MACs by kind, activations, weights and operator
+    count, and (where the space says what a graph compiler executes) the executed graph's costs and depth beside
+    the raw counts, non-negative and ridge, so a runtime that folds constants and drops dead computation is fitted
+    as well as one that runs every operator. The prediction averages those whose leave-one-out error on the
+    references is within `near` times the best: the references decide how the device behaves."""
 
     def __init__(
         self,
@@ -155,6 +160,9 @@ class ExpertMixture(_Experts):
         ]
         if "costs" in (self.layout or {}):
             out.append((self.block(X, "costs"), "nnls"))
+        if "executed" in (self.layout or {}):
+            both = np.column_stack([self.block(X, "executed"), self.block(X, "counts"), agnostic])
+            out += [(both, "nnls"), (both, "ridge"), (self.block(X, "executed"), "ridge")]
         return out
 
     @staticmethod
@@ -193,6 +201,9 @@ class ExpertMixture(_Experts):
         return np.maximum(out, 1e-6)
 
     def reference_features(self, X: np.ndarray) -> np.ndarray:
-        """Operation counts, FLOPs and params: few columns, so ten references pin them down (a design
-        on the experts' outputs was worse on both HELP spaces)."""
-        return np.column_stack([self.block(X, "counts"), self.block(X, "agnostic")])
+        """Operation counts, FLOPs and params, and the executed graph's costs: few columns, so ten references pin
+        them down (a design on the experts' outputs was worse on both HELP spaces)."""
+        blocks = [self.block(X, "counts"), self.block(X, "agnostic")]
+        if "executed" in (self.layout or {}):
+            blocks.append(self.block(X, "executed"))
+        return np.column_stack(blocks)

@@ -208,6 +208,14 @@ class SearchSpace:
         """The operators of what `latency_model` times (latency features come from these)."""
         return self.operators(arch)
 
+    def executed_operators(self, arch: tuple) -> tuple[list[Op], int]:
+        """What a graph-compiling runtime executes of `latency_model`: the operators whose input is not constant
+        and whose result reaches the output, and the depth of that graph (operators on its longest path). A space
+        whose networks hold no dead or constant computation keeps this default: every latency operator, in a
+        chain. `search_spaces.execution.traced_execution` derives the same from a built model."""
+        ops = self.latency_operators(arch)
+        return ops, len(ops)
+
     def gene_graph(self) -> list[tuple[int, int]]:
         """Directed edges between genes (gene i feeds gene j) for graph predictors: a chain unless a
         space knows better (NAS-Bench-201: the cell's data flow between edge operations)."""

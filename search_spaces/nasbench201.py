@@ -51,6 +51,38 @@ def edge_operators(name: str, c: int, hw: int) -> tuple[Op, ...]:
     return (Op("eltwise", c, c, in_hw=hw, out_hw=hw),) if name == "none" else ()
 
 
+def live_edges(arch: tuple[str, ...]) -> tuple[bool, ...]:
+    """Edges a graph compiler keeps: a non-`none` edge whose source the input reaches and whose target reaches the
+    output, both through non-`none` edges (the others compute a constant zero or a value nothing reads). A cell
+    without an input-output path keeps none: its output, and so the whole network's, is constant."""
+    reach = {0}
+    for target in (1, 2, 3):
+        if any(arch[i] != "none" and s in reach for i, (t, s) in enumerate(EDGES) if t == target):
+            reach.add(target)
+    out = {3}
+    for source in (2, 1, 0):
+        if any(arch[i] != "none" and t in out for i, (t, s) in enumerate(EDGES) if s == source):
+            out.add(source)
+    if 3 not in reach:
+        return (False,) * len(EDGES)
+    return tuple(op != "none" and s in reach and t in out for op, (t, s) in zip(arch, EDGES))
+
+
+def _cell_execution(arch: tuple[str, ...], c: int, hw: int) -> tuple[list[Op], int]:
+    """The live operators of one cell (edge operations, then a node's additions, chained in edge order as `Cell`
+    sums them) and its depth."""
+    live = live_edges(arch)
+    ops = [op for name, keep in zip(arch, live) if keep for op in edge_operators(name, c, hw)]
+    depth = {0: 0}
+    for target in (1, 2, 3):
+        inputs = [i for i, (t, s) in enumerate(EDGES) if t == target and live[i]]
+        ops += [Op("eltwise", c, c, in_hw=hw, out_hw=hw)] * max(0, len(inputs) - 1)
+        for k, i in enumerate(inputs):
+            d = depth[EDGES[i][1]] + (arch[i] != "skip_connect")
+            depth[target] = d if k == 0 else max(depth[target], d) + 1
+    return ops, depth.get(3, 0)
+
+
 class Cell(nn.Module):
     def __init__(self, ops: tuple[str, ...], c: int) -> None:
         super().__init__()
@@ -158,6 +190,31 @@ class NASBench201(SearchSpace):
     def gene_graph(self) -> list[tuple[int, int]]:
         """Edge operation i feeds edge operation j when i ends at the node where j starts."""
         return [(i, j) for i, (t, _) in enumerate(EDGES) for j, (_, s) in enumerate(EDGES) if t == s]
+
+    def executed_operators(self, arch: tuple) -> tuple[list[Op], int]:
+        """Only live edges execute (`live_edges`), and their nodes' additions (batch norm and activations fused); a
+        network whose cells have no input-output path computes a constant and executes nothing."""
+        arch = self.validate(arch)
+        if not any(live_edges(arch)):
+            return [], 0
+        full = self.operators(arch)
+        head = full[:1]
+        ops, depth = list(head), 1
+        for i, (ch, hw) in enumerate(self._stages()):
+            if i > 0:
+                c_in = ch // 2
+                ops += [
+                    Op("conv", c_in, ch, 3, 1, 2 * hw, hw, 2 * ch),
+                    Op("conv", ch, ch, 3, 1, hw, hw, 2 * ch),
+                    Op("pool", c_in, c_in, 2, c_in, 2 * hw, hw),
+                    Op("conv", c_in, ch, 1, 1, hw, hw),
+                    Op("eltwise", ch, ch, in_hw=hw, out_hw=hw),
+                ]
+                depth += 3
+            cell, d = _cell_execution(arch, ch, hw)
+            ops += cell * self.cells_per_stage
+            depth += d * self.cells_per_stage
+        return ops + full[-2:], depth + 2
 
     def operators(self, arch: tuple) -> list[Op]:
         arch = self.validate(arch)

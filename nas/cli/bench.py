@@ -65,7 +65,10 @@ class Predictors(Command):
         space_arg(parser)
         parser.add_argument("--data", nargs="+", required=True)
         parser.add_argument(
-            "--split", default="loho,dissimilar", help="comma list of: help, loho (leave one hardware out), dissimilar"
+            "--split",
+            default="loho,dissimilar",
+            help="comma list of: help, loho (leave one hardware out), loso (leave one source out: "
+            "the devices of each table predicted from the other tables' devices), dissimilar",
         )
         parser.add_argument("--splits", help="HELP's splits.json (default: beside the first table)")
         parser.add_argument("--predictors", help="comma list (default: all)")
@@ -86,17 +89,22 @@ class Predictors(Command):
         names = args.predictors.split(",") if args.predictors else list(bp.PREDICTORS)
         for which in args.split.split(","):
             rows = pd.DataFrame(bp.run(space, table, which, names, args.refs, splits_file, log=console.print))
+            shown = [*names, "ceiling"]
             out = Table(
                 "device",
-                *names,
-                title=f"{space.spec}, split {which}: Spearman rho / Kendall tau / MAPE % with {args.refs} samples",
+                *shown,
+                title=f"{space.spec}, split {which}: Spearman rho / Kendall tau / MAPE % with {args.refs} samples "
+                "(ceiling: a model fitted on the device's own rows outside the query range)",
             )
             cell = "{:.3f} / {:.3f} / {:.1f}"
             for device, g in rows.groupby("device", sort=False):
                 g = g.set_index("predictor")
-                out.add_row(device, *(cell.format(*g.loc[n, ["spearman", "kendall", "mape"]]) for n in names))
+                out.add_row(device, *(cell.format(*g.loc[n, ["spearman", "kendall", "mape"]]) for n in shown))
+            for src, g in rows.groupby("source", sort=False):
+                mean = g.groupby("predictor")[["spearman", "kendall", "mape"]].mean()
+                out.add_row(f"[b]mean {src}[/b]", *(f"[b]{cell.format(*mean.loc[n])}[/b]" for n in shown))
             mean = rows.groupby("predictor")[["spearman", "kendall", "mape"]].mean()
-            out.add_row("[b]mean[/b]", *(f"[b]{cell.format(*mean.loc[n])}[/b]" for n in names))
+            out.add_row("[b]mean[/b]", *(f"[b]{cell.format(*mean.loc[n])}[/b]" for n in shown))
             print_table(out)
             print(f"published, on HELP's own test devices (not these): {bp.PUBLISHED.get(space.name, 'n/a')}")
 

@@ -77,24 +77,32 @@ def op_costs(op_lists: Sequence[Sequence[Op]]) -> np.ndarray:
     return np.asarray(counts @ table)
 
 
-def _agnostic_and_costs(space: Any, archs: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray | None]:
+def executed_costs(space: Any, archs: Sequence[tuple]) -> np.ndarray:
+    """Per network, the COSTS of what a graph-compiling runtime executes (`SearchSpace.executed_operators`: no
+    computation on constants, none whose result cannot reach the output), then the depth of that graph."""
+    runs = [space.executed_operators(a) for a in archs]
+    return np.column_stack([op_costs([ops for ops, _ in runs])[:, :-2], [depth for _, depth in runs]])
+
+
+def _agnostic_and_costs(space: Any, archs: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     try:
         C = op_costs([space.latency_operators(a) for a in archs])
     except NotImplementedError:
-        return np.array([space.flops_params(a) for a in archs], dtype=np.float64) / 1e6, None
-    return C[:, -2:], C[:, :-2]
+        return np.array([space.flops_params(a) for a in archs], dtype=np.float64) / 1e6, None, None
+    return C[:, -2:], C[:, :-2], executed_costs(space, archs)
 
 
 def features(space: Any, archs: Sequence[tuple], like: Any = None) -> tuple[np.ndarray, dict[str, list[int]]]:
-    """(X, layout): X rows are [onehot | counts | MFLOPs, M params | costs (where the space lists its
-    operators)]. With `like` (the space a base
-    predictor was meta-trained on), the encoding takes that space's columns; FLOPs stay `space`'s own."""
+    """(X, layout): X rows are [onehot | counts | MFLOPs, M params | costs | executed (where the space lists its
+    operators: COSTS of every operator, then of the executed ones and the executed graph's depth)]. With `like`
+    (the space a base predictor was meta-trained on), the encoding takes that space's columns; FLOPs stay
+    `space`'s own."""
     enc = space if like is None or like.genes == space.genes else like
     onehot = (
         space.encode_many(archs) if enc is space else np.stack([_encode_as(space, enc, a) for a in archs])
     ).astype(np.float64)
     counts = np.column_stack([onehot[:, c].sum(1) for c in _count_groups(enc)])
-    agnostic, costs = _agnostic_and_costs(space, archs)
+    agnostic, costs, executed = _agnostic_and_costs(space, archs)
     a, b = onehot.shape[1], onehot.shape[1] + counts.shape[1]
     layout = {
         "onehot": [0, a],
@@ -106,5 +114,6 @@ def features(space: Any, archs: Sequence[tuple], like: Any = None) -> tuple[np.n
     blocks = [onehot, counts, agnostic]
     if costs is not None:
         layout["costs"] = [b + 2, b + 2 + costs.shape[1]]
-        blocks.append(costs)
+        layout["executed"] = [b + 2 + costs.shape[1], b + 2 + 2 * costs.shape[1] + 1]
+        blocks += [costs, executed]
     return np.column_stack(blocks), layout

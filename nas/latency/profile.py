@@ -19,6 +19,7 @@ import numpy as np
 from devices import Device, TimingPolicy
 from nas.latency.tables import (
     FINGERPRINT_COLUMNS,
+    anchor_level,
     check_profile,
     noisy_mask,
     open_for_append,
@@ -84,7 +85,11 @@ def profile(
     """Measure every arch not yet in `out`, and those whose row there is flagged noisy; returns the rows written.
 
     `latency_ms` is the raw latency rescaled by anchor_ref_ms / anchor_ms, so rows measured in other groups,
-    sessions or days compare; `raw_ms` keeps what was measured. A row is flagged `noisy` when other processes
+    sessions or days compare; `raw_ms` keeps what was measured. The reference is the anchor's quiet level
+    (`tables.anchor_level` of every reading of it in the file, after a warm-up reading that is not kept) unless
+    `anchor_ref_ms` is given; readers rescale earlier rows to the file's latest level (`tables.normalised`).
+
+    A row is flagged `noisy` when other processes
     wanted the cores a CPU device needs while it was measured, or when its robust spread is `SPREAD_FACTOR` times
     the device's usual; noisy architectures are measured again up to `retries` times (every row stays in the file,
     the latest one counts)."""
@@ -128,8 +133,8 @@ def _measure(
     """`profile`'s work, with the file open and locked (what it holds is read under the lock)."""
     space_spec = space.spec
     state = read_state(path, space_spec, device.spec)
-    if anchor_ref_ms is None:
-        anchor_ref_ms = state.anchor_ref_ms
+    fixed_ref = anchor_ref_ms
+    anchors = list(state.anchors.values())
     todo: list[tuple] = []
     seen: set[str] = set()
     for arch in archs:
@@ -152,6 +157,9 @@ def _measure(
     spreads = list(state.spreads)
     group = state.groups
     total = len(todo)
+    if anchor:  # warm the anchor up in a group of its own: a cold first reading must not set the scale
+        models, shapes = space.latency_model(anchor[0])
+        device.measure_many([models], [shapes], [space.to_str(anchor[0])], policy=policy)
     for attempt in range(retries + 1):
         noisy: list[tuple] = []
         for start in range(0, len(todo), group_size):
@@ -160,8 +168,9 @@ def _measure(
             models, shapes = map(list, zip(*(space.latency_model(a) for a in anchor + members)))
             results = device.measure_many(models, shapes, names, policy=policy, anchor=0 if anchor else None)
             anchor_ms = results[0].latency_ms if anchor else None
-            if anchor_ref_ms is None:
-                anchor_ref_ms = anchor_ms
+            if anchor_ms is not None:
+                anchors.append(anchor_ms)
+            anchor_ref_ms = fixed_ref if fixed_ref is not None else anchor_level(anchors)
             scale = anchor_ref_ms / anchor_ms if anchor else 1.0
             usual = float(np.median(spreads)) if len(spreads) >= MIN_USUAL else None
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -238,7 +247,7 @@ def measure_archs(
     """Measured latency of each arch (resumable CSV); returns arch string -> latency_ms.
 
     A run keeps every device measurement in one file, so each group's anchor rescales it to the
-    first group's machine state: the calibration, the budget and the verification agree even when
+    device's quiet level: the calibration, the budget and the verification agree even when
     the machine runs 20% faster or slower from one minute to the next (seen on shared CPUs)."""
     profile(space, device, archs, path, progress=progress, log=log, retries=retries)
     rows = read_rows(path, space=space.spec, device=device.spec)  # the latest row of each architecture

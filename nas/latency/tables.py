@@ -77,6 +77,7 @@ class LatencyTable:
     devices: list[str]
     Y: np.ndarray
     index: np.ndarray  # the HELP release index of each arch, -1 where it has none
+    sources: dict[str, str] = field(default_factory=dict)  # device -> the table it was read from (its first)
 
     def column(self, device: str) -> np.ndarray:
         if device not in self.devices:
@@ -95,7 +96,7 @@ def _read(path: str | Path) -> pd.DataFrame:
 
 def read_tables(space: Any, paths: Sequence[str | Path]) -> LatencyTable:
     """Wide tables (arch + one column per device, HELP's) and long ones (`hwnas profile` CSVs)."""
-    frames = []
+    frames, sources = [], {}
     for path in paths:
         df = _read(path)
         if "arch" not in df.columns:
@@ -107,6 +108,7 @@ def read_tables(space: Any, paths: Sequence[str | Path]) -> LatencyTable:
         df = df.assign(arch=canon)
         df = df[~superseded(df)]
         if {"device", "latency_ms"} <= set(df.columns):
+            df = normalised(df)
             wide = df.pivot_table(index="arch", columns="device", values="latency_ms", aggfunc="mean")
             wide["index"] = -1
         else:
@@ -115,6 +117,8 @@ def read_tables(space: Any, paths: Sequence[str | Path]) -> LatencyTable:
                 df["index"] = -1
             wide = df.groupby("arch").agg({**{d: "mean" for d in devs}, "index": "min"})
         frames.append(wide)
+        for device in wide.columns.drop("index"):
+            sources.setdefault(str(device), str(path))
     merged = pd.concat(frames, axis=1)
     index = merged["index"].max(axis=1) if isinstance(merged["index"], pd.DataFrame) else merged["index"]
     merged = merged.drop(columns="index")
@@ -123,7 +127,7 @@ def read_tables(space: Any, paths: Sequence[str | Path]) -> LatencyTable:
     if np.any(Y[~np.isnan(Y)] <= 0):
         raise ValueError(f"latency tables {', '.join(map(str, paths))} hold non-positive latencies")
     return LatencyTable(
-        list(merged.index), [str(c) for c in merged.columns], Y, index.fillna(-1).astype(int).to_numpy()
+        list(merged.index), [str(c) for c in merged.columns], Y, index.fillna(-1).astype(int).to_numpy(), sources
     )
 
 
@@ -146,6 +150,39 @@ def spread(p10_ms: float, p90_ms: float, median_ms: float) -> float:
     return (p90_ms - p10_ms) / median_ms if median_ms > 0 else float("nan")
 
 
+# the quantile of a device's anchor readings taken as its quiet level (timings run slow under load, never fast)
+ANCHOR_QUANTILE = 10
+
+
+def anchor_level(readings: Sequence[float]) -> float | None:
+    """The drift anchor's latency on a quiet machine, from every reading of it on one device (None without any):
+    a low quantile, so neither a cold first group nor a busy one sets the scale."""
+    values = [float(v) for v in readings if v == v and v]
+    return float(np.percentile(values, ANCHOR_QUANTILE, method="lower")) if values else None
+
+
+def normalised(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows on one scale per (space, device): `latency_ms` = `raw_ms` x level / `anchor_ms`, the level
+    (`anchor_level` of all the device's anchor readings in the file) in `anchor_ref_ms`. Rows written with an
+    earlier level (a first group, another session) are rescaled to today's; rows without an anchor stay as written."""
+    if not {"raw_ms", "anchor_ms", "anchor_ref_ms"} <= set(df.columns) or df.empty:
+        return df
+    df = df.copy()
+    anchor = pd.to_numeric(df["anchor_ms"], errors="coerce")
+    raw = pd.to_numeric(df["raw_ms"], errors="coerce")
+    keys = [c for c in ("space", "device") if c in df.columns]
+    for _, idx in df.groupby(keys, sort=False).groups.items() if keys else [(None, df.index)]:
+        per_group = df.loc[idx].assign(a=anchor.loc[idx]).drop_duplicates("group") if "group" in df else None
+        level = anchor_level((per_group["a"] if per_group is not None else anchor.loc[idx]).dropna().tolist())
+        has = anchor.loc[idx].notna() & raw.loc[idx].notna() & (anchor.loc[idx] > 0)
+        if level is None or not has.any():
+            continue
+        rows = has[has].index
+        df.loc[rows, "latency_ms"] = (raw.loc[rows] * level / anchor.loc[rows]).round(5)
+        df.loc[rows, "anchor_ref_ms"] = round(level, 5)
+    return df
+
+
 @dataclass
 class ProfileState:
     """What an existing profile file holds for one (space, device) pair."""
@@ -156,6 +193,7 @@ class ProfileState:
     noisy: set[str] = field(default_factory=set)  # architectures whose latest row is flagged noisy
     spreads: list[float] = field(default_factory=list)  # the robust spread of every clean row: the device's usual
     fingerprint: dict[str, str] = field(default_factory=dict)  # of the first row
+    anchors: dict[int, float] = field(default_factory=dict)  # group -> its anchor reading
 
 
 def read_state(path: Path, space_spec: str, device_spec: str) -> ProfileState:
@@ -202,8 +240,9 @@ def check_profile(path: Path) -> bool:
 def _add(state: ProfileState, row: dict[str, str]) -> None:
     arch = row["arch"]
     state.done.add(arch)
-    if state.anchor_ref_ms is None and row["anchor_ref_ms"]:
-        state.anchor_ref_ms = float(row["anchor_ref_ms"])
+    if row["anchor_ms"]:
+        state.anchors[int(row["group"])] = float(row["anchor_ms"])
+        state.anchor_ref_ms = anchor_level(list(state.anchors.values()))
     state.groups = max(state.groups, int(row["group"]) + 1)
     if not state.fingerprint:
         state.fingerprint = {k: row[k] for k in FINGERPRINT_COLUMNS}
@@ -241,7 +280,7 @@ def read_rows(path: Path, **match: Any) -> pd.DataFrame:
         if column not in df.columns:
             raise ValueError(f"{path} has no column {column!r} (it has {', '.join(map(str, df.columns))})")
         df = df[df[column].astype(str) == str(value)]
-    return df.drop_duplicates("arch", keep="last")
+    return normalised(df).drop_duplicates("arch", keep="last")
 
 
 def read_latencies(path: Path, **match: Any) -> dict[str, float]:
@@ -295,6 +334,7 @@ def read_measurements(
         raise ValueError(f"measurements file {path!r} has a header but no rows")
     df = df[~superseded(df)]
     if "device" in df.columns:
+        df = normalised(df)
         found = sorted(df["device"].astype(str).unique())
         if device is not None:
             df = df[df["device"] == device]

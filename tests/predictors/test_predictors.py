@@ -58,14 +58,15 @@ def test_fit_adapt_predict_ranks_an_unseen_device(name, world):
 
 def test_hwnas_serves_a_device_unlike_its_sources(world):
     """A device whose time is a roofline of depthwise MACs and activation traffic, which no mixture of
-    the per-op sources reproduces: the roofline fit on the operators' costs must take over."""
+    the per-op sources reproduces: a fit on the operators' costs (the roofline, or the executed graph's costs,
+    candidates 3 and on) must take over."""
     space, X, layout, sources, _ = world
     costs = X[:, layout["costs"][0] : layout["costs"][1]]
     target = 1.0 + 0.4 * costs[:, COSTS.index("depthwise_macs")] + 2.0 * costs[:, COSTS.index("activations")]
     pred = predictors.create("hwnas", layout=layout, steps=600).fit(X[:500], sources[:500])
     refs = pred.choose_references(X[:500], 10)
     out = pred.adapt(X[refs], target[refs]).predict(X[500:])
-    assert pred.blend_[-1] > 0
+    assert pred.blend_[3:].sum() > 0.5
     assert spearmanr(out, target[500:]).statistic > 0.95
     assert np.mean(np.abs(out / target[500:] - 1)) < 0.05
 
