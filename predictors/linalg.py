@@ -47,10 +47,26 @@ def ridge_predict(F: np.ndarray, mu: np.ndarray, sd: np.ndarray, w: np.ndarray, 
     return ((F - mu) / sd) @ w + b
 
 
+# a reference whose leverage is this close to 1 lies outside the span of the others: leaving it out tests nothing
+MAX_LEVERAGE = 0.99
+
+
+def determined(F: np.ndarray) -> np.ndarray:
+    """Rows of F (with an intercept) that the other rows determine: their leverage in least squares is below
+    MAX_LEVERAGE. Leaving out a row the others do not span (the only reference with a pooling, a network that
+    executes nothing) makes any fit extrapolate, exact or not, so it says nothing about which fit is right."""
+    A = np.column_stack([F, np.ones(len(F))])
+    A = A / (np.abs(A).max(0) + 1e-12)
+    leverage = np.einsum("ij,ji->i", A, np.linalg.pinv(A, rcond=1e-10))
+    return leverage < MAX_LEVERAGE
+
+
 def loo_log_error(fit_predict, F: np.ndarray, y: np.ndarray) -> float:
-    """Mean |log error| of leave-one-out predictions; fit_predict(F_train, y_train, F_test)."""
+    """Mean |log error| of leave-one-out predictions over the rows the others determine (all rows when none is);
+    fit_predict(F_train, y_train, F_test)."""
     errs = []
-    for i in range(len(y)):
+    keep_rows = determined(F)
+    for i in np.flatnonzero(keep_rows) if keep_rows.any() else range(len(y)):
         keep = np.arange(len(y)) != i
         p = fit_predict(F[keep], y[keep], F[i : i + 1])[0]
         errs.append(abs(np.log(max(p, 1e-9)) - np.log(y[i])))

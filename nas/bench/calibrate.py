@@ -30,7 +30,8 @@ def bench_calibrate(
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Default predictors: hwnas (from the base), roofline and flops; without a base for the space,
-    roofline, opcount and flops."""
+    roofline, opcount and flops. The references and the test architectures are two profiling runs into two files,
+    as a user calibrates from one run and checks a budget against another: the milliseconds must agree across them."""
     space = load_space(space_spec)
     try:
         base_pred, base_meta, _ = load_base(base, space.name)
@@ -44,7 +45,7 @@ def bench_calibrate(
     test = [a for a in sample_archs(space, n_test + n_ref + 50, seed=seed + 1000) if a not in set(pool)][:n_test]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        csv = Path(tmp) / "lat.csv"
+        cal, truth_csv = Path(tmp) / "cal.csv", Path(tmp) / "truth.csv"
         fspace = feature_space(base_meta, space) if "hwnas" in names else space  # the base's encoding
         Xp, layout = features(space, pool, fspace)
 
@@ -52,11 +53,13 @@ def bench_calibrate(
             return base_pred if name == "hwnas" else predictors.create(name, layout=layout)
 
         chosen = {name: [pool[i] for i in fresh(name).choose_references(Xp, n_ref)] for name in names}
-        everything = [a for refs in chosen.values() for a in refs] + test
-        log(f"measuring {len(set(everything))} architectures on {device.spec}")
-        profile(space, device, everything, csv)
-        archs, y, _ = read_measurements(space, str(csv))
-        truth = {space.to_str(a): v for a, v in zip(archs, y)}
+        references = [a for refs in chosen.values() for a in refs]
+        log(f"measuring {len(set(references))} references, then {len(test)} test architectures on {device.spec}")
+        truth = {}
+        for archs_, csv in ((references, cal), (test, truth_csv)):
+            profile(space, device, archs_, csv)
+            archs, y, _ = read_measurements(space, str(csv))
+            truth.update({space.to_str(a): v for a, v in zip(archs, y)})
         Xt, _ = features(space, test, fspace)
         yt = np.array([truth[space.to_str(a)] for a in test])
         for name, refs in chosen.items():

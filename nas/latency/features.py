@@ -77,11 +77,25 @@ def op_costs(op_lists: Sequence[Sequence[Op]]) -> np.ndarray:
     return np.asarray(counts @ table)
 
 
+# executed operators counted by kind: what a runtime launches, each with its own per-operator overhead
+KINDS = ("conv_1x1", "conv_kxk", "grouped", "depthwise", "pool", "eltwise", "linear", "matmul")
+
+
+def _kind(op: Op) -> int:
+    if op.kind == "conv":
+        return 3 if op.groups > 1 and op.groups == op.c_in else 2 if op.groups > 1 else 0 if op.kernel == 1 else 1
+    return KINDS.index(op.kind) if op.kind in KINDS else KINDS.index("eltwise")
+
+
 def executed_costs(space: Any, archs: Sequence[tuple]) -> np.ndarray:
     """Per network, the COSTS of what a graph-compiling runtime executes (`SearchSpace.executed_operators`: no
-    computation on constants, none whose result cannot reach the output), then the depth of that graph."""
+    computation on constants, none whose result cannot reach the output), the depth of that graph, then its
+    operators counted by KINDS."""
     runs = [space.executed_operators(a) for a in archs]
-    return np.column_stack([op_costs([ops for ops, _ in runs])[:, :-2], [depth for _, depth in runs]])
+    kinds = np.zeros((len(runs), len(KINDS)))
+    for i, (ops, _) in enumerate(runs):
+        np.add.at(kinds[i], [_kind(op) for op in ops], 1.0)
+    return np.column_stack([op_costs([ops for ops, _ in runs])[:, :-2], [depth for _, depth in runs], kinds])
 
 
 def _agnostic_and_costs(space: Any, archs: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -114,6 +128,6 @@ def features(space: Any, archs: Sequence[tuple], like: Any = None) -> tuple[np.n
     blocks = [onehot, counts, agnostic]
     if costs is not None:
         layout["costs"] = [b + 2, b + 2 + costs.shape[1]]
-        layout["executed"] = [b + 2 + costs.shape[1], b + 2 + 2 * costs.shape[1] + 1]
+        layout["executed"] = [b + 2 + costs.shape[1], b + 2 + 2 * costs.shape[1] + 1 + len(KINDS)]
         blocks += [costs, executed]
     return np.column_stack(blocks), layout

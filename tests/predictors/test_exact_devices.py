@@ -9,7 +9,7 @@ import pytest
 
 import predictors
 from nas.latency.calibration import feature_space, load_base
-from nas.latency.features import features
+from nas.latency.features import COSTS, features
 from nas.metrics import mape
 from search_spaces import load_space, sample_archs
 
@@ -53,3 +53,31 @@ def test_a_noisy_device_keeps_shrinkage(space_and_features):
     exact = predictors.create("opcount", layout=base.layout).adapt(X[refs], _device(pred, X, noise=0.0)[refs])
     assert pred.ridge_ > exact.ridge_  # noise is met with more shrinkage than exact structure
     assert mape(pred.predict(X[300:]), y[300:]) < 10
+
+
+def test_a_device_that_drops_dead_computation_predicts_cells_without_a_live_path_near_its_floor(space_and_features):
+    """A graph-compiling runtime (LiteRT, OpenVINO) runs only what reaches the output: its latency is a floor plus
+    the executed graph's costs, and a cell with no input-output path costs the floor alone. The shipped base,
+    calibrated on ten references, must see that (the raw operation counts cannot)."""
+    space, base, X = space_and_features
+    executed = base.block(X, "executed")
+    dense, pointwise, operators = (executed[:, COSTS.index(c)] for c in ("dense_macs", "pointwise_macs", "operators"))
+    floor = 0.05
+    y = floor + 0.02 * dense + 0.03 * pointwise + 0.004 * operators
+    pool, rest = np.arange(300), np.arange(300, 600)
+    refs = pool[base.choose_references(X[pool], 10)]
+    base.adapt(X[refs], y[refs])
+    p = base.predict(X[rest])
+    assert mape(p, y[rest]) < 3
+    empty = [space.from_str(s) for s in EMPTY_CELLS]
+    p_empty = base.predict(features(space, empty, space)[0])
+    assert np.all(p_empty < 3 * floor), p_empty  # the floor, not a network's worth of raw operations
+    live_median = np.median(y[rest])
+    assert np.all(p_empty < 0.1 * live_median)
+
+
+EMPTY_CELLS = (
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|none~1|none~2|",
+    "|nor_conv_1x1~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|none~0|none~1|none~2|",
+    "|none~0|+|none~0|nor_conv_3x3~1|+|none~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+)
