@@ -67,8 +67,9 @@ def splits(table: LatencyTable, space_name: str, which: str, splits_file: Path |
                 f"but the tables have {', '.join(devs)}; use --split loho or dissimilar for other tables"
             )
         return [(t, sources) for t in targets]
+    kept = [d for d in devs if SAME_HARDWARE.get(d) not in devs]  # a device under two names is scored once
     if which == "loho":
-        return [(t, [d for d in devs if hardware(d) != hardware(t)]) for t in devs]
+        return [(t, [d for d in devs if hardware(d) != hardware(t)]) for t in kept]
     if which == "dissimilar":
         corr = np.array([[spearmanr(*_pair(table, a, b)).statistic for b in devs] for a in devs])
         mean = {
@@ -84,7 +85,6 @@ def splits(table: LatencyTable, space_name: str, which: str, splits_file: Path |
                 "the 'loso' split (leave one source out) needs tables from two sources, e.g. "
                 "../shared/data/help-latency/nasbench201.csv.gz ../shared/data/outside-latency/nasbench201.csv.gz"
             )
-        kept = [d for d in devs if SAME_HARDWARE.get(d) not in devs]  # a device under two names is scored once
         return [(t, [d for d in devs if source(table, d) != source(table, t)]) for t in kept]
     raise ValueError(f"split must be one of help, loho, loso, dissimilar, but got {which!r}")
 

@@ -46,8 +46,9 @@ WAIT = 2.0
 
 
 def open_storage(url: str) -> Any:
-    """An Optuna storage with heartbeats for a database URL; other storages as Optuna opens them."""
-    if "://" not in url:
+    """An Optuna storage with heartbeats for a database URL; other storages as Optuna opens them (a storage object,
+    such as `optuna.storages.InMemoryStorage()` for a benchmark's many short searches, as it is)."""
+    if not isinstance(url, str) or "://" not in url:
         return url
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import search_spaces
-from search_spaces.execution import traced_execution, traced_executed_operators
+from search_spaces.execution import traced_executed_operators, traced_execution
 from search_spaces.nasbench201 import live_edges
 
 IMAGE_SPACES = {"nasbench201": {}, "fbnet": {}, "ofa_mbv3": {"resolutions": [128]}}

@@ -1,0 +1,66 @@
+"""Search scored where the truth is known: tabular accuracy, a replayed device, exact regret."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nas.accuracy import load_accuracy_table
+from nas.bench.tabular import search_once
+from nas.cli.main import main
+from search_spaces import load_space
+
+
+@pytest.fixture(scope="module")
+def world():
+    space = load_space("nasbench201")
+    acc = load_accuracy_table("table:nasbench201:cifar10", space)
+    rng = np.random.default_rng(0)
+    cells = rng.choice(sorted(acc.accuracy), 150, replace=False)
+    true = {a: float(1 + 0.2 * a.count("conv_3x3") + 0.1 * a.count("conv_1x1") + 0.01 * rng.random()) for a in cells}
+    return space, acc, true
+
+
+def test_the_shipped_accuracy_table_is_nasbench201(world):
+    space, acc, _ = world
+    assert len(acc.accuracy) == 15625 and max(acc.accuracy.values()) == pytest.approx(94.3733)
+    with pytest.raises(ValueError, match="neither a shipped table"):
+        load_accuracy_table("table:nowhere.csv:cifar10", space)
+    with pytest.raises(ValueError, match="no 'top1' column; it has cifar10, cifar100, imagenet16_120"):
+        load_accuracy_table("table:nasbench201:top1", space)
+
+
+def test_a_search_that_sees_every_cell_has_no_regret(world):
+    space, acc, true = world
+    budget = float(np.quantile(list(true.values()), 0.3))
+    r = search_once(space, acc, true, true, budget, "random", queries=len(true), population=10, seed=0)
+    assert r["meets"] and r["regret"] == pytest.approx(0.0) and r["acc"] == acc.best_within(true, budget)
+    assert r["queries"] <= len(true) and r["curve"][-1] == pytest.approx(0.0)
+
+
+def test_verification_on_the_device_keeps_winners_within_the_budget(world):
+    """A predictor that puts everything at half its latency believes over-budget cells feasible; the winner is
+    still one the device measures within the budget, and the best believed one is reported as missing it."""
+    space, acc, true = world
+    budget = float(np.quantile(list(true.values()), 0.3))
+    optimistic = {a: 0.5 * ms for a, ms in true.items()}
+    r = search_once(space, acc, optimistic, true, budget, "evolution", queries=60, population=10, seed=1)
+    assert r["meets"] and r["true_ms"] <= budget and r["regret"] >= 0
+    assert not r["unverified_meets"] and r["verified"] > 1
+
+
+@pytest.mark.slow
+def test_bench_tabular_prints_regret_per_method_and_writes_rows_and_plot(help_dir, tmp_path, capsys):
+    argv = ["bench", "tabular", "--data", str(help_dir / "nasbench201.csv.gz"), "--devices", "silver_4114"]
+    argv += ["--seeds", "2", "--quantiles", "0.3", "--queries", "20", "--strategies", "evolution,random"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "mean regret" in out and "evolution+true-latency" in out and "evolution+flops" in out
+    rows = pd.read_csv(tmp_path / "rows.csv")
+    assert len(rows) == 2 * 4 and rows["meets"].all() and (rows["regret"] >= 0).all()
+    assert (rows["queries"] == 20).all() and (tmp_path / "regret.png").stat().st_size > 0
+    assert not math.isnan(rows["regret"].mean())
+    assert main([*argv, "--quantiles", "1.5"]) == 2
