@@ -65,6 +65,7 @@ class Recipe:
     predictor: str | None = None
     references: int = 10
     supernet: str | None = None
+    accuracy: str | None = None  # `table:NAME|PATH:COLUMN`: trained accuracies from a table instead of a supernet
     bn_images: int = BN_IMAGES  # training images each subnet's BN statistics are recalibrated on before scoring
     search: SearchConfig = field(default_factory=SearchConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
@@ -230,11 +231,28 @@ def recipe_from_dict(raw: Any, source: str) -> Recipe:
     if recipe.train.device not in DEVICES:
         raise ValueError(f"{source}: train.device must be one of {', '.join(DEVICES)}, but got {recipe.train.device!r}")
     _check_space(recipe.space, source)
+    if recipe.accuracy is not None:
+        _check_accuracy(recipe, source)
     for name in ("predictor", "supernet"):
         path = getattr(recipe, name)
         if path is not None and not Path(path).exists() and not Path(f"{path}.json").exists():
             raise ValueError(f"{source}: {name} {path!r} does not exist")
     return recipe
+
+
+def _check_accuracy(recipe: Recipe, source: str) -> None:
+    """A table accuracy source: a table the space's architectures are in, and no part of the recipe that needs
+    trained weights."""
+    from nas.accuracy import load_accuracy_table
+
+    if recipe.supernet is not None:
+        raise ValueError(f"{source}: give accuracy (a table) or supernet (a trained run), not both")
+    if recipe.quantize.enabled:
+        raise ValueError(f"{source}: quantize needs trained weights, and an accuracy table has none; remove quantize")
+    try:
+        load_accuracy_table(recipe.accuracy, load_space(recipe.space))
+    except ValueError as err:
+        raise ValueError(f"{source}: accuracy: {err}") from None
 
 
 def _check_space(spec: str, source: str) -> None:

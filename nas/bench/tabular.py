@@ -74,23 +74,29 @@ def search_once(
     queries: int,
     population: int,
     seed: int,
+    margin: float = 0.0,
 ) -> dict[str, Any]:
     """One search as `hwnas run` makes it: `latency` is what the search believes (a calibrated predictor, or the
-    truth for the ablation), `queries` accuracy evaluations under the budget, then verification on the device
-    (`true`): the most accurate candidates believed within the budget, best first, until one meets it."""
-    evaluated: list[dict] = []
+    truth for the ablation), `queries` accuracy evaluations of candidates believed within the budget (times
+    1 + `margin`, the predictor's error), then verification on the device (`true`): the most accurate candidates,
+    best first, until one meets the budget when measured."""
+    believed_budget = budget * (1 + margin)
 
     def evaluate(arch: tuple) -> tuple[float, float]:
         key = space.to_str(arch)
         ms = latency.get(key, math.inf)
-        if ms > budget or key not in true:  # free: not spent on accuracy (a cell the device never ran is skipped)
+        if (
+            ms > believed_budget or key not in true
+        ):  # free: not spent on accuracy (a cell the device never ran is skipped)
             return math.nan, ms
         return acc(key), ms
 
-    constraint = (lambda arch: latency.get(space.to_str(arch), math.inf) <= budget) if strategy in HWNAS_OWN else None
+    constraint = (
+        (lambda arch: latency.get(space.to_str(arch), math.inf) <= believed_budget) if strategy in HWNAS_OWN else None
+    )
     cfg = SearchConfig(strategy=strategy, trials=queries, population=population, seed=seed, objective="budget")
     storage = optuna.storages.InMemoryStorage()
-    objective = Objective("budget", budget)
+    objective = Objective("budget", believed_budget)
 
     def rows() -> list[dict]:
         return completed(run_search(space, evaluate, objective, cfg, storage, constraint=constraint))

@@ -22,13 +22,13 @@ class Run(Command):
 
     def run(self, args: argparse.Namespace) -> None:
         from nas.lm.run import HybridRun
-        from nas.pipeline.run import Pipeline
+        from nas.pipeline.tabular import pipeline_for
         from nas.progress import console, progress_bar
         from nas.recipes import HybridRecipe, load_any_recipe
         from nas.rundir import BEST, REPORT
 
         recipe = load_any_recipe(args.recipe)
-        kind = HybridRun if isinstance(recipe, HybridRecipe) else Pipeline
+        kind = HybridRun if isinstance(recipe, HybridRecipe) else pipeline_for
         job = kind(recipe, _run_dir(args), log=console.print, progress=progress_bar)
         result = job.execute()
         first, *rest = job.summary(result)
@@ -50,14 +50,14 @@ class Search(Command):
         parser.add_argument("--study-name")
 
     def run(self, args: argparse.Namespace) -> None:
-        from nas.pipeline.run import Pipeline
+        from nas.pipeline.tabular import pipeline_for
         from nas.progress import console, progress_bar
         from nas.recipes import load_recipe
 
         recipe = load_recipe(args.recipe)
         recipe.search.storage = args.storage or recipe.search.storage
         recipe.search.study_name = args.study_name or recipe.search.study_name
-        trials = Pipeline(recipe, _run_dir(args), log=console.print, progress=progress_bar).search_worker()
+        trials = pipeline_for(recipe, _run_dir(args), log=console.print, progress=progress_bar).search_worker()
         console.print(f"study {recipe.search.study_name!r} holds {len(trials)} finished candidates")
 
 

@@ -3,6 +3,7 @@
 
 `evolution` (regularized evolution, Real et al. 2019) and `nsga2` (Deb et al. 2002) are our own and
 vary architectures with the space's `mutate` and `crossover`, which know which genes matter;
+`surrogate` is evolution guided by a random-forest accuracy surrogate (BANANAS, NPENAS);
 `optuna-tpe` and `optuna-nsga2` are Optuna's samplers over the genes; `random` is the baseline."""
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
+
+from nas.search.objectives import INFEASIBLE
 
 ARCH_ATTR = "arch"
 
@@ -230,11 +233,68 @@ class NSGA2Sampler(_SpaceSampler):
         return self.space.mutate(child, rng)
 
 
+class SurrogateSampler(_SpaceSampler):
+    """Evolution guided by an accuracy surrogate (after BANANAS and NPENAS): a random forest on the one-hot
+    encoding, refitted on every evaluated architecture, scores `candidates` mutations of the best ones (and a few
+    random architectures), and the one with the highest upper bound (forest mean + `kappa` x spread across its
+    trees) is evaluated. Accuracy queries go where the forest expects them to pay; the latency constraint filters
+    candidates before the forest sees them. On several objectives it proposes as regularized evolution does."""
+
+    def __init__(
+        self,
+        space: Any,
+        population: int = 20,
+        parents: int = 5,
+        candidates: int = 200,
+        kappa: float = 0.5,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(space, population, seed)
+        self.parents, self.candidates, self.kappa = parents, candidates, kappa
+
+    def propose(self, study: Study, history: list[FrozenTrial], rng: np.random.Generator) -> tuple:
+        from sklearn.ensemble import RandomForestRegressor
+
+        if len(study.directions) > 1:
+            return EvolutionSampler(self.space, self.population, max(2, self.population // 5)).propose(
+                study, history, rng
+            )
+        sign = 1.0 if study.directions[0] == StudyDirection.MAXIMIZE else -1.0
+        values = np.array([sign * t.values[0] for t in history])
+        ok = values > INFEASIBLE / 2  # over the budget: never a parent, never taught to the forest
+        archs = [self.arch(t) for t in history]
+        seen = {self.space.to_str(a) for a in archs}
+        ranked = [archs[i] for i in np.argsort(-np.where(ok, values, -np.inf))[: self.parents] if ok[i]]
+        pool: dict[str, tuple] = {}
+        for k in range(self.candidates):
+            if not ranked or k % 5 == 4:
+                cand = self.space.sample(rng)
+            else:
+                cand = self.space.mutate(ranked[k % len(ranked)], rng)
+                if rng.random() < 0.3:
+                    cand = self.space.mutate(cand, rng)
+            key = self.space.to_str(cand)
+            if key not in seen and key not in pool and (self.constraint is None or self.constraint(cand)):
+                pool[key] = cand
+        if not pool:
+            return self.space.sample(rng)
+        if ok.sum() < 2:
+            return list(pool.values())[int(rng.integers(len(pool)))]
+        train = [a for a, good in zip(archs, ok) if good]
+        forest = RandomForestRegressor(n_estimators=50, min_samples_leaf=1, random_state=int(rng.integers(2**31)))
+        forest.fit(self.space.encode_many(train), values[ok])
+        cands = list(pool.values())
+        per_tree = np.stack([t.predict(self.space.encode_many(cands)) for t in forest.estimators_])
+        score = per_tree.mean(0) + self.kappa * per_tree.std(0)
+        return cands[int(np.argmax(score))]
+
+
 STRATEGIES: dict[str, Callable[..., BaseSampler]] = {
     "evolution": lambda space, population, seed: EvolutionSampler(
         space, population, max(2, population // 5), seed=seed
     ),
     "nsga2": lambda space, population, seed: NSGA2Sampler(space, population, seed=seed),
+    "surrogate": lambda space, population, seed: SurrogateSampler(space, population, seed=seed),
     "random": lambda space, population, seed: RandomArchSampler(space, population, seed=seed),
     "optuna-tpe": lambda space, population, seed: optuna.samplers.TPESampler(
         seed=seed, n_startup_trials=min(population, 20), multivariate=True, group=True
