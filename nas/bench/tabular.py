@@ -25,10 +25,11 @@ from nas.lm.verdicts import paired_verdict
 from nas.search import Objective, SearchConfig, completed, run_search
 from search_spaces import load_space
 
-STRATEGIES = ("evolution", "nsga2", "random", "optuna-tpe", "optuna-nsga2")
-HWNAS_OWN = ("evolution", "nsga2", "random")  # our samplers draw again for proposals predicted over the budget
+STRATEGIES = ("surrogate", "evolution", "nsga2", "random", "optuna-tpe", "optuna-nsga2")
+HWNAS_OWN = ("surrogate", "evolution", "nsga2", "random")  # ours draw again for proposals predicted over the budget
 ABLATIONS = ("true-latency", "flops")  # the default strategy with the device's true latency; with a FLOPs proxy
-DEFAULT = "evolution"
+DEFAULT = "surrogate"
+MARGIN = 0.1  # the search explores candidates predicted up to 10% over the budget, as `hwnas run` (verify.margin)
 MAX_PROPOSALS = 20  # a search may propose up to this many times its accuracy queries (over-budget ones are free)
 VERIFY_TOP = 5  # candidates measured per verification round, as the recipe's verify.top
 
@@ -74,7 +75,7 @@ def search_once(
     queries: int,
     population: int,
     seed: int,
-    margin: float = 0.0,
+    margin: float = MARGIN,
 ) -> dict[str, Any]:
     """One search as `hwnas run` makes it: `latency` is what the search believes (a calibrated predictor, or the
     truth for the ablation), `queries` accuracy evaluations of candidates believed within the budget (times

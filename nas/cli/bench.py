@@ -608,7 +608,7 @@ class Tabular(Command):
         parser.add_argument("--quantiles", default="0.1,0.3,0.5", help="budgets as quantiles of each device's latency")
         parser.add_argument("--seeds", type=int, default=3)
         parser.add_argument("--queries", type=int, default=100, help="accuracy queries per search")
-        parser.add_argument("--strategies", default="evolution,nsga2,random,optuna-tpe,optuna-nsga2")
+        parser.add_argument("--strategies", default="surrogate,evolution,nsga2,random,optuna-tpe,optuna-nsga2")
         parser.add_argument("--no-ablations", action="store_true", help="skip the true-latency and FLOPs ablations")
         parser.add_argument("--population", type=int, default=20)
         parser.add_argument("--out", help="a folder for rows.csv and regret.png")

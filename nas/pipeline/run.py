@@ -110,6 +110,8 @@ class Pipeline:
         def evaluate(arch: tuple) -> tuple[float, float]:
             return acc(arch), predicted(arch)
 
+        if objective.kind == "budget":  # the search explores up to the verification margin; the device decides
+            objective = Objective("budget", objective.budget_ms * (1 + self.recipe.verify.margin), objective.w)
         # under a budget, hwnas's strategies draw again for proposals predicted over it before spending accuracy
         constraint = (lambda arch: predicted(arch) <= objective.budget_ms) if objective.kind == "budget" else None
 

@@ -3,7 +3,7 @@
 
 `evolution` (regularized evolution, Real et al. 2019) and `nsga2` (Deb et al. 2002) are our own and
 vary architectures with the space's `mutate` and `crossover`, which know which genes matter;
-`surrogate` is evolution guided by a random-forest accuracy surrogate (BANANAS, NPENAS);
+`surrogate` is evolution guided by a Gaussian-process accuracy surrogate (after BANANAS, NPENAS);
 `optuna-tpe` and `optuna-nsga2` are Optuna's samplers over the genes; `random` is the baseline."""
 
 from __future__ import annotations
@@ -233,12 +233,37 @@ class NSGA2Sampler(_SpaceSampler):
         return self.space.mutate(child, rng)
 
 
+def _hamming(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Genes that differ between one-hot rows of A and B (inactive genes count as a value of their own)."""
+    return (A.sum(1)[:, None] + B.sum(1)[None, :] - 2 * A @ B.T) / 2
+
+
+def gp_upper_bound(X: np.ndarray, y: np.ndarray, C: np.ndarray, kappa: float) -> np.ndarray:
+    """A Gaussian process on architectures (kernel exp(-genes that differ / length), the length scale chosen by
+    marginal likelihood) fitted to (X, y), and its upper confidence bound mean + kappa x sd at the rows of C."""
+    mu, sd = float(y.mean()), float(y.std()) + 1e-9
+    t = (y - mu) / sd
+    H, Hc = _hamming(X, X), _hamming(C, X)
+    best = None
+    for length in (0.5, 1.0, 2.0, 4.0):
+        L = np.linalg.cholesky(np.exp(-H / length) + 1e-2 * np.eye(len(X)))
+        alpha = np.linalg.solve(L.T, np.linalg.solve(L, t))
+        evidence = -0.5 * t @ alpha - np.log(np.diag(L)).sum()
+        if best is None or evidence > best[0]:
+            best = (evidence, length, L, alpha)
+    _, length, L, alpha = best
+    Kc = np.exp(-Hc / length)
+    v = np.linalg.solve(L, Kc.T)
+    var = np.clip(1.0 - (v * v).sum(0), 1e-12, None)
+    return mu + sd * (Kc @ alpha + kappa * np.sqrt(var))
+
+
 class SurrogateSampler(_SpaceSampler):
-    """Evolution guided by an accuracy surrogate (after BANANAS and NPENAS): a random forest on the one-hot
-    encoding, refitted on every evaluated architecture, scores `candidates` mutations of the best ones (and a few
-    random architectures), and the one with the highest upper bound (forest mean + `kappa` x spread across its
-    trees) is evaluated. Accuracy queries go where the forest expects them to pay; the latency constraint filters
-    candidates before the forest sees them. On several objectives it proposes as regularized evolution does."""
+    """Evolution guided by an accuracy surrogate (after BANANAS and NPENAS): a Gaussian process over the
+    architectures evaluated so far (`gp_upper_bound`) scores `candidates` mutations of the best `parents` (and a
+    few random architectures), and the one with the highest upper confidence bound is evaluated: accuracy queries
+    go where the surrogate expects them to pay. The latency constraint filters candidates before the surrogate
+    sees them. On several objectives it proposes as regularized evolution does."""
 
     def __init__(
         self,
@@ -253,15 +278,13 @@ class SurrogateSampler(_SpaceSampler):
         self.parents, self.candidates, self.kappa = parents, candidates, kappa
 
     def propose(self, study: Study, history: list[FrozenTrial], rng: np.random.Generator) -> tuple:
-        from sklearn.ensemble import RandomForestRegressor
-
         if len(study.directions) > 1:
             return EvolutionSampler(self.space, self.population, max(2, self.population // 5)).propose(
                 study, history, rng
             )
         sign = 1.0 if study.directions[0] == StudyDirection.MAXIMIZE else -1.0
         values = np.array([sign * t.values[0] for t in history])
-        ok = values > INFEASIBLE / 2  # over the budget: never a parent, never taught to the forest
+        ok = values > INFEASIBLE / 2  # over the budget: never a parent, never taught to the surrogate
         archs = [self.arch(t) for t in history]
         seen = {self.space.to_str(a) for a in archs}
         ranked = [archs[i] for i in np.argsort(-np.where(ok, values, -np.inf))[: self.parents] if ok[i]]
@@ -276,16 +299,18 @@ class SurrogateSampler(_SpaceSampler):
             key = self.space.to_str(cand)
             if key not in seen and key not in pool and (self.constraint is None or self.constraint(cand)):
                 pool[key] = cand
-        if not pool:
+        cands = list(pool.values())
+        if not cands:
             return self.space.sample(rng)
         if ok.sum() < 2:
-            return list(pool.values())[int(rng.integers(len(pool)))]
+            return cands[int(rng.integers(len(cands)))]
         train = [a for a, good in zip(archs, ok) if good]
-        forest = RandomForestRegressor(n_estimators=50, min_samples_leaf=1, random_state=int(rng.integers(2**31)))
-        forest.fit(self.space.encode_many(train), values[ok])
-        cands = list(pool.values())
-        per_tree = np.stack([t.predict(self.space.encode_many(cands)) for t in forest.estimators_])
-        score = per_tree.mean(0) + self.kappa * per_tree.std(0)
+        score = gp_upper_bound(
+            self.space.encode_many(train).astype(float),
+            values[ok],
+            self.space.encode_many(cands).astype(float),
+            self.kappa,
+        )
         return cands[int(np.argmax(score))]
 
 

@@ -25,7 +25,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 @dataclass
 class SearchConfig:
-    strategy: str = "evolution"
+    strategy: str = "surrogate"
     trials: int = 300
     population: int = 50
     objective: str = "budget"
