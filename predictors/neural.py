@@ -8,7 +8,17 @@ from typing import Any
 import numpy as np
 
 from predictors.base import Layout, Predictor
-from predictors.linalg import loo_log_error, nnls_fit, nnls_predict, ridge_fit, ridge_loo, ridge_predict
+from predictors.linalg import (
+    determined,
+    log_error,
+    loo_log_error,
+    nnls_fit,
+    nnls_predict,
+    ridge_fit,
+    ridge_loo,
+    ridge_loo_predictions,
+    ridge_predict,
+)
 from predictors.linear import LookupTableMixture
 from predictors.registry import register
 
@@ -185,7 +195,11 @@ class ExpertMixture(_Experts):
         for i, (F, kind) in enumerate(self._candidates(X_ref)):
             for j, p in enumerate(self._fit(kind, F, y)):
                 setattr(self, f"c{i}_{j}_", p)
-            errors.append(loo_log_error(lambda a, b, c, k=kind: self._predict(k, c, self._fit(k, a, b)), F, y))
+            if kind == "ridge":  # closed form, at the strength chosen on every reference
+                lam = ridge_loo(F, y)
+                errors.append(log_error(ridge_loo_predictions(F, y, lam), y, determined(F)))
+            else:
+                errors.append(loo_log_error(lambda a, b, c, k=kind: self._predict(k, c, self._fit(k, a, b)), F, y))
         self.loo_errors_ = np.array(errors)
         near = self.loo_errors_ <= self.near * self.loo_errors_.min()
         self.blend_ = near / near.sum()
