@@ -135,6 +135,8 @@ RANGES = (
     ("data.re_prob", 0, 1),
     ("data.workers", 0, None),
     ("search.trials", 1, None),
+    ("search.seed", 0, 2**32 - 1),
+    ("train.seed", 0, 2**32 - 1),
     ("search.population", 2, None),
     ("verify.top", 1, None),
     ("verify.margin", 0, None),
@@ -184,12 +186,40 @@ def check_storage(storage: str | None, source: str) -> None:
         ) from None
 
 
+# no recipe is this large: a bigger file (or a device, a pipe) is not a recipe
+MAX_RECIPE_BYTES = 1 << 20
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses a key given twice in one mapping (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (line {key_node.start_mark.line + 1})", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: str | Path) -> Any:
     source = str(path)
     try:
-        return yaml.safe_load(Path(path).read_text())
+        p = Path(path)
+        if p.exists() and not p.is_file():
+            raise ValueError(f"recipe {source!r} is not a regular file")
+        with p.open("rb") as f:
+            data = f.read(MAX_RECIPE_BYTES + 1)
+        if len(data) > MAX_RECIPE_BYTES:
+            raise ValueError(f"recipe {source!r} is over {MAX_RECIPE_BYTES // 1024} KiB: not a recipe")
+        return yaml.load(data.decode("utf-8"), Loader=_UniqueKeyLoader)
     except OSError as err:
         raise ValueError(f"cannot read recipe {source!r}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"recipe {source!r} is not UTF-8 text") from None
     except yaml.YAMLError as err:
         raise ValueError(f"recipe {source!r} is not valid YAML: {str(err).splitlines()[0]}") from None
 

@@ -221,19 +221,22 @@ def check_profile(path: Path) -> bool:
     profile written before the noise flag gets its columns, and any other file is refused."""
     if not path.exists() or path.stat().st_size == 0:
         return False
-    try:
-        drop_partial_line(path)
+    if not path.is_file():
+        what = "Is a directory" if path.is_dir() else "not a regular file"
+        raise ValueError(f"cannot write profile file {path}: {what}; choose another --out")
+    try:  # what the file is, before anything touches it: a file the command refuses is never changed
         with path.open(newline="", encoding="utf-8") as f:
-            header = tuple(csv.DictReader(f).fieldnames or ())
+            header = tuple(next(csv.reader([f.readline()]), []))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise ValueError(f"cannot read profile file {path}: {err}") from None
-    if header == LEGACY_COLUMNS:
-        _upgrade(path)
-    elif header != COLUMNS:
+    if header not in (LEGACY_COLUMNS, COLUMNS):
         raise ValueError(
-            f"{path} exists but is not an hwnas profile (its columns are {list(header)}); "
+            f"{path} exists but is not an hwnas profile (its columns are {list(header)[:8]}); "
             "choose another --out or remove it"
         )
+    drop_partial_line(path)
+    if header == LEGACY_COLUMNS:
+        _upgrade(path)
     return True
 
 

@@ -4,6 +4,7 @@ with nothing written that a rerun would trip on."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -26,6 +27,10 @@ BAD_RECIPES = {
     "space_int": ({"space": 123}, "space"),
     "device_list": ({"device": [1, 2]}, "device"),
     "predictor_missing": ({"predictor": "{tmp}/no-such-predictor.json"}, "predictor"),
+    "search_seed": ({"search": {"seed": -1}}, "`0 <= search.seed <= 4294967295` must hold, but got search.seed=-1"),
+    "train_seed": ({"train": {"seed": -5}}, "train.seed"),
+    "seed_huge": ({"search": {"seed": 10**23}}, "search.seed"),
+    "accuracy_column": ({"space": "nasbench201", "accuracy": "table:nasbench201:top5"}, "has no 'top5' column"),
 }
 ROWS = [
     (["sample", "--space", "fbnet", "-n", "-3"], "`-n >= 1` must hold, but got -n -3"),
@@ -88,6 +93,10 @@ ROWS = [
     (["device", "serve", "--host", "no-such-host.invalid", "--port", "0"], "no-such-host.invalid"),
     (["device", "serve", "--max-request-mb", "0"], "`--max-request-mb >= 1` must hold"),
     (["search", "{tmp}/empty.yaml"], "the recipe is empty"),
+    (["run", "{tmp}/twice.yaml"], "key 'budget_ms' is given twice (line 3)"),
+    (["run", "{tmp}/fifo.yaml"], "fifo.yaml' is not a regular file"),
+    (["run", "/dev/zero"], "'/dev/zero' is not a regular file"),
+    (["run", "{tmp}/big.yaml"], "big.yaml' is over 1024 KiB: not a recipe"),
     (["export", "{tmp}/nothing_here"], "nothing_here"),
     (["quantize", "{tmp}/nothing_here"], "nothing_here"),
 ]
@@ -115,6 +124,9 @@ def tmp(tmp_path_factory):
     (d / "noisy.csv").write_text("arch,latency_ms,noisy\n" + noisy)
     (d / "storage.yaml").write_text(yaml.safe_dump({"search": {"storage": "not a url"}}))
     (d / "lr.yaml").write_text("train:\n  lr: .nan\n")
+    (d / "twice.yaml").write_text("space: nasbench201\nbudget_ms: 0.47\nbudget_ms: 900\n")
+    os.mkfifo(d / "fifo.yaml")
+    (d / "big.yaml").write_text("# " + "x" * (1 << 20) + "\n")
     recipe = yaml.safe_dump({"space": "ofa_mbv3:resolutions=[32],width_mult=0.5,num_classes=10"})
     for name, content in (("no_recipe", None), ("empty_checkpoint", b""), ("pickled", b"pickle")):
         run = d / name
@@ -150,6 +162,16 @@ def test_a_bad_input_is_one_clear_line(argv, message, tmp, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("hwnas: error: ") and message in err and len(err.splitlines()) == 1, err
+
+
+def test_a_file_the_profile_refuses_is_left_as_it_was(help_dir, tmp_path, capsys):
+    """What a file is is checked before anything touches it: notes without a final newline keep their last line."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("line one\nimportant last line")
+    device = f"table:{help_dir / 'nasbench201.csv.gz'}:silver_4114"
+    assert main(["profile", "--device", device, "--space", "nasbench201", "-n", "3", "--out", str(notes)]) == 2
+    assert "notes.txt exists but is not an hwnas profile" in capsys.readouterr().err
+    assert notes.read_text() == "line one\nimportant last line"
 
 
 def test_a_port_in_use_is_one_line(capsys):
