@@ -214,17 +214,24 @@ def plot_regret(rows: list[dict], methods: Sequence[str], path: Any) -> None:
     plt.close(fig)
 
 
+def reference_method(rows: list[dict], methods: Sequence[str]) -> str:
+    """The method the others are compared with: the default strategy, or the first method when it did not run."""
+    return DEFAULT if any(r["method"] == DEFAULT for r in rows) else methods[0]
+
+
 def summary(rows: list[dict], methods: Sequence[str]) -> list[dict]:
     """Per method and budget quantile: mean regret, winners within the budget, and the paired verdict of the
-    default strategy against it over every (device, seed) pair (sign test; tied pairs dropped)."""
+    default strategy (the first method when the default did not run) against it over every (device, seed) pair
+    (sign test; tied pairs dropped)."""
     out = []
     by = {(r["method"], r["quantile"], r["device"], r["seed"]): r for r in rows}
+    ref = reference_method(rows, methods)
     for q in sorted({r["quantile"] for r in rows}):
         for m in methods:
             mine = [r for r in rows if r["method"] == m and r["quantile"] == q]
-            pairs = [(by[(DEFAULT, q, r["device"], r["seed"])]["regret"], r["regret"]) for r in mine]
+            pairs = [(by[(ref, q, r["device"], r["seed"])]["regret"], r["regret"]) for r in mine]
             pairs = [(a, b) for a, b in pairs if not (math.isnan(a) or math.isnan(b)) and a != b]
-            verdict = paired_verdict(*zip(*pairs)) if pairs and m != DEFAULT else "-"
+            verdict = paired_verdict(*zip(*pairs)) if pairs and m != ref else "-"
             out.append(
                 {
                     "quantile": q,

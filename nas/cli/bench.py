@@ -648,7 +648,7 @@ class Tabular(Command):
             "mean regret (points)",
             "winners within budget %",
             "best believed within budget %",
-            f"{tabular.DEFAULT} vs it",
+            f"{tabular.reference_method(rows, methods)} vs it",
             title=f"{info['accuracy']}: {len({r['device'] for r in rows})} devices x {args.seeds} seeds, "
             f"{args.queries} accuracy queries, {info['refs']} references",
         )

@@ -58,7 +58,8 @@ def test_bench_tabular_prints_regret_per_method_and_writes_rows_and_plot(help_di
     argv += ["--seeds", "2", "--quantiles", "0.3", "--queries", "20", "--strategies", "evolution,random"]
     assert main([*argv, "--out", str(tmp_path)]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "mean regret" in out and "evolution+true-latency" in out and "evolution+flops" in out
+    assert "mean regret" in out and "surrogate+true-latency" in out and "surrogate+flops" in out
+    assert "evolution vs it" in out  # the default did not run: the first method is the reference
     rows = pd.read_csv(tmp_path / "rows.csv")
     assert len(rows) == 2 * 4 and rows["meets"].all() and (rows["regret"] >= 0).all()
     assert (rows["queries"] == 20).all() and (tmp_path / "regret.png").stat().st_size > 0
