@@ -21,6 +21,8 @@ def read_archs(space: Any, path: str) -> list[tuple]:
             archs.append(space.from_str(text))
         except ValueError as err:
             raise ValueError(f"{path}:{number}: {err}") from None
+    if not archs:
+        raise ValueError(f"architectures file {path!r} lists no architecture (one canonical string per line)")
     return archs
 
 

@@ -4,6 +4,7 @@ anything else a one-line internal error (exit 1) whose traceback `--debug` shows
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -42,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def redacted(message: str) -> str:
+    """A message with every `token=...` (a device spec's agent token) masked: a token is never printed."""
+    return re.sub(r"(tok\w*=)[^,'\"\s)]+", r"\1***", message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -53,10 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         if isinstance(err, user_errors()):
-            print(f"hwnas: error: {err}", file=sys.stderr)
+            print(f"hwnas: error: {redacted(str(err))}", file=sys.stderr)
             return 2
         print(
-            f"hwnas: internal error: {type(err).__name__}: {err} (run again with --debug for the traceback)",
+            f"hwnas: internal error: {type(err).__name__}: {redacted(str(err))} (run again with --debug for the "
+            "traceback)",
             file=sys.stderr,
         )
         return 1

@@ -94,6 +94,26 @@ ROWS = [
     (["device", "serve", "--max-request-mb", "0"], "`--max-request-mb >= 1` must hold"),
     (["search", "{tmp}/empty.yaml"], "the recipe is empty"),
     (["run", "{tmp}/twice.yaml"], "key 'budget_ms' is given twice (line 3)"),
+    (["predict", "--predictor", "{tmp}/fbnet_pred", "--archs", "{tmp}/empty.yaml"], "lists no architecture"),
+    (
+        [
+            "profile",
+            "--device",
+            "remot:http://x:1,token=SECRET1",
+            "--space",
+            "fbnet",
+            "-n",
+            "1",
+            "--out",
+            "{tmp}/t.csv",
+        ],
+        "Unknown device 'remot' in 'remot:http://x:1,token=***'",
+    ),
+    (
+        ["profile", "--device", "remote:http://127.0.0.1:1,tokn=SECRET1", "--space", "fbnet", "-n", "1"]
+        + ["--out", "{tmp}/t.csv"],
+        "tokn=***' needs the agent's token",
+    ),
     (["run", "{tmp}/fifo.yaml"], "fifo.yaml' is not a regular file"),
     (["run", "/dev/zero"], "'/dev/zero' is not a regular file"),
     (["run", "{tmp}/big.yaml"], "big.yaml' is over 1024 KiB: not a recipe"),
@@ -150,6 +170,7 @@ def tmp(tmp_path_factory):
     pred = predictors.create("flops", layout=layout).fit(X, np.ones((12, 2)))
     pred.adapt(X[:6], np.arange(1, 7, dtype=float))
     pred.save(d / "evil", {"kind": "calibrated", "space": "fbnet"})
+    pred.save(d / "fbnet_pred", {"kind": "calibrated", "space": "fbnet"})
     doc = json.loads((d / "evil.json").read_text())
     doc["fitted"]["__class__"] = 1
     (d / "evil.json").write_text(json.dumps(doc))
@@ -162,6 +183,7 @@ def test_a_bad_input_is_one_clear_line(argv, message, tmp, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("hwnas: error: ") and message in err and len(err.splitlines()) == 1, err
+    assert "SECRET1" not in err  # a token is never printed
 
 
 def test_a_file_the_profile_refuses_is_left_as_it_was(help_dir, tmp_path, capsys):
