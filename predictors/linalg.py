@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 from scipy.optimize import nnls
+
+
+@contextlib.contextmanager
+def small_solves() -> Iterator[None]:
+    """BLAS on one thread: a few-shot fit is thousands of solves of at most tens of columns, which threads only
+    slow down (25x on a 2-core machine with other work on it)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
 
 
 def nnls_fit(F: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -38,8 +51,11 @@ def ridge_loo(F: np.ndarray, y: np.ndarray, grid: tuple[float, ...] = RIDGE_GRID
     structure shows plainly: on a device whose latency is linear in the features, lambda -> 0 (plain least
     squares) has no leave-one-out error at all."""
     grid = tuple(sorted(set(grid) | {default}))
-    keep = determined(F)
-    means = [log_error(ridge_loo_predictions(F, y, lam), y, keep) for lam in grid]
+    if len(y) > MAX_LOO_ROWS:  # many rows: the closed form, so thousands take as long as ten
+        keep = determined(F)
+        means = [log_error(ridge_loo_predictions(F, y, lam), y, keep) for lam in grid]
+    else:
+        means = [loo_log_error(lambda a, b, c, lam=lam: ridge_predict(c, *ridge_fit(a, b, lam)), F, y) for lam in grid]
     best = int(np.argmin(means))
     return float(grid[best]) if means[best] < 0.2 * means[grid.index(default)] else float(default)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from predictors.base import Layout, Predictor
-from predictors.linalg import nnls_fit, nnls_predict, ridge_fit, ridge_loo, ridge_predict
+from predictors.linalg import nnls_fit, nnls_predict, ridge_fit, ridge_loo, ridge_predict, small_solves
 from predictors.registry import register
 
 
@@ -53,7 +53,8 @@ class OpCount(Predictor):
 
     def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> OpCount:
         F, y = self._features(X_ref), np.asarray(y_ref, float)
-        self.ridge_ = ridge_loo(F, y) if self.ridge is None else float(self.ridge)
+        with small_solves():
+            self.ridge_ = ridge_loo(F, y) if self.ridge is None else float(self.ridge)
         self.mu_, self.sd_, self.w_, self.b_ = ridge_fit(F, y, self.ridge_)
         return self
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from predictors.base import Layout, Predictor
 from predictors.linalg import (
+    MAX_LOO_ROWS,
     determined,
     log_error,
     loo_log_error,
@@ -18,6 +19,7 @@ from predictors.linalg import (
     ridge_loo,
     ridge_loo_predictions,
     ridge_predict,
+    small_solves,
 )
 from predictors.linear import LookupTableMixture
 from predictors.registry import register
@@ -190,12 +192,16 @@ class ExpertMixture(_Experts):
         return ridge_predict(F, mu, sd, w, float(b[0]))
 
     def adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> ExpertMixture:
+        with small_solves():
+            return self._adapt(X_ref, y_ref)
+
+    def _adapt(self, X_ref: np.ndarray, y_ref: np.ndarray) -> ExpertMixture:
         y = np.asarray(y_ref, float)
         errors = []
         for i, (F, kind) in enumerate(self._candidates(X_ref)):
             for j, p in enumerate(self._fit(kind, F, y)):
                 setattr(self, f"c{i}_{j}_", p)
-            if kind == "ridge":  # closed form, at the strength chosen on every reference
+            if kind == "ridge" and len(y) > MAX_LOO_ROWS:  # closed form, at the strength chosen on every row
                 lam = ridge_loo(F, y)
                 errors.append(log_error(ridge_loo_predictions(F, y, lam), y, determined(F)))
             else:
