@@ -51,6 +51,17 @@ def edge_operators(name: str, c: int, hw: int) -> tuple[Op, ...]:
     return (Op("eltwise", c, c, in_hw=hw, out_hw=hw),) if name == "none" else ()
 
 
+def _reduction(ch: int, hw: int) -> list[Op]:
+    """The operators of `ResidualReduction` into `ch` channels at side `hw` (its addition apart)."""
+    c_in = ch // 2
+    return [
+        Op("conv", c_in, ch, 3, 1, 2 * hw, hw, 2 * ch),
+        Op("conv", ch, ch, 3, 1, hw, hw, 2 * ch),
+        Op("pool", c_in, c_in, 2, c_in, 2 * hw, hw),
+        Op("conv", c_in, ch, 1, 1, hw, hw),
+    ]
+
+
 def live_edges(arch: tuple[str, ...]) -> tuple[bool, ...]:
     """Edges a graph compiler keeps: a non-`none` edge whose source the input reaches and whose target reaches the
     output, both through non-`none` edges (the others compute a constant zero or a value nothing reads). A cell
@@ -201,15 +212,8 @@ class NASBench201(SearchSpace):
         head = full[:1]
         ops, depth = list(head), 1
         for i, (ch, hw) in enumerate(self._stages()):
-            if i > 0:
-                c_in = ch // 2
-                ops += [
-                    Op("conv", c_in, ch, 3, 1, 2 * hw, hw, 2 * ch),
-                    Op("conv", ch, ch, 3, 1, hw, hw, 2 * ch),
-                    Op("pool", c_in, c_in, 2, c_in, 2 * hw, hw),
-                    Op("conv", c_in, ch, 1, 1, hw, hw),
-                    Op("eltwise", ch, ch, in_hw=hw, out_hw=hw),
-                ]
+            if i > 0:  # the residual reduction and its addition
+                ops += [*_reduction(ch, hw), Op("eltwise", ch, ch, in_hw=hw, out_hw=hw)]
                 depth += 3
             cell, d = _cell_execution(arch, ch, hw)
             ops += cell * self.cells_per_stage
@@ -222,13 +226,7 @@ class NASBench201(SearchSpace):
         ops = [Op("conv", 3, c, 3, 1, r, r, 2 * c)]
         for i, (ch, hw) in enumerate(self._stages()):
             if i > 0:
-                c_in = ch // 2
-                ops += [
-                    Op("conv", c_in, ch, 3, 1, 2 * hw, hw, 2 * ch),
-                    Op("conv", ch, ch, 3, 1, hw, hw, 2 * ch),
-                    Op("pool", c_in, c_in, 2, c_in, 2 * hw, hw),
-                    Op("conv", c_in, ch, 1, 1, hw, hw),
-                ]
+                ops += _reduction(ch, hw)
             cell = [op for name in arch for op in edge_operators(name, ch, hw)]
             ops += cell * self.cells_per_stage
         last, hw = self._stages()[-1]
