@@ -11,6 +11,7 @@ import pytest
 
 from nas.cli.main import main
 from nas.data import batches
+from nas.latency.tables import read_rows
 from nas.pipeline.run import Pipeline
 from nas.recipes import recipe_from_dict
 from nas.supernet.run import load_supernet_run
@@ -39,8 +40,8 @@ def test_the_winner_meets_the_budget_when_measured(finished):
     run, result = finished
     w = result["winner"]
     assert w is not None and w["measured_ms"] <= result["budget_ms"]
-    measured = pd.read_csv(run / "measured.csv")
-    assert measured["arch"].is_unique
+    assert pd.read_csv(run / "measured.csv")["arch"].is_unique
+    measured = read_rows(run / "measured.csv")  # as every reader sees it: on the anchor's quiet level
     assert float(measured.set_index("arch").loc[w["arch"], "latency_ms"]) == pytest.approx(w["measured_ms"])
     largest = result["largest"]["measured_ms"]
     assert result["budget_ms"] == pytest.approx(0.7 * largest)
