@@ -86,8 +86,9 @@ def profile(
 
     `latency_ms` is the raw latency rescaled by anchor_ref_ms / anchor_ms, so rows measured in other groups,
     sessions or days compare; `raw_ms` keeps what was measured. The reference is the anchor's quiet level
-    (`tables.anchor_level` of every reading of it in the file, after a warm-up reading that is not kept) unless
-    `anchor_ref_ms` is given; readers rescale earlier rows to the file's latest level (`tables.normalised`).
+    (`tables.anchor_level` of every reading of it in the file so far, after a warm-up reading that is not kept)
+    unless `anchor_ref_ms` is given: a group slower than the quietest one is scaled down to it, and a cold first
+    reading no longer sets the scale of every later row. Rows, once written, never change.
 
     A row is flagged `noisy` when other processes
     wanted the cores a CPU device needs while it was measured, or when its robust spread is `SPREAD_FACTOR` times

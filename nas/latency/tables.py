@@ -108,7 +108,6 @@ def read_tables(space: Any, paths: Sequence[str | Path]) -> LatencyTable:
         df = df.assign(arch=canon)
         df = df[~superseded(df)]
         if {"device", "latency_ms"} <= set(df.columns):
-            df = normalised(df)
             wide = df.pivot_table(index="arch", columns="device", values="latency_ms", aggfunc="mean")
             wide["index"] = -1
         else:
@@ -159,28 +158,6 @@ def anchor_level(readings: Sequence[float]) -> float | None:
     a low quantile, so neither a cold first group nor a busy one sets the scale."""
     values = [float(v) for v in readings if v == v and v]
     return float(np.percentile(values, ANCHOR_QUANTILE, method="lower")) if values else None
-
-
-def normalised(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows on one scale per (space, device): `latency_ms` = `raw_ms` x level / `anchor_ms`, the level
-    (`anchor_level` of all the device's anchor readings in the file) in `anchor_ref_ms`. Rows written with an
-    earlier level (a first group, another session) are rescaled to today's; rows without an anchor stay as written."""
-    if not {"raw_ms", "anchor_ms", "anchor_ref_ms"} <= set(df.columns) or df.empty:
-        return df
-    df = df.copy()
-    anchor = pd.to_numeric(df["anchor_ms"], errors="coerce")
-    raw = pd.to_numeric(df["raw_ms"], errors="coerce")
-    keys = [c for c in ("space", "device") if c in df.columns]
-    for _, idx in df.groupby(keys, sort=False).groups.items() if keys else [(None, df.index)]:
-        per_group = df.loc[idx].assign(a=anchor.loc[idx]).drop_duplicates("group") if "group" in df else None
-        level = anchor_level((per_group["a"] if per_group is not None else anchor.loc[idx]).dropna().tolist())
-        has = anchor.loc[idx].notna() & raw.loc[idx].notna() & (anchor.loc[idx] > 0)
-        if level is None or not has.any():
-            continue
-        rows = has[has].index
-        df.loc[rows, "latency_ms"] = (raw.loc[rows] * level / anchor.loc[rows]).round(5)
-        df.loc[rows, "anchor_ref_ms"] = round(level, 5)
-    return df
 
 
 @dataclass
@@ -283,7 +260,7 @@ def read_rows(path: Path, **match: Any) -> pd.DataFrame:
         if column not in df.columns:
             raise ValueError(f"{path} has no column {column!r} (it has {', '.join(map(str, df.columns))})")
         df = df[df[column].astype(str) == str(value)]
-    return normalised(df).drop_duplicates("arch", keep="last")
+    return df.drop_duplicates("arch", keep="last")
 
 
 def read_latencies(path: Path, **match: Any) -> dict[str, float]:
@@ -337,7 +314,6 @@ def read_measurements(
         raise ValueError(f"measurements file {path!r} has a header but no rows")
     df = df[~superseded(df)]
     if "device" in df.columns:
-        df = normalised(df)
         found = sorted(df["device"].astype(str).unique())
         if device is not None:
             df = df[df["device"] == device]
