@@ -190,19 +190,22 @@ def check_storage(storage: str | None, source: str) -> None:
 MAX_RECIPE_BYTES = 1 << 20
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """`yaml.SafeLoader` that refuses a key given twice in one mapping (YAML would keep the last silently)."""
-
-    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice (line {key_node.start_mark.line + 1})", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+def _twice_given(node: Any) -> str | None:
+    """The first key given twice in one mapping of a composed YAML document (YAML keeps the last silently)."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, yaml.MappingNode):
+            seen = set()
+            for key, value in n.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        return f"key {key.value!r} is given twice (line {key.start_mark.line + 1})"
+                    seen.add(key.value)
+                stack.append(value)
+        elif isinstance(n, yaml.SequenceNode):
+            stack.extend(n.value)
+    return None
 
 
 def _read_yaml(path: str | Path) -> Any:
@@ -215,7 +218,11 @@ def _read_yaml(path: str | Path) -> Any:
             data = f.read(MAX_RECIPE_BYTES + 1)
         if len(data) > MAX_RECIPE_BYTES:
             raise ValueError(f"recipe {source!r} is over {MAX_RECIPE_BYTES // 1024} KiB: not a recipe")
-        return yaml.load(data.decode("utf-8"), Loader=_UniqueKeyLoader)
+        text = data.decode("utf-8")
+        twice = _twice_given(yaml.compose(text, Loader=yaml.SafeLoader))
+        if twice:
+            raise ValueError(f"recipe {source!r} is not valid YAML: {twice}")
+        return yaml.safe_load(text)
     except OSError as err:
         raise ValueError(f"cannot read recipe {source!r}: {err.strerror}") from None
     except UnicodeDecodeError:
