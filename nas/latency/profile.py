@@ -158,9 +158,8 @@ def _measure(
     spreads = list(state.spreads)
     group = state.groups
     total = len(todo)
-    if anchor:  # warm the anchor up in a group of its own: a cold first reading must not set the scale
-        models, shapes = space.latency_model(anchor[0])
-        device.measure_many([models], [shapes], [space.to_str(anchor[0])], policy=policy)
+    if anchor:
+        _warm_up(space, device, anchor[0], policy)
     for attempt in range(retries + 1):
         noisy: list[tuple] = []
         for start in range(0, len(todo), group_size):
@@ -179,27 +178,14 @@ def _measure(
             for arch, name, m in zip(members, names[len(anchor) :], results[len(anchor) :]):
                 rs = spread(m.p10_ms, m.p90_ms, m.median_ms)
                 is_noisy = m.contended or (usual is not None and rs > SPREAD_FACTOR * usual)
-                row = {
+                row = _row(m, scale, is_noisy, fp) | {
                     "space": space_spec,
                     "arch": name,
                     "device": device.spec,
-                    "latency_ms": round(m.latency_ms * scale, 5),
-                    "raw_ms": round(m.latency_ms, 5),
-                    "spread_ms": round(m.p90_ms - m.p10_ms, 5),
-                    "median_ms": round(m.median_ms, 5),
-                    "p10_ms": round(m.p10_ms, 5),
-                    "p90_ms": round(m.p90_ms, 5),
-                    "cv": round(m.cv, 5),
-                    "repeats": m.repeats,
-                    "rounds": m.rounds,
-                    "outliers": m.outliers,
-                    "load": "" if np.isnan(m.load) else round(m.load, 2),
-                    "noisy": int(is_noisy),
                     "anchor_ms": rounded(anchor_ms),
                     "anchor_ref_ms": rounded(anchor_ref_ms),
                     "group": group,
                     "timestamp": stamp,
-                    **fp,
                 }
                 writer.writerow(row)
                 written.append(row)
@@ -219,6 +205,31 @@ def _measure(
             break
         todo = noisy
     return written
+
+
+def _warm_up(space: Any, device: Device, anchor: tuple, policy: TimingPolicy | None) -> None:
+    """Measure the anchor once in a group of its own, not kept: a cold first reading must not set the scale."""
+    model, shape = space.latency_model(anchor)
+    device.measure_many([model], [shape], [space.to_str(anchor)], policy=policy)
+
+
+def _row(m: Any, scale: float, is_noisy: bool, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """A measurement's columns of a profile row (the caller adds what it was and where)."""
+    return {
+        "latency_ms": round(m.latency_ms * scale, 5),
+        "raw_ms": round(m.latency_ms, 5),
+        "spread_ms": round(m.p90_ms - m.p10_ms, 5),
+        "median_ms": round(m.median_ms, 5),
+        "p10_ms": round(m.p10_ms, 5),
+        "p90_ms": round(m.p90_ms, 5),
+        "cv": round(m.cv, 5),
+        "repeats": m.repeats,
+        "rounds": m.rounds,
+        "outliers": m.outliers,
+        "load": "" if np.isnan(m.load) else round(m.load, 2),
+        "noisy": int(is_noisy),
+        **fingerprint,
+    }
 
 
 def _noise_message(
