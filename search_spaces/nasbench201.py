@@ -208,9 +208,7 @@ class NASBench201(SearchSpace):
         arch = self.validate(arch)
         if not any(live_edges(arch)):
             return [], 0
-        full = self.operators(arch)
-        head = full[:1]
-        ops, depth = list(head), 1
+        ops, depth = [self._stem()], 1
         for i, (ch, hw) in enumerate(self._stages()):
             if i > 0:  # the residual reduction and its addition
                 ops += [*_reduction(ch, hw), Op("eltwise", ch, ch, in_hw=hw, out_hw=hw)]
@@ -218,21 +216,27 @@ class NASBench201(SearchSpace):
             cell, d = _cell_execution(arch, ch, hw)
             ops += cell * self.cells_per_stage
             depth += d * self.cells_per_stage
-        return ops + full[-2:], depth + 2
+        return ops + self._head()[1:], depth + 2  # batch norm and activation before the pool fused
 
     def operators(self, arch: tuple) -> list[Op]:
         arch = self.validate(arch)
-        r, c = self.resolution, self.channels
-        ops = [Op("conv", 3, c, 3, 1, r, r, 2 * c)]
+        ops = [self._stem()]
         for i, (ch, hw) in enumerate(self._stages()):
             if i > 0:
                 ops += _reduction(ch, hw)
             cell = [op for name in arch for op in edge_operators(name, ch, hw)]
             ops += cell * self.cells_per_stage
+        return ops + self._head()
+
+    def _stem(self) -> Op:
+        r, c = self.resolution, self.channels
+        return Op("conv", 3, c, 3, 1, r, r, 2 * c)
+
+    def _head(self) -> list[Op]:
+        """The last batch norm and activation, the global pool, the classifier."""
         last, hw = self._stages()[-1]
-        ops += [
+        return [
             Op("eltwise", last, last, in_hw=hw, out_hw=hw, extra_params=2 * last),
             Op("pool", last, last, hw, last, hw, 1),
             Op("linear", last, self.num_classes, extra_params=self.num_classes),
         ]
-        return ops
