@@ -166,6 +166,22 @@ def _ms(v: float | None) -> str:
     return "not measured" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.3f} ms"
 
 
+def _resolution(r: dict) -> str:
+    """What the accuracy figures can tell apart: a table's own score, or the validation split's resolution."""
+    if r.get("accuracy_source"):
+        return (
+            f"The table's accuracy is measured on {r.get('val_images', 0)} test images and is the search's own "
+            "score (the table publishes no validation split): the winner is the most accurate architecture the "
+            "search found within the budget, scored against the same table."
+        )
+    return (
+        f"A validation split of {r.get('val_images', 0)} images resolves about "
+        f"{r.get('val_resolution', float('nan')):.1f} "
+        "points (two standard errors at this accuracy); candidates closer than that are a tie, and the best "
+        "validation score among many candidates is optimistic, which is why the test split is reported."
+    )
+
+
 def _markdown(r: dict, recipe: Any, front: pd.DataFrame, pm: pd.DataFrame) -> str:
     w, big, small = r["winner"], r["largest"], r["smallest"]
     lines = [
@@ -195,16 +211,7 @@ def _markdown(r: dict, recipe: Any, front: pd.DataFrame, pm: pd.DataFrame) -> st
             f"**{w['test_top1']:.4f}** (validation {w['val_top1']:.4f}), measured **{w['measured_ms']:.3f} ms** "
             f"(predicted {w['predicted_ms']:.3f} ms), {speed:.2f}x faster than the largest subnet.",
             "",
-            (
-                f"The table's accuracy is measured on {r.get('val_images', 0)} test images and is the search's own "
-                "score (the table publishes no validation split): the winner is the most accurate architecture the "
-                "search found within the budget, scored against the same table."
-            )
-            if r.get("accuracy_source")
-            else f"A validation split of {r.get('val_images', 0)} images resolves about "
-            f"{r.get('val_resolution', float('nan')):.1f} "
-            f"points (two standard errors at this accuracy); candidates closer than that are a tie, and the best "
-            f"validation score among many candidates is optimistic, which is why the test split is reported.",
+            _resolution(r),
             "",
             f"`{w['arch']}`",
             "",
