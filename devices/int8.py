@@ -1,4 +1,4 @@
-"""Static int8 of an ONNX model with onnxruntime.quantization: QDQ, per-channel int8 weights,
+"""Static int8 of an ONNX model with onnxruntime.quantization: QDQ or QOperator, per-channel int8 weights,
 activations uint8 or int8 (`quantize_int8`); and a device's `precision=int8` option (`int8_onnx`),
 which times the int8 deployment of whatever model it is handed.
 
@@ -52,6 +52,18 @@ ACTIVATIONS = ("u8", "s8", "s8sym")
 def check_activations(text: str, name: str = "activations") -> str:
     if text not in ACTIVATIONS:
         raise ValueError(f"{name} must be one of {', '.join(ACTIVATIONS)}, but got {text!r}")
+    return text
+
+
+FORMATS = ("qdq", "qoperator")
+"""onnxruntime's two int8 forms: QuantizeLinear/DequantizeLinear pairs around float operators, which the session
+fuses where it has a kernel (what TensorRT reads), or quantized operators themselves (QLinearConv, QLinearAdd,
+QGemm, ...), with a DequantizeLinear / QuantizeLinear only where an int8 region meets a float one."""
+
+
+def check_format(text: str, name: str = "format") -> str:
+    if text not in FORMATS:
+        raise ValueError(f"{name} must be one of {', '.join(FORMATS)}, but got {text!r}")
     return text
 
 
@@ -165,10 +177,11 @@ def quantize_int8(
     activations: str = "u8",
     tight: dict[str, tuple[float, float]] | None = None,
     method: str = "minmax",
+    fmt: str = "qdq",
 ) -> None:
-    """Static QDQ int8 of a `prepare_int8` output: per-channel int8 weights, activation ranges from the
-    calibration batches (or from onnxruntime's calibration cache `cache`, where this onnxruntime has one),
-    the nodes in `exclude` left in float.
+    """Static int8 (`fmt`: "qdq" or "qoperator", `FORMATS`) of a `prepare_int8` output: per-channel int8 weights,
+    activation ranges from the calibration batches (or from onnxruntime's calibration cache `cache`, where this
+    onnxruntime has one), the nodes in `exclude` left in float.
 
     `activations`: "u8" (U8S8: x86's VNNI / VPMADDUBSW kernels; ResNet-18 at 224 px ran 3.4x faster
     than fp32 on onnxruntime's CPU provider here, against 1.3x with S8S8), "s8" (S8S8, asymmetric) or "s8sym"
@@ -183,6 +196,7 @@ def quantize_int8(
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     check_activations(activations)
+    check_format(fmt)
     calibration = list(calibration)
     if tight is None:
         import onnx
@@ -201,7 +215,7 @@ def quantize_int8(
         str(prepared),
         str(dst),
         _Reader(_input_name(prepared), calibration),
-        quant_format=QuantFormat.QDQ,
+        quant_format=QuantFormat.QDQ if fmt == "qdq" else QuantFormat.QOperator,
         per_channel=True,
         activation_type=QuantType.QUInt8 if activations == "u8" else QuantType.QInt8,
         weight_type=QuantType.QInt8,
@@ -235,7 +249,11 @@ def is_quantized(data: bytes) -> bool:
 
 
 def int8_onnx(
-    data: bytes, input_shape: Sequence[int], activations: str = "u8", calibration: Iterable[np.ndarray] | None = None
+    data: bytes,
+    input_shape: Sequence[int],
+    activations: str = "u8",
+    calibration: Iterable[np.ndarray] | None = None,
+    fmt: str = "qdq",
 ) -> bytes:
     """The uniform int8 deployment of a float ONNX model. Activation ranges come from `calibration`, or,
     for timing only, from standard-normal inputs (onnxruntime's int8 kernels take the same time whatever
@@ -249,5 +267,5 @@ def int8_onnx(
         src, pre, dst = Path(tmp) / "model.onnx", Path(tmp) / "model.pre.onnx", Path(tmp) / "model.int8.onnx"
         src.write_bytes(data)
         prepare_int8(src, pre)
-        quantize_int8(pre, dst, calibration, activations=activations)
+        quantize_int8(pre, dst, calibration, activations=activations, fmt=fmt)
         return dst.read_bytes()

@@ -18,7 +18,7 @@ from devices.base import (
     positive,
     sample_input,
 )
-from devices.int8 import int8_onnx
+from devices.int8 import FORMATS, int8_onnx
 from devices.onnx_io import to_onnx
 from devices.registry import register
 
@@ -39,6 +39,12 @@ def _precision(text: str) -> str:
 PRECISIONS = ("fp32", "int8", "int8-s8")
 
 
+def _int8_format(text: str) -> str:
+    if text not in FORMATS:
+        raise ValueError(f"must be one of {', '.join(FORMATS)}")
+    return text
+
+
 def _opt_level(text: str) -> str:
     if text not in _OPT_LEVELS:
         raise ValueError(f"must be one of {', '.join(_OPT_LEVELS)}")
@@ -56,6 +62,9 @@ class _OrtDevice(Device):
             "fp32",
             "fp32, or time the model's uniform int8 deployment: int8 (uint8 "
             "activations, x86's fast path) or int8-s8 (int8 activations)",
+        ),
+        "int8_format": Option(
+            _int8_format, "qdq", "the int8 deployment's onnxruntime form: qdq or qoperator (quantized operators)"
         ),
         "static": Option(
             parse_bool,
@@ -89,7 +98,8 @@ class _OrtDevice(Device):
         shape = self.batch_shape(input_shape)
         data = self.export(model, shape, arch)
         if self.config["precision"] != "fp32":
-            data = int8_onnx(data, shape, "u8" if self.config["precision"] == "int8" else "s8")
+            activations = "u8" if self.config["precision"] == "int8" else "s8"
+            data = int8_onnx(data, shape, activations, fmt=self.config["int8_format"])
         sess = self._session(data)
         name = sess.get_inputs()[0].name
         x = sample_input(shape)
@@ -99,7 +109,10 @@ class _OrtDevice(Device):
         return CallableRunner(lambda: sess.run(None, {name: x}))
 
     def describe(self) -> dict[str, Any]:
-        return {"threads": self.config["threads"], "gpu": "", "precision": self.config["precision"]}
+        precision = self.config["precision"]
+        if precision != "fp32" and self.config["int8_format"] != "qdq":
+            precision += f" ({self.config['int8_format']})"
+        return {"threads": self.config["threads"], "gpu": "", "precision": precision}
 
 
 @register("ort-cpu")

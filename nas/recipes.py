@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from devices.int8 import check_activations, check_calibration
+from devices.int8 import check_activations, check_calibration, check_format
 from nas.data import AUGMENTS
 from nas.export import FORMATS, ExportConfig
 from nas.quantize.mixed import check_settings
@@ -50,6 +50,7 @@ class QuantizeSection:
     search: str = "bisect"
     calib: int = 256
     activations: str = "auto"
+    format: str = "auto"  # the int8 form: qdq | qoperator | auto (the faster, measured on the device)
     calibration: str = "minmax"
     joint: bool = False  # search on the device's uniform int8 deployment's latency and accuracy, then quantize
 
@@ -260,6 +261,8 @@ def recipe_from_dict(raw: Any, source: str) -> Recipe:
         check_settings(recipe.quantize.tolerance, recipe.quantize.method, recipe.quantize.search, "quantize.")
         if recipe.quantize.activations != "auto":
             check_activations(recipe.quantize.activations, "quantize.activations")
+        if recipe.quantize.format != "auto":
+            check_format(recipe.quantize.format, "quantize.format")
         check_calibration(recipe.quantize.calibration, "quantize.calibration")
         if recipe.quantize.enabled and recipe.quantize.joint:
             search_device_spec(recipe)

@@ -79,6 +79,7 @@ def bench_one(
     log: Log = print,
     methods: tuple[tuple[str, str], ...] = ROWS,
     peer: str | None = None,
+    groups: int = 5,
 ) -> tuple[list[dict], dict]:
     job = MixedPrecision(model, qd, device, out / label, QuantizeConfig(tolerance=tolerance), log=log)
     found, seconds = {}, {}
@@ -99,24 +100,53 @@ def bench_one(
     fp32 = result["configs"][0]
     rows = []
     for c in result["configs"]:
-        rows.append(
-            {
-                "model": label,
-                "config": c["config"],
-                "int8_layers": f"{c['int8_layers']}/{len(job.layers)}",
-                "latency_ms": c["latency_ms"],
-                "speedup": fp32["latency_ms"] / c["latency_ms"],
-                "val_top1": c["val_top1"],
-                "test_top1": c["test_top1"],
-                "test_drop": 100 * (fp32["test_top1"] - c["test_top1"]),
-                "within": c["within_tolerance"],
-                "search_s": seconds.get(c["config"], 0.0),
-                "chosen": c["config"] == result["chosen"] and not c["peer"],
-                "peer": c["peer"],
-                "tuning": f"{tuned['trials']} trials" if c["peer"] else "",
-            }
-        )
+        row = {
+            "model": label,
+            "config": c["config"],
+            "format": c["format"],
+            "int8_layers": f"{c['int8_layers']}/{len(job.layers)}",
+            "latency_ms": c["latency_ms"],
+            "speedup": fp32["latency_ms"] / c["latency_ms"],
+            "val_top1": c["val_top1"],
+            "test_top1": c["test_top1"],
+            "test_drop": 100 * (fp32["test_top1"] - c["test_top1"]),
+            "within": c["within_tolerance"],
+            "search_s": seconds.get(c["config"], 0.0),
+            "chosen": c["config"] == result["chosen"] and not c["peer"],
+            "peer": c["peer"],
+            "tuning": f"{tuned['trials']} trials" if c["peer"] else "",
+        }
+        rows.append(row)
+        if c["config"] == "int8":  # uniform int8 in every form, beside the form the row keeps
+            for fmt, v in c["formats"].items():
+                drop = 100 * (fp32["test_top1"] - v["test_top1"])
+                speedup = fp32["latency_ms"] / v["latency_ms"]
+                rows.append({**row, **v, "config": f"int8 ({fmt})", "format": fmt, "speedup": speedup})
+                rows[-1].update(test_drop=drop, within=v["val_top1"] >= job.floor, chosen=False)
+    if peers:
+        rows += paired_groups(label, job, out / label / "model.onnx", peers, groups)
     return rows, predictor_row(label, job)
+
+
+def paired_groups(label: str, job: MixedPrecision, chosen: Path, peers: dict[str, Path], groups: int) -> list[dict]:
+    """hwnas's chosen model against each peer's in `groups` more interleaved timing groups: per group the ratio, and
+    the sign-test verdict of `nas.lm.verdicts.paired_verdict` (lower latency is better)."""
+    from nas.lm.verdicts import paired_verdict
+
+    paths = [chosen, *peers.values()]
+    times = np.array([job.measure_files(paths) for _ in range(groups)])
+    return [
+        {
+            "model": label,
+            "peer_name": name,
+            "groups": groups,
+            "hwnas_ms": times[:, 0].tolist(),
+            "peer_ms": times[:, i + 1].tolist(),
+            "verdict": paired_verdict(times[:, 0], times[:, i + 1]),
+            "kind": "groups",
+        }
+        for i, name in enumerate(peers)
+    ]
 
 
 def predictor_row(label: str, job: MixedPrecision, fit: int = 10, test: int = 16) -> dict:
@@ -156,6 +186,7 @@ def bench_quantize(
     log: Log = print,
     methods: tuple[tuple[str, str], ...] = ROWS,
     peer: str | None = None,
+    groups: int = 5,
 ) -> tuple[list[dict], list[dict]]:
     if peer is not None and peer != "inc":
         raise ValueError(f"Unknown peer {peer!r}; known: inc")
@@ -172,10 +203,11 @@ def bench_quantize(
         from nas.pipeline.quantize import quantize_run_inputs
 
         model, qd, _ = quantize_run_inputs(run)
-        r, p = bench_one("run-winner", model, qd, device, out, tolerance, log, methods, peer)
+        r, p = bench_one("run-winner", model, qd, device, out, tolerance, log, methods, peer, groups)
         rows, predictors = rows + r, predictors + [p]
     for name in models:
         model = train_timm(name, data, resolution, epochs, log=log)
-        r, p = bench_one(name, model, task_data(data, resolution, 256), device, out, tolerance, log, methods, peer)
+        qd = task_data(data, resolution, 256)
+        r, p = bench_one(name, model, qd, device, out, tolerance, log, methods, peer, groups)
         rows, predictors = rows + r, predictors + [p]
     return rows, predictors

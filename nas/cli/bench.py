@@ -345,12 +345,19 @@ class Quantize(Command):
             choices=("inc",),
             help="also Intel Neural Compressor's accuracy-driven int8 tuning of the same fp32 model (needs .[peers])",
         )
+        parser.add_argument(
+            "--groups", type=int, default=5, help="with --peer: more interleaved timing groups for the paired verdict"
+        )
         parser.add_argument("--out", default="runs/bench_quantize")
 
     def run(self, args: argparse.Namespace) -> None:
+        import numpy as np
         from rich.table import Table
 
         from nas.bench.quantize import bench_quantize, parse_methods
+
+        if args.groups < 1:
+            raise ValueError(f"`--groups >= 1` must hold, but got --groups={args.groups}")
         from nas.progress import console
 
         models = [m for m in args.models.split(",") if m]
@@ -366,10 +373,14 @@ class Quantize(Command):
             log=console.print,
             methods=parse_methods(args.methods),
             peer=args.peer,
+            groups=args.groups,
         )
+        verdicts = [r for r in rows if r.get("kind") == "groups"]
+        rows = [r for r in rows if r.get("kind") != "groups"]
         t = Table(
             "model",
             "configuration",
+            "form",
             "int8 layers",
             "latency (ms)",
             "vs fp32",
@@ -385,6 +396,7 @@ class Quantize(Command):
             t.add_row(
                 r["model"],
                 r["config"] + (" *" if r["chosen"] else ""),
+                r["format"],
                 r["int8_layers"],
                 f"{r['latency_ms']:.4f}",
                 f"{r['speedup']:.2f}x",
@@ -408,6 +420,14 @@ class Quantize(Command):
                     f"(test drop {peer['test_drop']:+.2f}, {peer['tuning']}, {peer['search_s']:.0f} s): "
                     f"{peer['latency_ms'] / chosen['latency_ms']:.2f}x"
                 )
+        for v in verdicts:
+            ratio = np.median(np.array(v["peer_ms"]) / np.array(v["hwnas_ms"]))
+            print(
+                f"{v['model']}: hwnas's choice vs {v['peer_name']} over {v['groups']} more interleaved groups: "
+                f"{v['verdict']} (median {v['peer_name']} / hwnas {ratio:.3f}x; "
+                f"hwnas {', '.join(f'{x:.4f}' for x in v['hwnas_ms'])} ms, "
+                f"{v['peer_name']} {', '.join(f'{x:.4f}' for x in v['peer_ms'])} ms)"
+            )
         p = Table(
             "model",
             "layers",

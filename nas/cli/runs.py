@@ -112,6 +112,13 @@ class Quantize(Command):
             help="int8 activation type (auto: the faster of u8 and s8 on the device; TensorRT: s8sym)",
         )
         parser.add_argument(
+            "--format",
+            default="auto",
+            choices=["auto", "qdq", "qoperator"],
+            help="int8 form in onnxruntime (auto: each configuration in both, the faster that holds the tolerance; "
+            "TensorRT: qdq)",
+        )
+        parser.add_argument(
             "--calibration",
             default="minmax",
             choices=["minmax", "percentile", "entropy"],
@@ -129,6 +136,7 @@ class Quantize(Command):
             method=args.method,
             search=args.search,
             activations=args.activations,
+            format=args.format,
             calibration=args.calibration,
         )
         r = quantize_run(args.run, config, args.device, args.arch, args.calib, args.out, log=console.print)
@@ -140,6 +148,7 @@ def print_quantized(r: dict[str, Any], out: str) -> None:
 
     t = Table(
         "configuration",
+        "form",
         "int8 layers",
         "latency (ms)",
         "vs fp32",
@@ -154,6 +163,7 @@ def print_quantized(r: dict[str, Any], out: str) -> None:
         name = f"{c['config']} (chosen)" if c["config"] == r["chosen"] else c["config"]
         t.add_row(
             name,
+            c.get("format", ""),
             f"{c['int8_layers']}",
             f"{c['latency_ms']:.4f}",
             f"{fp32 / c['latency_ms']:.2f}x",
@@ -163,7 +173,8 @@ def print_quantized(r: dict[str, Any], out: str) -> None:
         )
     print_table(t)
     print(
-        f"int8 activations: {r.get('int8_activations')}; chosen: {r['chosen']}, {r['speedup_vs_fp32']:.2f}x the "
+        f"int8 activations: {r.get('int8_activations')}; form: {r.get('int8_format_reason') or 'float'}\n"
+        f"chosen: {r['chosen']}, {r['speedup_vs_fp32']:.2f}x the "
         f"speed of fp32, test drop {r['test_drop_points']:.2f} points; written to {out} (model.onnx, model.json, "
         "quantize.png)"
     )

@@ -179,6 +179,7 @@ class Pipeline:
             "method": q.method,
             "search": q.search,
             "activations": q.activations,
+            "int8_format_setting": q.format,
             "calibration": q.calibration,
         }
         if all(previous.get(k) == v for k, v in same.items()):
@@ -189,6 +190,7 @@ class Pipeline:
                 method=q.method,
                 search=q.search,
                 activations=q.activations,
+                format=q.format,
                 calibration=q.calibration,
             )
             qr = quantize_run(self.run, config, device.spec, winner["arch"], q.calib, log=self.log, sn=sn)

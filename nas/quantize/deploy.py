@@ -1,6 +1,7 @@
-"""Deploying a precision configuration with onnxruntime.quantization: static QDQ int8 (weights per
-channel; activations uint8 or int8, whichever the device runs faster), after `quant_pre_process`, the
-layers that stay in float passed as `nodes_to_exclude` (`devices.int8.quantize_int8`). Activation ranges
+"""Deploying a precision configuration with onnxruntime.quantization: static int8 in QDQ or QOperator form
+(weights per channel; activations uint8 or int8; the form and the activation type whichever the device runs
+faster), after `quant_pre_process`, the layers that stay in float passed as `nodes_to_exclude`
+(`devices.int8.quantize_int8`). Activation ranges
 are calibrated once and reused for every configuration (`ranges.json`, and onnxruntime's calibration cache
 where it has one); ranges that saturating consumers make too wide are tightened (`devices.int8`)."""
 
@@ -18,6 +19,7 @@ from devices.int8 import (
     activation_ranges,
     check_activations,
     check_calibration,
+    check_format,
     prepare_int8,
     quantize_int8,
     saturation_bounds,
@@ -26,7 +28,7 @@ from devices.int8 import (
 from nas.export import onnx_accuracy
 from nas.quantize.layers import layer_edges, neighbour_layers, onnx_nodes
 
-__all__ = ["Deployer", "int8_nodes", "onnx_accuracy"]
+__all__ = ["Deployer", "int8_nodes", "onnx_accuracy", "onnx_format"]
 
 
 class Deployer:
@@ -40,6 +42,7 @@ class Deployer:
         workdir: str | Path,
         activations: str = "u8",
         method: str = "minmax",
+        fmt: str = "qdq",
     ) -> None:
         self.work = Path(workdir)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -55,6 +58,7 @@ class Deployer:
         self.cache = self.work / "calibration.json"
         self.activations = check_activations(activations)
         self.method = check_calibration(method)
+        self.format = check_format(fmt)
 
     @functools.cached_property
     def ranges(self) -> dict[str, tuple[float, float]]:
@@ -84,9 +88,9 @@ class Deployer:
         """The data flow between the layers (`layers.layer_edges`) of the model that is quantized."""
         return layer_edges(self.proto, self.nodes)
 
-    def write(self, int8: Iterable[str], name: str, activations: str | None = None) -> Path:
+    def write(self, int8: Iterable[str], name: str, activations: str | None = None, fmt: str | None = None) -> Path:
         """The model with exactly these layers in int8 (every other op onnxruntime would quantize stays float
-        where it only touches float layers)."""
+        where it only touches float layers), in `fmt` (the deployer's format by default)."""
         int8 = set(int8)
         unknown = sorted(int8 - set(self.layers))
         if unknown:
@@ -106,6 +110,7 @@ class Deployer:
             activations or self.activations,
             self.tight,
             self.method,
+            fmt or self.format,
         )
         return dst
 
@@ -124,3 +129,12 @@ def int8_nodes(path: str | Path) -> int:
 
 
 QUANTIZED_OPS = ("QLinearConv", "QGemm", "QLinearMatMul", "ConvInteger", "MatMulInteger")
+
+
+def onnx_format(path: str | Path) -> str:
+    """An ONNX file's form: "qoperator" (quantized operators), "qdq" (QuantizeLinear / DequantizeLinear around
+    float operators), or "float"."""
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    if ops & set(QUANTIZED_OPS) or any(op.startswith("QLinear") for op in ops):
+        return "qoperator"
+    return "qdq" if "DequantizeLinear" in ops else "float"

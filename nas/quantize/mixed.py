@@ -15,8 +15,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from devices.int8 import check_activations, check_calibration
-from nas.quantize.deploy import Deployer, int8_nodes, onnx_accuracy
+from devices.int8 import FORMATS, check_activations, check_calibration, check_format
+from nas.quantize.deploy import Deployer, int8_nodes, onnx_accuracy, onnx_format
 from nas.quantize.fakequant import FakeQuant
 from nas.quantize.latency import PrecisionLatency, layer_profile
 from nas.quantize.layers import blocks, quantizable_layers
@@ -36,6 +36,7 @@ class QuantizeConfig:
     rounds: int = 4
     screen: int = 8  # moves measured per round of the latency search, ranked by the precision-aware model (0: all)
     activations: str = "auto"  # u8 | s8 | s8sym, or auto: the faster of u8 and s8 for uniform int8, measured
+    format: str = "auto"  # qdq | qoperator, or auto: the faster form, measured (uniform int8, then the answer)
     calibration: str = (
         "minmax"  # minmax | percentile | entropy: onnxruntime's calibrators, mirrored by the fake quantization
     )
@@ -44,6 +45,8 @@ class QuantizeConfig:
         check_settings(self.tolerance, self.method, self.search)
         if self.activations != "auto":
             check_activations(self.activations)
+        if self.format != "auto":
+            check_format(self.format)
         check_calibration(self.calibration)
 
 
@@ -97,10 +100,10 @@ class MixedPrecision:
         self.layers = quantizable_layers(self.model, example)
         self.fq = FakeQuant(self.model, self.layers).calibrate(x for x, _ in data.calib)
         self.val_cache: dict[frozenset, float] = {}
-        self.deployed_val: dict[frozenset, float] = {}
-        self.latency: dict[frozenset, float] = {}
-        self.paths: dict[frozenset, Path] = {}
-        self.activation_times: dict[str, float] | None = None  # both int8 activation types, timed by `auto`
+        self.deployed_val: dict[tuple[frozenset, str], float] = {}
+        self.latency: dict[frozenset, float] = {}  # in the deployer's format
+        self.paths: dict[tuple[frozenset, str], Path] = {}
+        self.trial_ms: dict[str, float] | None = None  # "u8/qdq" -> uniform int8's time, when anything was `auto`
         self._gains: dict[str, float] = {}
 
     # ---- accuracy ------------------------------------------------------------------------------
@@ -111,17 +114,18 @@ class MixedPrecision:
                 self.val_cache[key] = _accuracy_torch(m, self.data.val)
         return self.val_cache[key]
 
-    def deploy(self, int8: Sequence[str]) -> Path:
-        key = frozenset(int8)
+    def deploy(self, int8: Sequence[str], fmt: str | None = None) -> Path:
+        """The deployed model of these int8 layers in `fmt` (the deployer's format by default)."""
+        key = (frozenset(int8), fmt or self.deployer.format)
         if key not in self.paths:
-            self.paths[key] = self.deployer.write(key, f"cfg{len(self.paths)}")
+            self.paths[key] = self.deployer.write(key[0], f"cfg{len(self.paths)}", fmt=key[1])
         return self.paths[key]
 
-    def deployed_accuracy(self, int8: Sequence[str], split: str = "val") -> float:
-        key = frozenset(int8)
+    def deployed_accuracy(self, int8: Sequence[str], split: str = "val", fmt: str | None = None) -> float:
+        key = (frozenset(int8), fmt or self.deployer.format)
         if split == "val" and key in self.deployed_val:
             return self.deployed_val[key]
-        acc = onnx_accuracy(self.deploy(key), getattr(self.data, split))
+        acc = onnx_accuracy(self.deploy(*key), getattr(self.data, split))
         if split == "val":
             self.deployed_val[key] = acc
         return acc
@@ -156,26 +160,46 @@ class MixedPrecision:
         )
         self.fq.ranges_.update(self.deployer.layer_input_ranges())
         self.val_cache.clear()
-        self.deployer.activations = self.choose_activations()
+        self.deployer.activations, self.deployer.format = self.choose_deployment()
         self.base_val = _accuracy_torch(self.model, self.data.val)
         self.floor = self.base_val - self.config.tolerance / 100 - 1e-9
 
-    def choose_activations(self) -> str:
-        """The configured int8 activation type; for `auto`, TensorRT's symmetric int8, or else the faster of
-        uint8 and int8 activations for the uniform int8 model, measured interleaved on the device."""
-        if self.config.activations != "auto":
-            return self.config.activations
-        if self.device.name.startswith("tensorrt"):
-            return "s8sym"
-        kinds = ("u8", "s8")
-        paths = [self.deployer.write(self.layers, f"uniform_{k}", k) for k in kinds]
-        ms = [m.latency_ms for m in self.device.measure_many([str(p) for p in paths], [self.data.input_shape] * 2)]
-        choice = kinds[int(np.argmin(ms))]
-        self.log(
-            f"int8 activations: {choice} ({' vs '.join(f'{k} {t:.3f} ms' for k, t in zip(kinds, ms))} for uniform int8)"
-        )
-        self.activation_times = dict(zip(kinds, ms))
+    def formats(self) -> tuple[str, ...]:
+        """The int8 forms this job measures: the configured one, TensorRT's QDQ, or both for `auto`."""
+        if self.config.format != "auto":
+            return (self.config.format,)
+        return ("qdq",) if self.device.name.startswith("tensorrt") else FORMATS
+
+    def choose_deployment(self) -> tuple[str, str]:
+        """The int8 activation type and form every configuration of the search is deployed in: the configured ones;
+        for `auto`, TensorRT's symmetric int8 in QDQ, or else the fastest uniform int8 model of uint8 / int8
+        activations x QDQ / QOperator, measured interleaved on the device (so the per-layer gains, the ILP and the
+        latency search read the chosen form's times)."""
+        kinds = (self.config.activations,) if self.config.activations != "auto" else ("u8", "s8")
+        if self.device.name.startswith("tensorrt") and self.config.activations == "auto":
+            kinds = ("s8sym",)
+        pairs = [(k, f) for k in kinds for f in self.formats()]
+        if len(pairs) == 1:
+            return pairs[0]
+        paths = [self.deployer.write(self.layers, f"uniform_{k}_{f}", k, f) for k, f in pairs]
+        ms = self.measure_files(paths)
+        choice = pairs[int(np.argmin(ms))]
+        self.trial_ms = {f"{k}/{f}": t for (k, f), t in zip(pairs, ms)}
+        trials = ", ".join(f"{k} {t:.3f} ms" for k, t in self.trial_ms.items())
+        self.log(f"int8: {'/'.join(choice)} ({trials}, uniform int8)")
         return choice
+
+    def _trials(self, axis: int) -> dict[str, float] | None:
+        """The uniform int8 times along one axis (0: activation type, 1: form) at the chosen value of the other."""
+        if not self.trial_ms:
+            return None
+        chosen = (self.deployer.activations, self.deployer.format)
+        out = {}
+        for name, t in self.trial_ms.items():
+            pair = tuple(name.split("/"))
+            if pair[1 - axis] == chosen[1 - axis]:
+                out[pair[axis]] = t
+        return out if len(out) > 1 else None
 
     def sensitivities(self, method: str | None = None) -> dict[str, float]:
         """Per-layer scores of `method` (cached in sensitivity.csv with every score computed so far)."""
@@ -285,40 +309,25 @@ class MixedPrecision:
         return set(current[:k])
 
     def finish(self, found: dict[str, set[str]], peers: dict[str, Path] | None = None) -> dict[str, Any]:
-        """Measure fp32, uniform int8 and the found configurations interleaved (each distinct one once); the
-        answer is the fastest of them whose deployed model holds the tolerance on the validation split. `peers`
-        (name -> ONNX file another tool quantized) are measured in the same group and scored the same way, never
-        chosen."""
+        """Measure fp32, uniform int8 and the found configurations interleaved (each distinct one once, in each int8
+        form of `formats`); each configuration keeps its faster form that holds the tolerance on the validation
+        split, and the answer is the fastest configuration that holds it. `peers` (name -> ONNX file another tool
+        quantized) are measured in the same group and scored the same way, never chosen."""
         self.prepare()
         named = {"fp32": set(), "int8": set(self.layers), **found}
         keys, peers = list(named), dict(peers or {})
         distinct = list(dict.fromkeys(frozenset(named[k]) for k in keys))  # methods that agree: one model, one time
-        times = self.measure_files([self.deploy(c) for c in distinct] + [Path(p) for p in peers.values()])
-        self.latency.update(zip(distinct, times))
-        rows = []
-        for key in keys:
-            s = named[key]
-            t = self.latency[frozenset(s)]
-            path = self.deploy(s)
-            val = self.deployed_accuracy(s)
-            rows.append(
-                {
-                    "config": key,
-                    "int8_layers": len(s),
-                    "int8_nodes": int8_nodes(path),
-                    "latency_ms": t,
-                    "val_top1": val,
-                    "test_top1": self.deployed_accuracy(s, "test"),
-                    "fake_val_top1": self.fake_accuracy(s),
-                    "within_tolerance": bool(val >= self.floor),
-                    "peer": False,
-                }
-            )
-        for (name, path), t in zip(peers.items(), times[len(distinct) :]):
+        variants = [(c, f) for c in distinct for f in (self.formats() if c else (self.deployer.format,))]
+        times = self.measure_files([self.deploy(c, f) for c, f in variants] + [Path(p) for p in peers.values()])
+        timed = dict(zip(variants, times))
+        self.latency.update({c: t for (c, f), t in timed.items() if f == self.deployer.format})
+        rows = [self._row(key, frozenset(named[key]), timed) for key in keys]
+        for (name, path), t in zip(peers.items(), times[len(variants) :]):
             val, nodes = onnx_accuracy(path, self.data.val), int8_nodes(path)
             rows.append(
                 {
                     "config": name,
+                    "format": onnx_format(path),
                     "int8_layers": nodes,
                     "int8_nodes": nodes,
                     "latency_ms": t,
@@ -327,6 +336,7 @@ class MixedPrecision:
                     "fake_val_top1": float("nan"),
                     "within_tolerance": bool(val >= self.floor),
                     "peer": True,
+                    "formats": {},
                 }
             )
         table = pd.DataFrame(rows)
@@ -334,7 +344,8 @@ class MixedPrecision:
         best = ok.loc[ok["latency_ms"].idxmin()] if len(ok) else table.iloc[0]
         chosen = named[best["config"]]
         best = table.iloc[next(i for i, k in enumerate(keys) if named[k] == chosen)]  # fp32 / int8 by their names
-        (self.out / "model.onnx").write_bytes(self.deploy(chosen).read_bytes())
+        fmt = self.deployer.format if best["format"] == "float" else best["format"]
+        (self.out / "model.onnx").write_bytes(self.deploy(chosen, fmt).read_bytes())
         fp32 = table.iloc[0]
         result = {
             "device": self.device.spec,
@@ -347,7 +358,11 @@ class MixedPrecision:
             "activations": self.config.activations,
             "calibration": self.config.calibration,
             "int8_activations": self.deployer.activations,
-            "int8_activation_trial_ms": self.activation_times,
+            "int8_activation_trial_ms": self._trials(0),
+            "int8_format": best["format"],
+            "int8_format_setting": self.config.format,
+            "int8_format_reason": _format_reason(best, self.floor),
+            "int8_format_trial_ms": self._trials(1),
             "precision": {n: ("int8" if n in chosen else "fp32") for n in self.layers},
             "configs": table.to_dict("records"),
             "speedup_vs_fp32": float(fp32["latency_ms"] / best["latency_ms"]),
@@ -361,16 +376,44 @@ class MixedPrecision:
         self._plot(table, points)
         return result
 
+    def _row(self, name: str, int8: frozenset, timed: dict[tuple[frozenset, str], float]) -> dict[str, Any]:
+        """One configuration's row of `finish`: every form measured, the faster one that holds the tolerance kept."""
+        forms = {
+            f: {
+                "latency_ms": t,
+                "val_top1": self.deployed_accuracy(int8, fmt=f),
+                "test_top1": self.deployed_accuracy(int8, "test", f),
+            }
+            for (c, f), t in timed.items()
+            if c == int8
+        }
+        holding = [f for f in forms if forms[f]["val_top1"] >= self.floor] or list(forms)
+        fmt = min(holding, key=lambda f: forms[f]["latency_ms"])
+        return {
+            "config": name,
+            "format": fmt if int8 else "float",
+            "int8_layers": len(int8),
+            "int8_nodes": int8_nodes(self.deploy(int8, fmt)),
+            **forms[fmt],
+            "fake_val_top1": self.fake_accuracy(int8),
+            "within_tolerance": bool(forms[fmt]["val_top1"] >= self.floor),
+            "peer": False,
+            "formats": forms if int8 else {},
+        }
+
     def _points(self) -> pd.DataFrame:
+        """Every configuration tried, in the deployer's form."""
+        fmt = self.deployer.format
+        deployed = {k: v for (k, f), v in self.deployed_val.items() if f == fmt}
         rows = [
             {
                 "int8_layers": len(k),
                 "fake_val_top1": self.val_cache.get(k),
-                "deployed_val_top1": self.deployed_val.get(k),
+                "deployed_val_top1": deployed.get(k),
                 "latency_ms": self.latency.get(k),
                 "int8": " ".join(sorted(k)),
             }
-            for k in set(self.val_cache) | set(self.latency) | set(self.deployed_val)
+            for k in set(self.val_cache) | set(self.latency) | set(deployed)
         ]
         return pd.DataFrame(rows).sort_values("int8_layers")
 
@@ -400,3 +443,18 @@ class MixedPrecision:
         fig.tight_layout()
         fig.savefig(self.out / "quantize.png", dpi=120)
         plt.close(fig)
+
+
+def _format_reason(row: Any, floor: float) -> str | None:
+    """Why the chosen configuration is in its int8 form, in the figures measured in `finish`'s one group."""
+    fmt, forms = row["format"], row["formats"] or {}
+    if not fmt:
+        return None
+    if len(forms) < 2:
+        return f"{fmt}: the only form measured (the format setting or the device)"
+    others = ", ".join(
+        f"{f} {v['latency_ms']:.4f} ms" + ("" if v["val_top1"] >= floor else " (misses the tolerance)")
+        for f, v in forms.items()
+        if f != fmt
+    )
+    return f"{fmt}: {forms[fmt]['latency_ms']:.4f} ms against {others} for this configuration, one interleaved group"

@@ -139,6 +139,11 @@ def test_the_int8_precision_option_times_the_quantized_deployment():
     assert dev.fingerprint()["precision"] == "int8"
     with pytest.raises(ValueError, match="precision='int4' is invalid: must be one of fp32, int8, int8-s8"):
         devices.get("ort-cpu:precision=int4")
+    qop = devices.get("ort-cpu:threads=1,precision=int8,int8_format=qoperator")
+    assert qop.fingerprint()["precision"] == "int8 (qoperator)"  # a different deployment: another device's rows
+    assert qop.measure(tiny(32), (1, 3, 32, 32)).latency_ms > 0
+    with pytest.raises(ValueError, match="int8_format='qop' is invalid: must be one of qdq, qoperator"):
+        devices.get("ort-cpu:int8_format=qop")
 
 
 def test_table_device_replays_the_recorded_value(tmp_path):
@@ -155,7 +160,7 @@ def test_table_device_replays_the_recorded_value(tmp_path):
 def test_spec_errors_name_the_spec_and_the_choices():
     with pytest.raises(KeyError, match="Unknown device 'phone'.*ort-cpu"):
         devices.get("phone")
-    with pytest.raises(ValueError, match="unknown option 'thread'; allowed: batch, opt, precision, static, threads"):
+    with pytest.raises(ValueError, match="unknown option 'thread'; allowed: batch, int8_format, opt, precision, static, threads"):
         devices.get("ort-cpu:thread=2")
     with pytest.raises(ValueError, match="threads='two' is invalid"):
         devices.get("ort-cpu:threads=two")

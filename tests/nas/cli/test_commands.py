@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -161,6 +162,8 @@ def test_bench_quantize_peer_inc_is_measured_in_the_same_group(tmp_path, capsys)
     assert main([*argv, "--methods", "interlayer+bisect", "--peer", "inc", "--out", str(tmp_path)]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert "mobilenetv2: hwnas's choice" in out and " vs inc" in out and "trials" in out
+    assert re.search(r"vs inc(?: \(fp32 fallback\))? over 5 more interleaved groups: (better|worse|tie)", out)
+    assert "int8 (qdq)" in out and "int8 (qoperator)" in out  # uniform int8 in both forms, side by side
     result = json.loads((tmp_path / "mobilenetv2" / "model.json").read_text())
     peers = [c for c in result["configs"] if c["peer"]]
     assert len(peers) == 1 and peers[0]["config"].startswith("inc") and peers[0]["latency_ms"] > 0

@@ -15,7 +15,7 @@ from torch import nn
 import devices
 from nas.data import batches, digits
 from nas.quantize import MixedPrecision, QuantizeConfig, QuantizeData
-from nas.quantize.deploy import Deployer, int8_nodes, onnx_accuracy
+from nas.quantize.deploy import Deployer, int8_nodes, onnx_accuracy, onnx_format
 from nas.quantize.fakequant import FakeQuant, quantize_activation, quantize_weight
 from nas.quantize.layers import blocks, module_of_node, onnx_nodes, quantizable_layers
 from nas.quantize.search import bisect, greedy_blocks, ilp_select
@@ -212,6 +212,35 @@ def test_deployer_puts_exactly_the_chosen_layers_in_int8(trained, tmp_path):
         dep.write(["x"], "bad")
 
 
+def _logits(path, batches) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x.numpy()})[0] for x, _ in batches])
+
+
+def test_both_int8_forms_of_one_configuration_compute_the_same_model(trained, tmp_path):
+    from devices.onnx_io import to_onnx
+
+    model, qd = trained
+    layers = quantizable_layers(model, qd.calib[0][0])
+    (tmp_path / "fp32.onnx").write_bytes(to_onnx(model, qd.input_shape))
+    dep = Deployer(tmp_path / "fp32.onnx", layers, [x.numpy() for x, _ in qd.calib], tmp_path / "work")
+    ref = _logits(tmp_path / "fp32.onnx", qd.test)
+    for chosen in (layers, ["block.0", "block.3"]):  # uniform, and int8 islands between float layers
+        qdq, qop = dep.write(chosen, "qdq", fmt="qdq"), dep.write(chosen, "qop", fmt="qoperator")
+        assert (onnx_format(qdq), onnx_format(qop)) == ("qdq", "qoperator")
+        assert int8_nodes(qdq) == int8_nodes(qop) == len(chosen)
+        a, b = _logits(qdq, qd.test), _logits(qop, qd.test)
+        step = np.abs(ref).max() / 127  # one int8 step of the logits' range
+        assert np.abs(a - b).max() < 4 * step, np.abs(a - b).max()
+        assert (a.argmax(1) == b.argmax(1)).mean() > 0.98
+    assert onnx_format(tmp_path / "fp32.onnx") == "float"
+    with pytest.raises(ValueError, match="format must be one of qdq, qoperator, but got 'qop'"):
+        dep.write(layers, "bad", fmt="qop")
+
+
 def _activation_zero_points(path) -> list[np.ndarray]:
     proto = onnx.load(str(path))
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in proto.graph.initializer}
@@ -252,6 +281,15 @@ def test_mixed_precision_end_to_end_on_the_cpu(trained, tmp_path):
     assert saved["precision"] == r["precision"] and saved["dataset"] == "digits"
     trial = saved["int8_activation_trial_ms"]  # auto: both activation types measured, the faster kept
     assert saved["int8_activations"] == min(trial, key=trial.get) and set(trial) == {"u8", "s8"}
+    for row in (configs["int8"], configs["mixed"]):  # auto: each measured in both forms, the faster that holds kept
+        forms = row["formats"]
+        assert set(forms) == {"qdq", "qoperator"} and row["latency_ms"] == forms[row["format"]]["latency_ms"]
+        holding = {f: v["latency_ms"] for f, v in forms.items() if v["val_top1"] >= configs["fp32"]["val_top1"]}
+        assert not holding or row["format"] == min(holding, key=holding.get)
+    assert saved["int8_format"] == configs[r["chosen"]]["format"]
+    if saved["int8_format"] != "float":
+        assert saved["int8_format_reason"].startswith(saved["int8_format"] + ": ")
+    assert onnx_format(tmp_path / "q" / "model.onnx") == saved["int8_format"]
     assert onnx_accuracy(tmp_path / "q" / "model.onnx", qd.test) == pytest.approx(configs[r["chosen"]]["test_top1"])
     assert int8_nodes(tmp_path / "q" / "model.onnx") == sum(p == "int8" for p in r["precision"].values())
     for name in ("quantize.png", "points.csv", "sensitivity.csv"):
@@ -267,6 +305,8 @@ def test_config_errors_name_the_rule():
         QuantizeConfig(activations="int4")
     with pytest.raises(ValueError, match="calibration must be one of minmax, percentile, entropy, but got 'kl'"):
         QuantizeConfig(calibration="kl")
+    with pytest.raises(ValueError, match="format must be one of qdq, qoperator, but got 'qop'"):
+        QuantizeConfig(format="qop")
 
 
 def test_the_precision_latency_model_counts_borders_and_weights_and_recovers_a_linear_device():
