@@ -160,7 +160,9 @@ def test_table_device_replays_the_recorded_value(tmp_path):
 def test_spec_errors_name_the_spec_and_the_choices():
     with pytest.raises(KeyError, match="Unknown device 'phone'.*ort-cpu"):
         devices.get("phone")
-    with pytest.raises(ValueError, match="unknown option 'thread'; allowed: batch, int8_format, opt, precision, static, threads"):
+    with pytest.raises(
+        ValueError, match="unknown option 'thread'; allowed: batch, int8_format, opt, precision, static, threads"
+    ):
         devices.get("ort-cpu:thread=2")
     with pytest.raises(ValueError, match="threads='two' is invalid"):
         devices.get("ort-cpu:threads=two")
