@@ -27,6 +27,7 @@ from nas.quantize import QuantizeConfig
 from nas.recipes import DEFAULT_BUDGET_FRACTION, Recipe, search_device_spec, to_dict
 from nas.rundir import BEST, CALIBRATION, MEASURED, PREDICTOR, QUANTIZED, SUPERNET, RunDir
 from nas.search import Objective, completed, pareto_front, run_search
+from nas.search.study import check_storage_opens
 from nas.supernet.run import SupernetRun, load_supernet_run, train_supernet
 from search_spaces import parse_space_spec
 
@@ -199,6 +200,7 @@ class Pipeline:
     def prepare(self) -> tuple[SupernetRun, Any, dict, float, Objective]:
         """What every search of the recipe needs: the supernet, the predictor calibrated to the device, the
         budget in ms and the objective (one process at a time per run directory: workers sharing one take turns)."""
+        check_storage_opens(self.recipe.search.storage or self.dir.default_storage)
         with self.dir.lock(self.log):
             sn = self.supernet()
             space = sn.net.space

@@ -55,6 +55,38 @@ def open_storage(url: str) -> Any:
         return RDBStorage(url, heartbeat_interval=HEARTBEAT, grace_period=GRACE)
 
 
+DRIVERS = {"mysql": "mysqlclient, or use mysql+pymysql:// with pymysql", "postgresql": "psycopg2-binary"}
+
+
+def check_storage_opens(url: str, source: str = "search.storage") -> None:
+    """Open a database storage once (Optuna creates its tables), so that a URL that cannot serve is one line naming
+    it and the cause before any work, not SQLAlchemy's traceback after the budget was measured."""
+    if not isinstance(url, str) or "://" not in url:
+        return
+    try:
+        storage = open_storage(url)
+    except ImportError:
+        scheme = url.split("://")[0]
+        driver = DRIVERS.get(scheme.split("+")[0], "the driver SQLAlchemy names for it")
+        cause = f"no database driver for {scheme}:// is installed in this Python (pip install {driver})"
+    except Exception as err:  # SQLAlchemy's and the driver's errors: the driver's first line says why
+        cause = str(getattr(err, "orig", None) or err).strip().splitlines()[0] or type(err).__name__
+    else:
+        storage.engine.dispose()
+        return
+    raise ValueError(f"cannot open {source} {_shown(url)!r}: {cause}")
+
+
+def _shown(url: str) -> str:
+    """The URL with its password hidden."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
+
+
 @contextlib.contextmanager
 def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Iterator[None]:
     """Record the trial's heartbeat in the background while the block runs (RDB storages only)."""

@@ -51,6 +51,16 @@ ROWS = [
     (["run", "{tmp}/empty.yaml"], "the recipe is empty"),
     (["run", "{tmp}/missing.yaml"], "cannot read recipe"),
     (["run", "{tmp}/storage.yaml"], "search.storage must be a database URL"),
+    (
+        ["run", "{tmp}/storage_dir.yaml", "--out", "{tmp}/run_storage_dir"],
+        "cannot open search.storage 'sqlite:////nonexistent-hwnas/dir/x.db': unable to open database file",
+    ),
+    (["run", "{tmp}/storage_garbage.yaml", "--out", "{tmp}/run_storage_garbage"], "db': file is not a database"),
+    (
+        ["run", "{tmp}/storage_mysql.yaml", "--out", "{tmp}/run_storage_mysql"],
+        "cannot open search.storage 'mysql://u:***@127.0.0.1/db': no database driver for mysql:// is installed",
+    ),
+    (["device", "serve", "--host", "0.0.0.0", "--token", "x", "--port", "0"], "must have at least 16 characters"),
     (["search", "{tmp}/lr.yaml"], "train.lr must be a finite number, but got nan"),
     (["eval-subnet", "{tmp}", "--arch", "x"], "holds no checkpoint.pt"),
     (["eval-subnet", "{tmp}/no_recipe", "--arch", "x"], "holds no recipe.yaml"),
@@ -143,6 +153,14 @@ def tmp(tmp_path_factory):
     )
     (d / "noisy.csv").write_text("arch,latency_ms,noisy\n" + noisy)
     (d / "storage.yaml").write_text(yaml.safe_dump({"search": {"storage": "not a url"}}))
+    (d / "garbage.db").write_bytes(b"this is not a database file, it is garbage\n" * 100)
+    nb201 = {"space": "nasbench201", "accuracy": "table:nasbench201:cifar10", "device": "ort-cpu:threads=1"}
+    for name, url in (
+        ("storage_dir", "sqlite:////nonexistent-hwnas/dir/x.db"),
+        ("storage_garbage", f"sqlite:///{d}/garbage.db"),
+        ("storage_mysql", "mysql://u:SECRET1@127.0.0.1/db"),
+    ):
+        (d / f"{name}.yaml").write_text(yaml.safe_dump({**nb201, "search": {"storage": url}}))
     (d / "lr.yaml").write_text("train:\n  lr: .nan\n")
     (d / "twice.yaml").write_text("space: nasbench201\nbudget_ms: 0.47\nbudget_ms: 900\n")
     os.mkfifo(d / "fifo.yaml")
