@@ -124,8 +124,15 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"cannot read predictor {str(p)!r}: {err.strerror}") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"predictor file {str(p)!r} is not JSON: {err.msg}") from None
-    if doc.get("format") != FORMAT:
-        raise ValueError(f"{str(p)!r} is not an hwnas predictor (format {doc.get('format')!r}, expected {FORMAT!r})")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise ValueError(f"{str(p)!r} is not an hwnas predictor (format {got!r}, expected {FORMAT!r})")
+    for field, kind in (("predictor", str), ("params", dict), ("fitted", dict), ("meta", dict)):
+        if not isinstance(doc.get(field), kind):
+            raise ValueError(f"{str(p)!r}: {field} must be a {kind.__name__}, but got {doc.get(field)!r:.60}")
+    for field in ("space", "kind", "feature_space"):
+        if field in doc["meta"] and not isinstance(doc["meta"][field], str):
+            raise ValueError(f"{str(p)!r}: meta.{field} must be a string, but got {doc['meta'][field]!r:.60}")
     return doc
 
 
@@ -133,10 +140,11 @@ def load(path: str | Path) -> tuple[Predictor, dict[str, Any]]:
     """A saved predictor and its metadata (safetensors + JSON; never unpickles)."""
     from safetensors.numpy import load_file
 
-    from predictors.registry import create
+    from predictors.registry import create, predictor_class
 
     doc = read_meta(path)
     try:
+        check_params(predictor_class(doc["predictor"]), doc["params"], with_suffix(Path(path), ".json"))
         pred = create(doc["predictor"], **doc["params"])
     except TypeError as err:
         raise ValueError(f"{path}: the predictor's params do not fit {doc['predictor']!r}: {err}") from None
@@ -150,6 +158,48 @@ def load(path: str | Path) -> tuple[Predictor, dict[str, Any]]:
     for k, v in arrays.items():
         setattr(pred, _fitted_name(k, path), v)
     return pred, doc["meta"]
+
+
+# a predictor's integer and float params (widths, steps, seeds, rates) stay below this: a larger one is not a file
+# hwnas wrote, and would make loading or predicting take hours
+MAX_PARAM = 10**7
+
+
+def check_params(cls: type, params: Any, path: str | Path) -> None:
+    """Each param has the type of its constructor default (an int where the default is an int, a finite number
+    where it is a float, ...), numbers in [0, MAX_PARAM], and a layout of named [start, stop) column blocks."""
+    import inspect
+
+    if not isinstance(params, dict):
+        raise ValueError(f"{path}: params must be a mapping, but got {type(params).__name__}")
+    signature = inspect.signature(cls.__init__).parameters
+    for name, value in params.items():
+        if name not in signature or name == "self":
+            continue  # the constructor names it (TypeError, with the names it takes)
+        default = signature[name].default
+        if name == "layout":
+            _check_layout(value, path)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{path}: params.{name} must be true or false, but got {value!r}")
+        elif isinstance(default, (int, float)):
+            number = isinstance(value, int) if isinstance(default, int) else isinstance(value, (int, float))
+            if isinstance(value, bool) or not number or not 0 <= value <= MAX_PARAM:
+                kind = "a whole number" if isinstance(default, int) else "a number"
+                raise ValueError(f"{path}: params.{name} must be {kind} in [0, {MAX_PARAM:g}], but got {value!r}")
+        elif isinstance(default, str) and not isinstance(value, str):
+            raise ValueError(f"{path}: params.{name} must be a string, but got {value!r}")
+
+
+def _check_layout(layout: Any, path: str | Path) -> None:
+    if layout is None:
+        return
+    if not isinstance(layout, dict):
+        raise ValueError(f"{path}: params.layout must be a mapping of feature blocks, but got {type(layout).__name__}")
+    for name, v in layout.items():
+        ints = isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+        if not ints or (name not in ("gene_sizes", "gene_edges") and not (len(v) == 2 and 0 <= v[0] < v[1])):
+            raise ValueError(f"{path}: params.layout.{name} must be [start, stop) columns, but got {v!r}")
 
 
 def _fitted_name(key: str, path: str | Path) -> str:

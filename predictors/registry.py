@@ -29,10 +29,14 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create(name: str, **params: Any) -> Any:
+def predictor_class(name: str) -> type:
     if name not in _REGISTRY:
         raise UnknownNameError(f"Unknown predictor {name!r}; known: {', '.join(names())}")
-    return _REGISTRY[name](**params)
+    return _REGISTRY[name]
+
+
+def create(name: str, **params: Any) -> Any:
+    return predictor_class(name)(**params)
 
 
 get = create

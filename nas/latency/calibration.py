@@ -84,6 +84,27 @@ def load_base(base: str | None, space_name: str) -> tuple[Any, dict[str, Any], s
     return pred, meta, path
 
 
+def check_fits(pred: Any, meta: dict[str, Any], space: Any, path: str | Path, calibrated: bool = True) -> None:
+    """A loaded predictor reads `space`'s features: every block of its layout where the space's features put it
+    (an older file may lack newer blocks), and (`calibrated`) a prediction of one architecture runs and is
+    finite."""
+    X, layout = features(space, sample_archs(space, 1, 0), feature_space(meta, space))
+    for name, where in (pred.layout or {}).items():
+        if layout.get(name) != list(where):
+            raise ValueError(
+                f"{path}: its feature layout does not fit space {space.spec!r} ({name}: {list(where)} in the file, "
+                f"{layout.get(name)} for the space): a predictor of another space or version"
+            )
+    if not calibrated:
+        return
+    try:
+        y = np.asarray(pred.predict(X), dtype=float)
+    except (ValueError, IndexError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: its weights do not fit its layout ({str(err).splitlines()[0]})") from None
+    if y.shape != (1,) or not np.isfinite(y).all():
+        raise ValueError(f"{path}: it predicts {y.tolist()} ms for an architecture of {space.spec!r}")
+
+
 def reference(
     space_spec: str,
     n: int,
@@ -118,6 +139,7 @@ def calibrate(
             f"has {len(archs)}"
         )
     pred, base_meta, base_path = load_base(base, space.name)
+    check_fits(pred, base_meta, space, base_path, calibrated=False)
     X, _ = features(space, archs, feature_space(base_meta, space))
     pred.adapt(X, y)
     meta = {
@@ -141,6 +163,7 @@ def predict(predictor_path: str, archs_file: str) -> tuple[list[str], np.ndarray
     if meta.get("kind") != "calibrated":
         raise ValueError(f"{predictor_path} is a base, not calibrated to a device; run hwnas calibrate first")
     space = load_space(meta["space"])
+    check_fits(pred, meta, space, predictor_path)
     archs = read_archs(space, archs_file)
     X, _ = features(space, archs, feature_space(meta, space))
     return [space.to_str(a) for a in archs], pred.predict(X)

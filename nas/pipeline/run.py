@@ -16,7 +16,7 @@ import torch
 
 import devices
 import predictors
-from nas.latency.calibration import calibrate, latency_of, reference
+from nas.latency.calibration import calibrate, check_fits, latency_of, reference
 from nas.latency.profile import measure_archs
 from nas.latency.tables import read_latencies, read_rows
 from nas.pipeline.export import export_run
@@ -72,6 +72,7 @@ class Pipeline:
                     f"predictor {self.recipe.predictor} is for space {meta.get('space')!r}, but the recipe searches "
                     f"{space.spec!r}"
                 )
+            check_fits(pred, meta, space, self.recipe.predictor)
             return pred, meta
         path = self.run / PREDICTOR
         if path.exists():

@@ -77,6 +77,22 @@ ROWS = [
     ),
     (["predict", "--predictor", "{tmp}/evil", "--archs", "{tmp}/archs.txt"], "is not the name of a fitted attribute"),
     (
+        ["predict", "--predictor", "{tmp}/big", "--archs", "{tmp}/archs.txt"],
+        "big.json: params.hidden must be a whole number in [0, 1e+07], but got 'big'",
+    ),
+    (
+        ["predict", "--predictor", "{tmp}/steps", "--archs", "{tmp}/archs.txt"],
+        "steps.json: params.steps must be a whole number in [0, 1e+07], but got 1000000000000.0",
+    ),
+    (
+        ["predict", "--predictor", "{tmp}/space_int", "--archs", "{tmp}/archs.txt"],
+        "space_int.json': meta.space must be a string, but got 123",
+    ),
+    (
+        ["predict", "--predictor", "{tmp}/other_space", "--archs", "{tmp}/archs.txt"],
+        "other_space: its feature layout does not fit space 'nasbench201' (onehot: [0, 198] in the file, [0, 30]",
+    ),
+    (
         ["train-lm", "--arch", "x", "--out", "{tmp}/lm"],
         "train-lm needs a hybrid_lm run directory, or --arch and --space",
     ),
@@ -192,6 +208,15 @@ def tmp(tmp_path_factory):
     doc = json.loads((d / "evil.json").read_text())
     doc["fitted"]["__class__"] = 1
     (d / "evil.json").write_text(json.dumps(doc))
+    good = json.loads((d / "fbnet_pred.json").read_text())
+    for name, change in (
+        ("big", {"predictor": "mlp", "params": {"hidden": "big"}}),
+        ("steps", {"predictor": "mlp", "params": {"steps": 1e12}}),
+        ("space_int", {"meta": {"kind": "calibrated", "space": 123}}),
+        ("other_space", {"meta": {"kind": "calibrated", "space": "nasbench201"}}),
+    ):
+        (d / f"{name}.json").write_text(json.dumps({**good, **change}))
+        (d / f"{name}.safetensors").write_bytes((d / "fbnet_pred.safetensors").read_bytes())
     return d
 
 
