@@ -138,7 +138,59 @@ def write_results(
     if winner:
         p = result["winner"]["val_top1"]
         result["val_resolution"] = float(200 * np.sqrt(max(p * (1 - p), 1 / n_val) / n_val))
+    test_data = getattr(sn.data, "test", None)
+    result["separation"] = separation(result, len(test_data) if test_data is not None else n_val)
     return result, front, pm
+
+
+def difference_resolution(a: float, b: float, n: int) -> float:
+    """Two standard errors, in points, of the difference of two accuracies measured on the same `n` images."""
+    var = max(a * (1 - a), 1 / n) + max(b * (1 - b), 1 / n)
+    return float(200 * np.sqrt(var / n))
+
+
+def separation(result: dict[str, Any], n_test: int) -> dict[str, Any]:
+    """Whether the run's winner is a trade-off the test split can tell apart: more accurate than the smallest subnet
+    by more than the split resolves, and measured faster than the largest; and whether the ends differ at all."""
+    big, small, w = result["largest"], result["smallest"], result["winner"]
+    ends_gap = 100 * (big["test_top1"] - small["test_top1"])
+    out = {
+        "test_images": n_test,
+        "ends_gap_points": ends_gap,
+        "ends_resolution_points": difference_resolution(big["test_top1"], small["test_top1"], n_test),
+    }
+    out["ends_separated"] = bool(ends_gap > out["ends_resolution_points"])
+    if w:
+        gain = 100 * (w["test_top1"] - small["test_top1"])
+        resolution = difference_resolution(w["test_top1"], small["test_top1"], n_test)
+        faster = big.get("measured_ms") is not None and w["measured_ms"] < big["measured_ms"]
+        out.update(
+            winner_gain_points=gain,
+            winner_resolution_points=resolution,
+            winner_faster_than_largest=bool(faster),
+            trade_off=bool(gain > resolution and faster),
+        )
+    return out
+
+
+def separation_line(r: dict[str, Any]) -> str | None:
+    """One line when the task cannot separate the candidates (None when the winner is a real trade-off)."""
+    s = r.get("separation")
+    if not s or not r.get("winner") or s.get("trade_off"):
+        return None
+    if not s["ends_separated"]:
+        return (
+            f"This task cannot separate the candidates: the ends of the space differ by {s['ends_gap_points']:+.2f} "
+            f"points on the test split, within the {s['ends_resolution_points']:.2f} points its {s['test_images']} "
+            "images resolve; the winner is a candidate within the budget, not a trade-off found."
+        )
+    why = (
+        f"{s['winner_gain_points']:+.2f} points over the smallest subnet on test, within the "
+        f"{s['winner_resolution_points']:.2f} points {s['test_images']} images resolve"
+        if s["winner_gain_points"] <= s["winner_resolution_points"]
+        else "not measured faster than the largest subnet"
+    )
+    return f"The winner is not a trade-off the test split can tell apart: {why}."
 
 
 def quantized_summary(qr: dict[str, Any], device: str, joint: bool, budget: float) -> dict[str, Any]:
@@ -204,9 +256,11 @@ def _markdown(r: dict, recipe: Any, front: pd.DataFrame, pm: pd.DataFrame) -> st
     ]
     if w:
         speed = big["measured_ms"] / w["measured_ms"] if big.get("measured_ms") else float("nan")
+        unseparated = separation_line(r)
         lines += [
             "## Winner",
             "",
+            *([f"**{unseparated}**", ""] if unseparated else []),
             f"The most accurate candidate that meets the budget **when measured**: test top-1 "
             f"**{w['test_top1']:.4f}** (validation {w['val_top1']:.4f}), measured **{w['measured_ms']:.3f} ms** "
             f"(predicted {w['predicted_ms']:.3f} ms), {speed:.2f}x faster than the largest subnet.",

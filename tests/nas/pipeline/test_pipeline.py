@@ -82,6 +82,9 @@ def test_the_run_directory_holds_the_report_and_plots(finished):
         assert (run / name).stat().st_size > 0, name
     report = (run / "report.md").read_text()
     assert f"{result['budget_ms']:.3f} ms" in report and result["winner"]["arch"] in report
+    sep = result["separation"]  # a tiny supernet trained a few steps: the report says what the test split resolves
+    assert sep["test_images"] == 360 and sep["ends_resolution_points"] > 0
+    assert sep["trade_off"] or "cannot separate" in report or "is not a trade-off" in report
 
 
 @pytest.mark.slow
