@@ -277,6 +277,19 @@ def recipe_from_dict(raw: Any, source: str) -> Recipe:
         path = getattr(recipe, name)
         if path is not None and not Path(path).exists() and not Path(f"{path}.json").exists():
             raise ValueError(f"{source}: {name} {path!r} does not exist")
+    if recipe.predictor is not None and Path(recipe.predictor).is_dir():
+        raise ValueError(
+            f"{source}: predictor {recipe.predictor!r} is a directory; give the calibrated predictor's file "
+            "(hwnas calibrate --out FILE, or a run's predictor.json)"
+        )
+    if recipe.supernet is not None:
+        from nas.rundir import CHECKPOINT, supernet_checkpoint_dir
+
+        if not (supernet_checkpoint_dir(recipe.supernet) / CHECKPOINT).exists():
+            raise ValueError(
+                f"{source}: supernet {recipe.supernet!r} holds no trained supernet ({CHECKPOINT}, or a run's "
+                f"supernet/{CHECKPOINT})"
+            )
     return recipe
 
 

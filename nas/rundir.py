@@ -189,11 +189,24 @@ class RunDir:
         return winner["arch"]
 
     def supernet_dir(self) -> Path:
-        """Where the run's trained supernet is: its own supernet/, or the run its recipe reused."""
+        """Where the run's trained supernet is: its own supernet/ (named even when its checkpoint is gone), or the
+        run its recipe reused (`supernet:` in the run's recipe.yaml, never a path result.json remembers: a copied
+        or moved run must not read another run's weights)."""
         own = self.path / SUPERNET
-        if (own / CHECKPOINT).exists():
+        if own.is_dir():
             return own
-        return Path(self.read_result().get("supernet", self.path))
+        reused = self.read_recipe().get("supernet")
+        if isinstance(reused, str) and reused:
+            return supernet_checkpoint_dir(reused)
+        return own
+
+
+def supernet_checkpoint_dir(path: str | Path) -> Path:
+    """The folder holding a trained supernet's checkpoint: `path` itself, or a whole run's `path/supernet`."""
+    path = Path(path)
+    if not (path / CHECKPOINT).exists() and (path / SUPERNET / CHECKPOINT).exists():
+        return path / SUPERNET
+    return path
 
 
 def _plain(value: Any) -> Any:

@@ -132,6 +132,8 @@ class Calibrate(Command):
         from nas.latency.calibration import calibrate
 
         meta = calibrate(args.space, args.measurements, args.out, args.base, args.device, args.accept_noisy)
+        for line in meta["outliers"]:
+            print(f"warning: {args.measurements}: {line}; measure it again or remove the row", file=sys.stderr)
         print(f"calibrated on {meta['samples']} measurements -> {args.out}")
 
 

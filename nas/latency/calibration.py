@@ -140,7 +140,8 @@ def calibrate(
         )
     pred, base_meta, base_path = load_base(base, space.name)
     check_fits(pred, base_meta, space, base_path, calibrated=False)
-    X, _ = features(space, archs, feature_space(base_meta, space))
+    X, layout = features(space, archs, feature_space(base_meta, space))
+    outliers = outlier_rows(X[:, layout["agnostic"][0]], y)
     pred.adapt(X, y)
     meta = {
         "space": space.spec,
@@ -151,9 +152,33 @@ def calibrate(
         "fingerprint": fingerprint,
         "samples": len(archs),
         "measurements": str(measurements),
+        "outliers": [
+            f"{space.to_str(archs[i])} at {y[i]:g} ms is {ratio:.0f}x the others' time per multiply-add"
+            if ratio >= 1
+            else f"{space.to_str(archs[i])} at {y[i]:g} ms is 1/{1 / ratio:.0f} of the others' time per multiply-add"
+            for i, ratio in outliers
+        ],
     }
     pred.save(out, meta)
     return meta
+
+
+# a reference whose time per multiply-add is this far from the others' median (either way) is named: a real
+# device spreads it a few times between architectures (memory-bound layers, launch overheads), not 30x
+OUTLIER_FACTOR = 30.0
+
+
+def outlier_rows(mflops: np.ndarray, y: np.ndarray) -> list[tuple[int, float]]:
+    """(row, ratio to the median) of the measured rows whose ms per MFLOP is OUTLIER_FACTOR off the median."""
+    per = np.asarray(y, float) / np.maximum(np.asarray(mflops, float), 1e-6)
+    if len(per) < 3:
+        return []
+    out = []
+    for i in range(len(per)):
+        ratio = per[i] / np.median(np.delete(per, i))
+        if not 1 / OUTLIER_FACTOR <= ratio <= OUTLIER_FACTOR:
+            out.append((i, float(ratio)))
+    return out
 
 
 def predict(predictor_path: str, archs_file: str) -> tuple[list[str], np.ndarray]:

@@ -25,11 +25,33 @@ from nas.pipeline.report import Outcome, quantized_summary, separation_line, wri
 from nas.progress import Log, bar
 from nas.quantize import QuantizeConfig
 from nas.recipes import DEFAULT_BUDGET_FRACTION, Recipe, search_device_spec, to_dict
-from nas.rundir import BEST, CALIBRATION, MEASURED, PREDICTOR, QUANTIZED, SUPERNET, RunDir
+from nas.rundir import BEST, CALIBRATION, MEASURED, PREDICTOR, QUANTIZED, SUPERNET, RunDir, supernet_checkpoint_dir
 from nas.search import Objective, completed, pareto_front, run_search
 from nas.search.study import check_storage_opens
 from nas.supernet.run import SupernetRun, load_supernet_run, train_supernet
-from search_spaces import parse_space_spec
+from search_spaces import load_space, parse_space_spec
+
+
+def check_same_space(recipe: Recipe, trained: Recipe, what: str) -> None:
+    """A recipe that reuses a trained supernet searches the space and task it was trained on: every setting of the
+    space (width, classes, resolutions, ...) and the data's name and resolution agree, or one line names the first
+    that differs."""
+    mine, theirs = load_space(recipe.space), load_space(trained.space)
+    settings = [k for k in vars(mine) if k != "spec"]
+    differ = [(k, vars(mine)[k], vars(theirs).get(k)) for k in settings if vars(mine)[k] != vars(theirs).get(k)]
+    if type(mine) is not type(theirs):
+        differ = [("space", mine.name, theirs.name)]
+    differ += [
+        (f"data.{k}", getattr(recipe.data, k), getattr(trained.data, k))
+        for k in ("name", "resolution")
+        if getattr(recipe.data, k) != getattr(trained.data, k)
+    ]
+    if differ:
+        k, a, b = differ[0]
+        raise ValueError(
+            f"{what} was trained with {k}={b!r}, but the recipe says {k}={a!r}: make the recipe's space and data "
+            f"those of the supernet ({trained.space!r})"
+        )
 
 
 class Pipeline:
@@ -52,7 +74,9 @@ class Pipeline:
         dev = "cuda" if self.recipe.train.device != "cpu" and torch.cuda.is_available() else "cpu"
         if self.recipe.supernet:
             self.log(f"supernet: using the trained run {self.recipe.supernet}")
-            return load_supernet_run(self.recipe.supernet, dev)
+            sn = load_supernet_run(supernet_checkpoint_dir(self.recipe.supernet), dev)
+            check_same_space(self.recipe, sn.recipe, f"supernet {self.recipe.supernet}")
+            return sn
         sub = self.run / SUPERNET
         # the checkpoint says how far training got (metrics rows can outlive a checkpoint when a run is killed)
         self.log("supernet: training (resumes from its last checkpoint; returns at once when it is finished)")
@@ -90,7 +114,8 @@ class Pipeline:
             measure_archs(space, self.device, refs, self.run / MEASURED, update, log=self.log)
         rows = read_rows(self.run / MEASURED, space=space.spec, device=self.device.spec)
         rows[rows["arch"].isin([space.to_str(a) for a in refs])].to_csv(self.run / CALIBRATION, index=False)
-        calibrate(space.spec, str(self.run / CALIBRATION), str(path))
+        for line in calibrate(space.spec, str(self.run / CALIBRATION), str(path))["outliers"]:
+            self.log(f"latency: warning: reference {line}; delete {CALIBRATION} and {PREDICTOR} to measure again")
         return predictors.load(path)
 
     def budget(self, space: Any, net: Any) -> tuple[float, dict[str, float]]:

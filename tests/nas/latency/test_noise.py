@@ -104,6 +104,21 @@ def test_calibrate_refuses_noisy_rows_unless_told_and_names_them(space, tmp_path
     assert main([*argv, "--accept-noisy"]) == 0
 
 
+def test_calibrate_names_a_reference_far_off_the_others(help_dir, tmp_path, capsys):
+    table = pd.read_csv(help_dir / "nasbench201.csv.gz")
+    rows = table[["arch", "silver_4114"]].head(10).rename(columns={"silver_4114": "latency_ms"})
+    rows.to_csv(tmp_path / "clean.csv", index=False)
+    argv = ["calibrate", "--space", "nasbench201", "--out", str(tmp_path / "c.json"), "--measurements"]
+    assert main([*argv, str(tmp_path / "clean.csv")]) == 0
+    assert "warning" not in capsys.readouterr().err  # a real device's ten references: nothing named
+    rows.loc[rows.index[6], "latency_ms"] = 9_999_999.0  # inside the accepted range, a typo all the same
+    rows.to_csv(tmp_path / "typo.csv", index=False)
+    assert main([*argv, str(tmp_path / "typo.csv")]) == 0
+    err = capsys.readouterr().err
+    assert f"{rows['arch'].iloc[6]} at 1e+07 ms is" in err and "x the others' time per multiply-add" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_a_profile_written_before_the_noise_flag_resumes_with_its_rows(space, tmp_path):
     device, out = NoisyDevice(), tmp_path / "p.csv"
     archs = sample_archs(space, 6, seed=3)
