@@ -271,8 +271,8 @@ def make_server(
                 archs = req.get("archs") or [None] * len(models)
                 with lock:
                     results = device.measure_many(models, shapes, archs, policy=policy, anchor=req.get("anchor"))
-            except (KeyError, TypeError, ValueError) as err:
-                self._reply(400, {"error": f"bad request: {err}"})
+            except (KeyError, TypeError, ValueError, RecursionError) as err:
+                self._reply(400, {"error": f"bad request: {str(err)[:300]}"})
                 return
             except Exception as err:  # the client gets the reason, the agent lives on
                 self._reply(500, {"error": f"{type(err).__name__}: {err}"})

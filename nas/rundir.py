@@ -173,8 +173,8 @@ class RunDir:
             return {}
         try:
             return json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise ValueError(f"{path}: not a result hwnas wrote ({err})") from None
+        except (OSError, ValueError, RecursionError) as err:
+            raise ValueError(f"{path}: not a result hwnas wrote ({type(err).__name__})") from None
 
     def write_result(self, result: dict[str, Any]) -> None:
         write_text_atomic(self.path / RESULT, json.dumps(result, indent=2, default=_plain))

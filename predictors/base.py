@@ -124,6 +124,8 @@ def read_meta(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"cannot read predictor {str(p)!r}: {err.strerror}") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"predictor file {str(p)!r} is not JSON: {err.msg}") from None
+    except RecursionError:
+        raise ValueError(f"predictor file {str(p)!r} nests too deeply to be a predictor") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise ValueError(f"{str(p)!r} is not an hwnas predictor (format {got!r}, expected {FORMAT!r})")

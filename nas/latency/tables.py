@@ -302,7 +302,8 @@ def read_measurements(
     """(archs, latencies, fingerprint) from a CSV with columns arch, latency_ms (extra columns allowed); rows
     flagged noisy are refused unless `accept_noisy`."""
     try:
-        df = pd.read_csv(path)
+        # blank lines kept as empty rows, then dropped: the index stays the file's line number - 2
+        df = pd.read_csv(path, skip_blank_lines=False).dropna(how="all")
     except FileNotFoundError:
         raise ValueError(f"measurements file {path!r} does not exist") from None
     except Exception as err:

@@ -121,8 +121,10 @@ class OFAMobileNetV3(SearchSpace):
             d = json.loads(s)
         except json.JSONDecodeError as err:
             raise ValueError(
-                f'ofa_mbv3: {s!r} is not JSON like {{"ks":[...],"e":[...],"d":[...],"r":160}} ({err.msg})'
+                f'ofa_mbv3: {s[:80]!r} is not JSON like {{"ks":[...],"e":[...],"d":[...],"r":160}} ({err.msg})'
             ) from None
+        except RecursionError:
+            raise ValueError(f"ofa_mbv3: {s[:40]!r}... nests too deeply to be an architecture") from None
         if not isinstance(d, dict) or set(d) != {"ks", "e", "d", "r"}:
             raise ValueError(f"ofa_mbv3: {s!r} must be an object with exactly the keys ks, e, d, r")
         for key, n in (("ks", NUM_LAYERS), ("e", NUM_LAYERS), ("d", NUM_STAGES)):

@@ -77,6 +77,24 @@ ROWS = [
     ),
     (["predict", "--predictor", "{tmp}/evil", "--archs", "{tmp}/archs.txt"], "is not the name of a fitted attribute"),
     (
+        ["calibrate", "--space", "fbnet", "--measurements", "{tmp}/blank.csv", "--out", "{tmp}/p"],
+        "blank.csv:5: latency_ms must be a positive number",  # blank lines counted: the line a person opens
+    ),
+    (
+        [
+            "profile",
+            "--device",
+            "ort-cpu",
+            "--space",
+            "ofa_mbv3",
+            "--archs",
+            "{tmp}/nested.txt",
+            "--out",
+            "{tmp}/n.csv",
+        ],
+        "nested.txt:1: ofa_mbv3: '[[[[",
+    ),
+    (
         ["predict", "--predictor", "{tmp}/big", "--archs", "{tmp}/archs.txt"],
         "big.json: params.hidden must be a whole number in [0, 1e+07], but got 'big'",
     ),
@@ -196,6 +214,9 @@ def tmp(tmp_path_factory):
         else:
             (run / "checkpoint.pt").write_bytes(content)
     (d / "header.csv").write_text("arch,latency_ms\n")
+    (d / "nested.txt").write_text("[" * 100_000 + "\n")  # json.loads recurses: RecursionError, not a line
+    other = FBNET_ARCH.replace("k3_e1", "k5_e6", 1)
+    (d / "blank.csv").write_text(f"arch,latency_ms\n{FBNET_ARCH},1.0\n\n\n{other},-3\n")
     (d / "huge.csv").write_text(f"arch,latency_ms\n{FBNET_ARCH},1e308\n")
     (d / "archs.txt").write_text(FBNET_ARCH + "\n")
     space = search_spaces.create("fbnet")
