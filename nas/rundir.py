@@ -189,12 +189,14 @@ class RunDir:
         return winner["arch"]
 
     def supernet_dir(self) -> Path:
-        """Where the run's trained supernet is: its own supernet/ (named even when its checkpoint is gone), or the
-        run its recipe reused (`supernet:` in the run's recipe.yaml, never a path result.json remembers: a copied
+        """Where the run's trained supernet is: its own supernet/ (named even when its checkpoint is gone), the run
+        itself when it is a supernet run, or the run its recipe reused (`supernet:` in the run's recipe.yaml, never a path result.json remembers: a copied
         or moved run must not read another run's weights)."""
         own = self.path / SUPERNET
         if own.is_dir():
             return own
+        if (self.path / CHECKPOINT).exists():  # a supernet run itself (hwnas train-supernet)
+            return self.path
         reused = self.read_recipe().get("supernet")
         if isinstance(reused, str) and reused:
             return supernet_checkpoint_dir(reused)

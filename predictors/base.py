@@ -116,8 +116,14 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"cannot store {type(o).__name__} in a predictor file")
 
 
+MAX_PREDICTOR_BYTES = 64 << 20
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     p = with_suffix(Path(path), ".json")
+    if p.exists() and (not p.is_file() or p.stat().st_size > MAX_PREDICTOR_BYTES):
+        what = "is not a regular file" if not p.is_file() else f"is over {MAX_PREDICTOR_BYTES >> 20} MiB"
+        raise ValueError(f"predictor file {str(p)!r} {what}")
     try:
         doc = json.loads(p.read_text())
     except OSError as err:

@@ -4,14 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+MAX_ARCHS_BYTES = 256 << 20
+
 
 def read_archs(space: Any, path: str) -> list[tuple]:
-    """Architectures from a file, one canonical string per line ('#' comments and blanks skipped)."""
+    """Architectures from a file, one canonical string per line ('#' comments and blanks skipped); a FIFO, a device or
+    a file over MAX_ARCHS_BYTES is refused before it is opened."""
+    import os
+    import stat
+
     try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"architectures file {path!r} is not a regular file")
+        if info.st_size > MAX_ARCHS_BYTES:
+            raise ValueError(f"architectures file {path!r} is over {MAX_ARCHS_BYTES >> 20} MiB")
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except OSError as err:
         raise ValueError(f"cannot read architectures file {path!r}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"architectures file {path!r} is not UTF-8 text") from None
     archs = []
     for number, line in enumerate(lines, start=1):
         text = line.strip()

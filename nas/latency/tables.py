@@ -85,7 +85,30 @@ class LatencyTable:
         return self.Y[:, self.devices.index(device)]
 
 
+# a latency table or profile larger than this is not one (the public tables are a few MB)
+MAX_TABLE_BYTES = 1 << 30
+
+
+def check_readable(path: str | Path, what: str, limit: int = MAX_TABLE_BYTES) -> None:
+    """A regular file of at most `limit` bytes (a FIFO, a device such as /dev/zero or a huge file is refused before
+    it is opened: reading it would hang or exhaust memory); a missing file is left to the reader to name."""
+    import stat
+
+    try:
+        info = os.stat(path)
+    except OSError:
+        return
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+        raise ValueError(f"{what} {str(path)!r} is {kind}")
+    if info.st_size > limit:
+        raise ValueError(
+            f"{what} {str(path)!r} is {info.st_size >> 20} MiB, over the {limit >> 20} MiB a {what} may be"
+        )
+
+
 def _read(path: str | Path) -> pd.DataFrame:
+    check_readable(path, "latency table")
     try:
         return pd.read_csv(path)
     except FileNotFoundError:
@@ -301,6 +324,7 @@ def read_measurements(
 ) -> tuple[list[tuple], np.ndarray, dict[str, Any]]:
     """(archs, latencies, fingerprint) from a CSV with columns arch, latency_ms (extra columns allowed); rows
     flagged noisy are refused unless `accept_noisy`."""
+    check_readable(path, "measurements file")
     try:
         # blank lines kept as empty rows, then dropped: the index stays the file's line number - 2
         df = pd.read_csv(path, skip_blank_lines=False).dropna(how="all")

@@ -95,6 +95,12 @@ ROWS = [
         "nested.txt:1: ofa_mbv3: '[[[[",
     ),
     (
+        ["calibrate", "--space", "fbnet", "--measurements", "{tmp}/fifo.yaml", "--out", "{tmp}/p"],
+        "fifo.yaml' is not a regular file",
+    ),
+    (["predict", "--predictor", "{tmp}/fbnet_pred", "--archs", "/dev/zero"], "'/dev/zero' is not a regular file"),
+    (["predict", "--predictor", "{tmp}/fbnet_pred", "--archs", "{tmp}/fifo.yaml"], "is not a regular file"),
+    (
         ["predict", "--predictor", "{tmp}/big", "--archs", "{tmp}/archs.txt"],
         "big.json: params.hidden must be a whole number in [0, 1e+07], but got 'big'",
     ),
