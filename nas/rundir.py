@@ -190,8 +190,8 @@ class RunDir:
 
     def supernet_dir(self) -> Path:
         """Where the run's trained supernet is: its own supernet/ (named even when its checkpoint is gone), the run
-        itself when it is a supernet run, or the run its recipe reused (`supernet:` in the run's recipe.yaml, never a path result.json remembers: a copied
-        or moved run must not read another run's weights)."""
+        itself when it is a supernet run, or the run its recipe reused (`supernet:` in the run's recipe.yaml, never
+        a path result.json remembers: a copied or moved run must not read another run's weights)."""
         own = self.path / SUPERNET
         if own.is_dir():
             return own

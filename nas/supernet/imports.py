@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from nas.rundir import CHECKPOINT, RunDir
 from nas.supernet.train import CHECKPOINT_FORMAT
 from nas.training.checkpoints import safe_load, save_checkpoint
@@ -71,6 +73,17 @@ def import_supernet(
     classifier = state.get("classifier.linear.weight")
     if classifier is None:
         raise ValueError(f"{path}: no 'classifier.linear.weight': not a checkpoint of ofa's OFAMobileNetV3")
+    if classifier.ndim != 2 or classifier.shape[0] < 1:
+        raise ValueError(
+            f"{path}: 'classifier.linear.weight' has shape {list(classifier.shape)}: a classifier needs at least one "
+            "class (a [classes, features] matrix)"
+        )
+    bad = [k for k, v in state.items() if hasattr(v, "is_floating_point") and v.is_floating_point()]
+    bad = [k for k in bad if not bool(torch.isfinite(state[k]).all())]
+    if bad:
+        raise ValueError(
+            f"{path}: {len(bad)} tensor(s) hold NaN or infinite values ({', '.join(bad[:3])}): not weights to import"
+        )
     num_classes = int(classifier.shape[0])
     options = [f"width_mult={found}", f"num_classes={num_classes}"]
     if resolutions:

@@ -28,11 +28,28 @@ RECIPE = {
 }
 
 
+def accept_noisy_rows(mp: pytest.MonkeyPatch) -> None:
+    """Measured live on this CPU: on a busy machine rows stay noisy after their retries and a run rightly refuses
+    them; these tests are about the pipeline, so they accept noisy rows (nothing flags them)."""
+    import devices.base
+    import nas.latency.profile
+
+    mp.setattr(nas.latency.profile, "SPREAD_FACTOR", float("inf"))
+    mp.setattr(devices.base.Device, "contended", lambda self, cores, own: False)
+
+
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    result = Pipeline(recipe_from_dict(RECIPE, "test"), run, log=lambda s: None).execute()
+    with pytest.MonkeyPatch.context() as mp:
+        accept_noisy_rows(mp)
+        result = Pipeline(recipe_from_dict(RECIPE, "test"), run, log=lambda s: None).execute()
     return run, result
+
+
+@pytest.fixture
+def quiet(monkeypatch):
+    accept_noisy_rows(monkeypatch)
 
 
 @pytest.mark.slow
@@ -88,7 +105,7 @@ def test_the_run_directory_holds_the_report_and_plots(finished):
 
 
 @pytest.mark.slow
-def test_a_quantize_section_quantizes_the_winner_for_the_device(finished):
+def test_a_quantize_section_quantizes_the_winner_for_the_device(finished, quiet):
     run, result = finished
     q = json.loads((run / "quantized" / "model.json").read_text())
     assert q["arch"] == result["winner"]["arch"] and q["device"] == result["device"]
@@ -99,15 +116,9 @@ def test_a_quantize_section_quantizes_the_winner_for_the_device(finished):
 
 
 @pytest.mark.slow
-def test_a_joint_search_measures_and_scores_candidates_after_quantization(finished, tmp_path, monkeypatch):
-    import devices.base
-    import nas.latency.profile
+def test_a_joint_search_measures_and_scores_candidates_after_quantization(finished, tmp_path, quiet):
     from nas.supernet.train import evaluate
 
-    # measured live on this CPU: on a busy machine the rows stay noisy after their retries and calibration rightly
-    # refuses them; this test is about the joint search, so it accepts noisy rows (nothing flags them)
-    monkeypatch.setattr(nas.latency.profile, "SPREAD_FACTOR", float("inf"))
-    monkeypatch.setattr(devices.base.Device, "contended", lambda self, cores, own: False)
     run, _ = finished
     argv = [
         "bench",
@@ -175,7 +186,7 @@ def test_a_reused_supernet_is_the_runs_own_and_agrees_with_the_recipe(finished, 
 
 
 @pytest.mark.slow
-def test_a_finished_run_resumes_without_new_work(finished):
+def test_a_finished_run_resumes_without_new_work(finished, quiet):
     run, result = finished
     before = {p.name: p.stat().st_mtime_ns for p in (run / "supernet").iterdir()}
     calibration = (run / "calibration.csv").read_text()
@@ -225,7 +236,7 @@ def test_a_candidate_that_misses_the_budget_when_measured_is_not_the_winner(tmp_
 
 
 @pytest.mark.slow
-def test_bench_search_compares_strategies_on_a_finished_run(finished):
+def test_bench_search_compares_strategies_on_a_finished_run(finished, quiet):
     from nas.bench.search import bench_search
 
     run, result = finished
@@ -237,7 +248,7 @@ def test_bench_search_compares_strategies_on_a_finished_run(finished):
 
 
 @pytest.mark.slow
-def test_bench_search_runs_ofas_own_finder_beside_hwnas(finished):
+def test_bench_search_runs_ofas_own_finder_beside_hwnas(finished, quiet):
     pytest.importorskip("ofa", reason="needs the ofa package: pip install -e '.[peers]'")
     from nas.bench.search import bench_search
 
@@ -252,7 +263,7 @@ def test_bench_search_runs_ofas_own_finder_beside_hwnas(finished):
 
 
 @pytest.mark.slow
-def test_bench_search_prints_its_table(finished, capsys):
+def test_bench_search_prints_its_table(finished, capsys, quiet):
     run, _ = finished
     argv = ["bench", "search", str(run), "--strategies", "random", "--seeds", "1", "--trials", "3", "--population", "2"]
     assert main(argv) == 0
@@ -272,7 +283,7 @@ def test_export_writes_a_checked_model_of_the_winner(finished, tmp_path, capsys)
 
 
 @pytest.mark.slow
-def test_quantize_command_writes_the_chosen_deployment(finished, tmp_path, capsys):
+def test_quantize_command_writes_the_chosen_deployment(finished, tmp_path, capsys, quiet):
     run, result = finished
     argv = [
         "quantize",
@@ -293,7 +304,7 @@ def test_quantize_command_writes_the_chosen_deployment(finished, tmp_path, capsy
 
 
 @pytest.mark.slow
-def test_a_search_worker_joins_the_runs_study(finished, tmp_path, capsys):
+def test_a_search_worker_joins_the_runs_study(finished, tmp_path, capsys, quiet):
     import yaml
 
     run, _ = finished

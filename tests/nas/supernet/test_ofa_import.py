@@ -104,6 +104,21 @@ def test_a_checkpoint_of_another_layout_is_one_line_naming_the_key(tmp_path):
     assert not (tmp_path / "a" / "checkpoint.pt").exists() and not (tmp_path / "b" / "checkpoint.pt").exists()
 
 
+def test_weights_that_are_not_numbers_or_a_classifier_without_classes_are_refused(tmp_path):
+    state = ofa_supernet(1.0).state_dict()
+    path = tmp_path / "ofa.pth"
+    nan = torch.full_like(state["first_conv.conv.weight"], float("nan"))
+    torch.save({**state, "first_conv.conv.weight": nan}, path)
+    with pytest.raises(ValueError, match=r"ofa.pth: 1 tensor\(s\) hold NaN or infinite values \(first_conv.conv"):
+        import_supernet(path, tmp_path / "a", "ofa")
+    empty = {**state, "classifier.linear.weight": state["classifier.linear.weight"][:0]}
+    empty["classifier.linear.bias"] = state["classifier.linear.bias"][:0]
+    torch.save(empty, path)
+    with pytest.raises(ValueError, match=r"ofa.pth: 'classifier.linear.weight' has shape \[0, 1280\]"):
+        import_supernet(path, tmp_path / "b", "ofa")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_a_width_that_disagrees_with_the_checkpoint_is_refused(tmp_path):
     path = tmp_path / "ofa.pth"
     torch.save(ofa_supernet(1.0).state_dict(), path)
