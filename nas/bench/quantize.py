@@ -133,8 +133,12 @@ def paired_groups(label: str, job: MixedPrecision, chosen: Path, peers: dict[str
     the sign-test verdict of `nas.lm.verdicts.paired_verdict` (lower latency is better)."""
     from nas.lm.verdicts import paired_verdict
 
-    paths = [chosen, *peers.values()]
-    times = np.array([job.measure_files(paths) for _ in range(groups)])
+    paths, rows = [chosen, *peers.values()], []
+    for g in range(groups):  # the order rotated between groups: no model keeps the place a group favours
+        order = [(i + g) % len(paths) for i in range(len(paths))]
+        got = job.measure_files([paths[i] for i in order])
+        rows.append([got[order.index(i)] for i in range(len(paths))])
+    times = np.array(rows)
     return [
         {
             "model": label,

@@ -40,6 +40,7 @@ class QuantizeConfig:
     calibration: str = (
         "minmax"  # minmax | percentile | entropy: onnxruntime's calibrators, mirrored by the fake quantization
     )
+    final_groups: int = 3  # the answer's group measured this many times, the order rotated, each model's median kept
 
     def __post_init__(self) -> None:
         check_settings(self.tolerance, self.method, self.search)
@@ -48,6 +49,8 @@ class QuantizeConfig:
         if self.format != "auto":
             check_format(self.format)
         check_calibration(self.calibration)
+        if self.final_groups < 1:
+            raise ValueError(f"`final_groups >= 1` must hold, but got final_groups={self.final_groups}")
 
 
 def check_settings(tolerance: float, method: str, search: str, prefix: str = "") -> None:
@@ -136,6 +139,17 @@ class MixedPrecision:
         for c, t in zip(configs, out):
             self.latency[frozenset(c)] = t
         return out
+
+    def measure_rotated(self, paths: list[Path], groups: int) -> list[float]:
+        """Each file's median latency over `groups` interleaved groups, the order rotated by one between groups: a model
+        measured where the group's order favours it once is not favoured in the others (two byte-identical copies of
+        one model were seen 9% apart in one group)."""
+        n, rows = len(paths), []
+        for g in range(groups):
+            order = [(i + g) % n for i in range(n)]
+            got = self.measure_files([paths[i] for i in order])
+            rows.append([got[order.index(i)] for i in range(n)])
+        return [float(t) for t in np.median(np.array(rows), axis=0)]
 
     def measure_files(self, paths: list[Path]) -> list[float]:
         """Latency of each ONNX file on the device, measured interleaved in one group."""
@@ -318,7 +332,8 @@ class MixedPrecision:
         keys, peers = list(named), dict(peers or {})
         distinct = list(dict.fromkeys(frozenset(named[k]) for k in keys))  # methods that agree: one model, one time
         variants = [(c, f) for c in distinct for f in (self.formats() if c else (self.deployer.format,))]
-        times = self.measure_files([self.deploy(c, f) for c, f in variants] + [Path(p) for p in peers.values()])
+        paths = [self.deploy(c, f) for c, f in variants] + [Path(p) for p in peers.values()]
+        times = self.measure_rotated(paths, self.config.final_groups)
         timed = dict(zip(variants, times))
         self.latency.update({c: t for (c, f), t in timed.items() if f == self.deployer.format})
         rows = [self._row(key, frozenset(named[key]), timed) for key in keys]

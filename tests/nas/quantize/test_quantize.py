@@ -296,6 +296,19 @@ def test_mixed_precision_end_to_end_on_the_cpu(trained, tmp_path):
         assert (tmp_path / "q" / name).stat().st_size > 0
 
 
+def test_the_answer_is_measured_in_rotated_groups_so_a_favoured_place_does_not_choose():
+    class SlotBiased:
+        """The first model of every group measures 20% slow, whatever it is."""
+
+        def measure_files(self, paths):
+            return [base[p] * (1.2 if i == 0 else 1.0) for i, p in enumerate(paths)]
+
+    base = {"a": 1.0, "b": 1.05, "c": 2.0}
+    assert SlotBiased().measure_files(["a", "b", "c"])[0] > base["b"]  # one group alone ranks a behind b
+    times = MixedPrecision.measure_rotated(SlotBiased(), ["a", "b", "c"], 3)
+    assert times == pytest.approx([1.0, 1.05, 2.0])  # each model first once: its median is its own time
+
+
 def test_config_errors_name_the_rule():
     with pytest.raises(ValueError, match="search must be one of bisect, latency, ilp"):
         QuantizeConfig(search="greedy")
@@ -307,6 +320,8 @@ def test_config_errors_name_the_rule():
         QuantizeConfig(calibration="kl")
     with pytest.raises(ValueError, match="format must be one of qdq, qoperator, but got 'qop'"):
         QuantizeConfig(format="qop")
+    with pytest.raises(ValueError, match="`final_groups >= 1` must hold, but got final_groups=0"):
+        QuantizeConfig(final_groups=0)
 
 
 def test_the_precision_latency_model_counts_borders_and_weights_and_recovers_a_linear_device():
