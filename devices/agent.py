@@ -120,16 +120,21 @@ class Watchdog:
 
 
 class AgentServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer with at most `MAX_CONNECTIONS` connections in threads; the next one is accepted only when
-    one of them ends (until then it waits in the kernel's listen queue)."""
+    """ThreadingHTTPServer with at most `max_connections` connections in threads; the next one is accepted only when
+    one of them ends (until then it waits in the kernel's listen queue). Holds what every request reads: the
+    device, the token, the body limit, the measuring lock and the lock wrong tokens wait on."""
 
     request_queue_size = 256
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], handler: Any, max_connections: int = MAX_CONNECTIONS) -> None:
+    def __init__(
+        self, address: tuple[str, int], device: Device, token: str, max_body: int, max_connections: int
+    ) -> None:
+        self.device, self.token, self.max_body = device, token, max_body
+        self.measuring, self.failures = threading.Lock(), threading.Lock()
         self.slots = threading.BoundedSemaphore(max_connections)
         self.watchdog = Watchdog()
-        super().__init__(address, handler)
+        super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         self.slots.acquire()
@@ -144,6 +149,134 @@ class AgentServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """One connection of an `AgentServer`: GET /health and /fingerprint, POST /measure."""
+
+    server: AgentServer
+
+    def setup(self) -> None:
+        self.timeout = IDLE_SECONDS  # a client that stops sending (headers or body) is dropped, not waited for
+        super().setup()
+        self.deadline = self.server.watchdog.watch(self.connection, HEADER_SECONDS)
+
+    def finish(self) -> None:
+        self.deadline.cancel()
+        super().finish()
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        self.deadline.cancel()  # the headers arrived in time
+        return ok
+
+    def log_message(self, fmt: str, *args: Any) -> None:  # quiet by default
+        pass
+
+    def _reply(self, code: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _authorised(self) -> bool:
+        given = self.headers.get("Authorization", "")
+        if hmac.compare_digest(given.encode(errors="replace"), f"Bearer {self.server.token}".encode()):
+            return True
+        with self.server.failures:  # every wrong guess waits its turn: a few a second, however many connections
+            time.sleep(FAILURE_SECONDS)
+        self.close_connection = True
+        self._reply(401, {"error": "missing or wrong token"})
+        return False
+
+    def do_GET(self) -> None:  # http.server's naming
+        if not self._authorised():
+            return
+        if self.path == "/fingerprint":
+            self._reply(200, self.server.device.fingerprint())
+        elif self.path == "/health":
+            self._reply(200, {"ok": True, "spec": self.server.device.spec})
+        else:
+            self._reply(404, {"error": f"no such path {self.path!r}; try /measure, /fingerprint, /health"})
+
+    def do_POST(self) -> None:
+        if not self._authorised():
+            return
+        if self.path != "/measure":
+            self._reply(404, {"error": f"no such path {self.path!r}"})
+            return
+        body = self._body()
+        if body is None:
+            return
+        try:
+            results = self._measure(body)
+        except (KeyError, TypeError, ValueError, RecursionError) as err:
+            self._reply(400, {"error": f"bad request: {str(err)[:300]}"})
+            return
+        except Exception as err:  # the client gets the reason, the agent lives on
+            self._reply(500, {"error": f"{type(err).__name__}: {err}"})
+            return
+        self._reply(200, {"measurements": [m.to_dict() for m in results]})
+
+    def _body(self) -> bytes | None:
+        """The request body within its size limit and deadline (None: refused or dropped, the reply sent)."""
+        max_body = self.server.max_body
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            self._reply(
+                400, {"error": f"Content-Length must be a whole number, got {self.headers['Content-Length']!r}"}
+            )
+            return None
+        if not 0 < length <= max_body:
+            self._reply(
+                413,
+                {
+                    "error": f"request body must be 1..{max_body} bytes, got {length} (the agent's "
+                    "--max-request-mb; or measure smaller groups: hwnas profile --group)"
+                },
+            )
+            return None
+        self.deadline = self.server.watchdog.watch(self.connection, IDLE_SECONDS + length / (1 << 20))
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError:
+            self._reply(408, {"error": f"the request body did not arrive within {IDLE_SECONDS:g} s"})
+            return None
+        except OSError:
+            return None
+        finally:
+            self.deadline.cancel()
+        if self.deadline.expired:
+            return None  # the connection is shut: the body took longer than its deadline
+        if len(body) < length:
+            self._reply(400, {"error": f"bad request: the body ended after {len(body)} of {length} bytes"})
+            return None
+        return body
+
+    def _measure(self, body: bytes) -> list[Any]:
+        """The request's models measured interleaved on the device (one request at a time)."""
+        req = json.loads(body)
+        del body  # the models are decoded next: never hold three copies of a large request
+        models = [base64.b64decode(m) for m in req.pop("models")]
+        named = sorted({f for m in models for f in external_data(m)})
+        if named:
+            raise ValueError(
+                f"a model names external data files ({', '.join(named[:3])}): the agent measures only "
+                "what a request carries; save each model with its weights inside"
+            )
+        shapes = [tuple(int(v) for v in s) for s in req["input_shapes"]]
+        if len(shapes) != len(models):
+            raise ValueError("models and input_shapes differ in length")
+        policy = TimingPolicy(**req["policy"]) if req.get("policy") else None
+        over = {k: getattr(policy, k) for k, cap in LIMITS.items() if policy and getattr(policy, k) > cap}
+        if over:
+            raise ValueError(f"this agent caps {', '.join(f'{k} at {LIMITS[k]}' for k in over)}; got {over}")
+        archs = req.get("archs") or [None] * len(models)
+        with self.server.measuring:
+            return self.server.device.measure_many(models, shapes, archs, policy=policy, anchor=req.get("anchor"))
 
 
 def new_token() -> str:
@@ -165,118 +298,4 @@ def make_server(
         raise ValueError(f"`max_body >= 1` must hold, but got max_body={max_body}")
     if max_connections < 1:
         raise ValueError(f"`max_connections >= 1` must hold, but got max_connections={max_connections}")
-    lock, failures = threading.Lock(), threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        timeout = IDLE_SECONDS  # a client that stops sending (headers or body) is dropped, not waited for
-
-        def setup(self) -> None:
-            super().setup()
-            self.deadline = self.server.watchdog.watch(self.connection, HEADER_SECONDS)
-
-        def finish(self) -> None:
-            self.deadline.cancel()
-            super().finish()
-
-        def parse_request(self) -> bool:
-            ok = super().parse_request()
-            self.deadline.cancel()  # the headers arrived in time
-            return ok
-
-        def log_message(self, fmt: str, *args: Any) -> None:  # quiet by default
-            pass
-
-        def _reply(self, code: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _authorised(self) -> bool:
-            given = self.headers.get("Authorization", "")
-            if hmac.compare_digest(given.encode(errors="replace"), f"Bearer {token}".encode()):
-                return True
-            with failures:  # every wrong guess waits its turn: a few a second, however many connections
-                time.sleep(FAILURE_SECONDS)
-            self.close_connection = True
-            self._reply(401, {"error": "missing or wrong token"})
-            return False
-
-        def do_GET(self) -> None:  # http.server's naming
-            if not self._authorised():
-                return
-            if self.path == "/fingerprint":
-                self._reply(200, device.fingerprint())
-            elif self.path == "/health":
-                self._reply(200, {"ok": True, "spec": device.spec})
-            else:
-                self._reply(404, {"error": f"no such path {self.path!r}; try /measure, /fingerprint, /health"})
-
-        def do_POST(self) -> None:
-            if not self._authorised():
-                return
-            if self.path != "/measure":
-                self._reply(404, {"error": f"no such path {self.path!r}"})
-                return
-            try:
-                length = int(self.headers.get("Content-Length", "0"))
-            except ValueError:
-                self._reply(
-                    400, {"error": f"Content-Length must be a whole number, got {self.headers['Content-Length']!r}"}
-                )
-                return
-            if not 0 < length <= max_body:
-                self._reply(
-                    413,
-                    {
-                        "error": f"request body must be 1..{max_body} bytes, got {length} (the agent's "
-                        "--max-request-mb; or measure smaller groups: hwnas profile --group)"
-                    },
-                )
-                return
-            allowed = IDLE_SECONDS + length / (1 << 20)
-            self.deadline = self.server.watchdog.watch(self.connection, allowed)
-            try:
-                body = self.rfile.read(length)
-            except TimeoutError:
-                self._reply(408, {"error": f"the request body did not arrive within {IDLE_SECONDS:g} s"})
-                return
-            except OSError:
-                return
-            finally:
-                self.deadline.cancel()
-            if self.deadline.expired:
-                return  # the connection is shut: the body took longer than its deadline
-            try:
-                if len(body) < length:
-                    raise ValueError(f"the body ended after {len(body)} of {length} bytes")
-                req = json.loads(body)
-                del body  # the models are decoded next: never hold three copies of a large request
-                models = [base64.b64decode(m) for m in req.pop("models")]
-                named = sorted({f for m in models for f in external_data(m)})
-                if named:
-                    raise ValueError(
-                        f"a model names external data files ({', '.join(named[:3])}): the agent measures only "
-                        "what a request carries; save each model with its weights inside"
-                    )
-                shapes = [tuple(int(v) for v in s) for s in req["input_shapes"]]
-                if len(shapes) != len(models):
-                    raise ValueError("models and input_shapes differ in length")
-                policy = TimingPolicy(**req["policy"]) if req.get("policy") else None
-                over = {k: getattr(policy, k) for k, cap in LIMITS.items() if policy and getattr(policy, k) > cap}
-                if over:
-                    raise ValueError(f"this agent caps {', '.join(f'{k} at {LIMITS[k]}' for k in over)}; got {over}")
-                archs = req.get("archs") or [None] * len(models)
-                with lock:
-                    results = device.measure_many(models, shapes, archs, policy=policy, anchor=req.get("anchor"))
-            except (KeyError, TypeError, ValueError, RecursionError) as err:
-                self._reply(400, {"error": f"bad request: {str(err)[:300]}"})
-                return
-            except Exception as err:  # the client gets the reason, the agent lives on
-                self._reply(500, {"error": f"{type(err).__name__}: {err}"})
-                return
-            self._reply(200, {"measurements": [m.to_dict() for m in results]})
-
-    return AgentServer((host, port), Handler, max_connections)
+    return AgentServer((host, port), device, token, max_body, max_connections)

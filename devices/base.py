@@ -82,6 +82,17 @@ def positive(text: str) -> int:
     return value
 
 
+def one_of(choices: Sequence[str]) -> Callable[[str], str]:
+    """An option kind that takes one of `choices` as it is."""
+
+    def kind(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return text
+
+    return kind
+
+
 def parse_bool(text: str) -> bool:
     if str(text).lower() in ("1", "true", "yes", "on"):
         return True

@@ -14,6 +14,7 @@ from devices.base import (
     ModelLike,
     Option,
     count,
+    one_of,
     parse_bool,
     positive,
     sample_input,
@@ -30,25 +31,7 @@ _OPT_LEVELS = {
 }
 
 
-def _precision(text: str) -> str:
-    if text not in PRECISIONS:
-        raise ValueError(f"must be one of {', '.join(PRECISIONS)}")
-    return text
-
-
 PRECISIONS = ("fp32", "int8", "int8-s8")
-
-
-def _int8_format(text: str) -> str:
-    if text not in FORMATS:
-        raise ValueError(f"must be one of {', '.join(FORMATS)}")
-    return text
-
-
-def _opt_level(text: str) -> str:
-    if text not in _OPT_LEVELS:
-        raise ValueError(f"must be one of {', '.join(_OPT_LEVELS)}")
-    return text
 
 
 class _OrtDevice(Device):
@@ -56,15 +39,15 @@ class _OrtDevice(Device):
     options = {
         "threads": Option(count, 1, "intra-op threads (0: onnxruntime's default)"),
         "batch": Option(positive, None, "batch size of the input"),
-        "opt": Option(_opt_level, "all", "graph optimisation level"),
+        "opt": Option(one_of(tuple(_OPT_LEVELS)), "all", "graph optimisation level"),
         "precision": Option(
-            _precision,
+            one_of(PRECISIONS),
             "fp32",
             "fp32, or time the model's uniform int8 deployment: int8 (uint8 "
             "activations, x86's fast path) or int8-s8 (int8 activations)",
         ),
         "int8_format": Option(
-            _int8_format, "qdq", "the int8 deployment's onnxruntime form: qdq or qoperator (quantized operators)"
+            one_of(FORMATS), "qdq", "the int8 deployment's onnxruntime form: qdq or qoperator (quantized operators)"
         ),
         "static": Option(
             parse_bool,

@@ -14,6 +14,7 @@ from devices.int8 import check_activations, check_calibration, check_format
 from nas.data import AUGMENTS
 from nas.export import FORMATS, ExportConfig
 from nas.quantize.mixed import check_settings
+from nas.rundir import CHECKPOINT, supernet_checkpoint_dir
 from nas.search.objectives import KINDS
 from nas.search.samplers import STRATEGIES
 from nas.search.study import SearchConfig
@@ -283,8 +284,6 @@ def recipe_from_dict(raw: Any, source: str) -> Recipe:
             "(hwnas calibrate --out FILE, or a run's predictor.json)"
         )
     if recipe.supernet is not None:
-        from nas.rundir import CHECKPOINT, supernet_checkpoint_dir
-
         if not (supernet_checkpoint_dir(recipe.supernet) / CHECKPOINT).exists():
             raise ValueError(
                 f"{source}: supernet {recipe.supernet!r} holds no trained supernet ({CHECKPOINT}, or a run's "

@@ -80,7 +80,9 @@ def bench_one(
     methods: tuple[tuple[str, str], ...] = ROWS,
     peer: str | None = None,
     groups: int = 5,
-) -> tuple[list[dict], dict]:
+) -> tuple[list[dict], dict, list[dict]]:
+    """One model's rows (every configuration; uniform int8 in each form), its predictor row, and with a peer the
+    verdicts of `paired_groups`."""
     job = MixedPrecision(model, qd, device, out / label, QuantizeConfig(tolerance=tolerance), log=log)
     found, seconds = {}, {}
     for method, search in methods:
@@ -123,9 +125,8 @@ def bench_one(
                 speedup = fp32["latency_ms"] / v["latency_ms"]
                 rows.append({**row, **v, "config": f"int8 ({fmt})", "format": fmt, "speedup": speedup})
                 rows[-1].update(test_drop=drop, within=v["val_top1"] >= job.floor, chosen=False)
-    if peers:
-        rows += paired_groups(label, job, out / label / "model.onnx", peers, groups)
-    return rows, predictor_row(label, job)
+    verdicts = paired_groups(label, job, out / label / "model.onnx", peers, groups) if peers else []
+    return rows, predictor_row(label, job), verdicts
 
 
 def paired_groups(label: str, job: MixedPrecision, chosen: Path, peers: dict[str, Path], groups: int) -> list[dict]:
@@ -133,12 +134,7 @@ def paired_groups(label: str, job: MixedPrecision, chosen: Path, peers: dict[str
     the sign-test verdict of `nas.lm.verdicts.paired_verdict` (lower latency is better)."""
     from nas.lm.verdicts import paired_verdict
 
-    paths, rows = [chosen, *peers.values()], []
-    for g in range(groups):  # the order rotated between groups: no model keeps the place a group favours
-        order = [(i + g) % len(paths) for i in range(len(paths))]
-        got = job.measure_files([paths[i] for i in order])
-        rows.append([got[order.index(i)] for i in range(len(paths))])
-    times = np.array(rows)
+    times = job.measure_groups([chosen, *peers.values()], groups)
     return [
         {
             "model": label,
@@ -147,7 +143,6 @@ def paired_groups(label: str, job: MixedPrecision, chosen: Path, peers: dict[str
             "hwnas_ms": times[:, 0].tolist(),
             "peer_ms": times[:, i + 1].tolist(),
             "verdict": paired_verdict(times[:, 0], times[:, i + 1]),
-            "kind": "groups",
         }
         for i, name in enumerate(peers)
     ]
@@ -191,7 +186,8 @@ def bench_quantize(
     methods: tuple[tuple[str, str], ...] = ROWS,
     peer: str | None = None,
     groups: int = 5,
-) -> tuple[list[dict], list[dict]]:
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """Rows, predictor rows and (with a peer) paired verdicts of every model: `bench_one` for each."""
     if peer is not None and peer != "inc":
         raise ValueError(f"Unknown peer {peer!r}; known: inc")
     if peer:
@@ -203,15 +199,19 @@ def bench_quantize(
     data = _task(data_spec, resolution)
     rows: list[dict] = []
     predictors: list[dict] = []
+    verdicts: list[dict] = []
+
+    def bench(label: str, model: torch.nn.Module, qd: QuantizeData) -> None:
+        r, p, v = bench_one(label, model, qd, device, out, tolerance, log, methods, peer, groups)
+        rows.extend(r)
+        predictors.append(p)
+        verdicts.extend(v)
+
     if run:
         from nas.pipeline.quantize import quantize_run_inputs
 
         model, qd, _ = quantize_run_inputs(run)
-        r, p = bench_one("run-winner", model, qd, device, out, tolerance, log, methods, peer, groups)
-        rows, predictors = rows + r, predictors + [p]
+        bench("run-winner", model, qd)
     for name in models:
-        model = train_timm(name, data, resolution, epochs, log=log)
-        qd = task_data(data, resolution, 256)
-        r, p = bench_one(name, model, qd, device, out, tolerance, log, methods, peer, groups)
-        rows, predictors = rows + r, predictors + [p]
-    return rows, predictors
+        bench(name, train_timm(name, data, resolution, epochs, log=log), task_data(data, resolution, 256))
+    return rows, predictors, verdicts

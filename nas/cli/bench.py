@@ -351,17 +351,14 @@ class Quantize(Command):
         parser.add_argument("--out", default="runs/bench_quantize")
 
     def run(self, args: argparse.Namespace) -> None:
-        import numpy as np
-        from rich.table import Table
-
         from nas.bench.quantize import bench_quantize, parse_methods
+        from nas.progress import console
 
         if args.groups < 1:
             raise ValueError(f"`--groups >= 1` must hold, but got --groups={args.groups}")
-        from nas.progress import console
 
         models = [m for m in args.models.split(",") if m]
-        rows, preds = bench_quantize(
+        rows, preds, verdicts = bench_quantize(
             models,
             args.data,
             args.resolution,
@@ -375,80 +372,98 @@ class Quantize(Command):
             peer=args.peer,
             groups=args.groups,
         )
-        verdicts = [r for r in rows if r.get("kind") == "groups"]
-        rows = [r for r in rows if r.get("kind") != "groups"]
-        t = Table(
-            "model",
-            "configuration",
-            "form",
-            "int8 layers",
-            "latency (ms)",
-            "vs fp32",
-            "val top-1",
-            "test top-1",
-            "test drop",
-            "within tolerance",
-            "search (s)",
-            title=f"{args.data} at {args.resolution} px on {args.device}, tolerance {args.tolerance} points "
-            "(validation split); latency measured interleaved per model",
+        _print_quantize_rows(rows, args)
+        _print_peer_lines(rows, verdicts)
+        _print_quantize_predictors(preds)
+
+
+def _print_quantize_rows(rows: list[dict], args: argparse.Namespace) -> None:
+    """`bench quantize`'s table: every configuration of every model (* marks hwnas's choice)."""
+    from rich.table import Table
+
+    t = Table(
+        "model",
+        "configuration",
+        "form",
+        "int8 layers",
+        "latency (ms)",
+        "vs fp32",
+        "val top-1",
+        "test top-1",
+        "test drop",
+        "within tolerance",
+        "search (s)",
+        title=f"{args.data} at {args.resolution} px on {args.device}, tolerance {args.tolerance} points "
+        "(validation split); latency measured interleaved per model",
+    )
+    for r in rows:
+        t.add_row(
+            r["model"],
+            r["config"] + (" *" if r["chosen"] else ""),
+            r["format"],
+            r["int8_layers"],
+            f"{r['latency_ms']:.4f}",
+            f"{r['speedup']:.2f}x",
+            f"{100 * r['val_top1']:.2f}",
+            f"{100 * r['test_top1']:.2f}",
+            f"{r['test_drop']:+.2f}",
+            "yes" if r["within"] else "no",
+            f"{r['search_s']:.0f}",
         )
-        for r in rows:
-            t.add_row(
-                r["model"],
-                r["config"] + (" *" if r["chosen"] else ""),
-                r["format"],
-                r["int8_layers"],
-                f"{r['latency_ms']:.4f}",
-                f"{r['speedup']:.2f}x",
-                f"{100 * r['val_top1']:.2f}",
-                f"{100 * r['test_top1']:.2f}",
-                f"{r['test_drop']:+.2f}",
-                "yes" if r["within"] else "no",
-                f"{r['search_s']:.0f}",
-            )
-        print_table(t)
-        print(
-            "* the configuration hwnas quantize would choose: the fastest that holds the tolerance on the validation "
-            "split"
-        )
-        for model in dict.fromkeys(r["model"] for r in rows):
-            chosen = next(r for r in rows if r["model"] == model and r["chosen"])
-            for peer in (r for r in rows if r["model"] == model and r["peer"]):
-                print(
-                    f"{model}: hwnas's choice {chosen['config']} {chosen['latency_ms']:.4f} ms "
-                    f"(test drop {chosen['test_drop']:+.2f}) vs {peer['config']} {peer['latency_ms']:.4f} ms "
-                    f"(test drop {peer['test_drop']:+.2f}, {peer['tuning']}, {peer['search_s']:.0f} s): "
-                    f"{peer['latency_ms'] / chosen['latency_ms']:.2f}x"
-                )
-        for v in verdicts:
-            ratio = np.median(np.array(v["peer_ms"]) / np.array(v["hwnas_ms"]))
+    print_table(t)
+    print(
+        "* the configuration hwnas quantize would choose: the fastest that holds the tolerance on the validation split"
+    )
+
+
+def _print_peer_lines(rows: list[dict], verdicts: list[dict]) -> None:
+    """hwnas's choice against each peer: in the table's group, then the paired verdict over more groups."""
+    import numpy as np
+
+    for model in dict.fromkeys(r["model"] for r in rows):
+        chosen = next(r for r in rows if r["model"] == model and r["chosen"])
+        for peer in (r for r in rows if r["model"] == model and r["peer"]):
             print(
-                f"{v['model']}: hwnas's choice vs {v['peer_name']} over {v['groups']} more interleaved groups: "
-                f"{v['verdict']} (median {v['peer_name']} / hwnas {ratio:.3f}x; "
-                f"hwnas {', '.join(f'{x:.4f}' for x in v['hwnas_ms'])} ms, "
-                f"{v['peer_name']} {', '.join(f'{x:.4f}' for x in v['peer_ms'])} ms)"
+                f"{model}: hwnas's choice {chosen['config']} {chosen['latency_ms']:.4f} ms "
+                f"(test drop {chosen['test_drop']:+.2f}) vs {peer['config']} {peer['latency_ms']:.4f} ms "
+                f"(test drop {peer['test_drop']:+.2f}, {peer['tuning']}, {peer['search_s']:.0f} s): "
+                f"{peer['latency_ms'] / chosen['latency_ms']:.2f}x"
             )
-        p = Table(
-            "model",
-            "layers",
-            "additive table: measurements",
-            "additive table: MAPE",
-            "precision-aware: measurements",
-            "precision-aware: MAPE",
-            "held-out configs (max/min latency)",
-            title="Latency of mixed-precision configurations, predicted vs measured (random held-out configurations)",
+    for v in verdicts:
+        ratio = np.median(np.array(v["peer_ms"]) / np.array(v["hwnas_ms"]))
+        print(
+            f"{v['model']}: hwnas's choice vs {v['peer_name']} over {v['groups']} more interleaved groups: "
+            f"{v['verdict']} (median {v['peer_name']} / hwnas {ratio:.3f}x; "
+            f"hwnas {', '.join(f'{x:.4f}' for x in v['hwnas_ms'])} ms, "
+            f"{v['peer_name']} {', '.join(f'{x:.4f}' for x in v['peer_ms'])} ms)"
         )
-        for r in preds:
-            p.add_row(
-                r["model"],
-                f"{r['layers']}",
-                f"{r['additive_measurements']}",
-                f"{r['additive_mape']:.1f}%",
-                f"{r['fit']}",
-                f"{r['precision_mape']:.1f}%",
-                f"{r['test']} ({r['spread']:.2f}x)",
-            )
-        print_table(p)
+
+
+def _print_quantize_predictors(preds: list[dict]) -> None:
+    """The precision-aware latency model against HAWQ-V3's additive table, per model."""
+    from rich.table import Table
+
+    p = Table(
+        "model",
+        "layers",
+        "additive table: measurements",
+        "additive table: MAPE",
+        "precision-aware: measurements",
+        "precision-aware: MAPE",
+        "held-out configs (max/min latency)",
+        title="Latency of mixed-precision configurations, predicted vs measured (random held-out configurations)",
+    )
+    for r in preds:
+        p.add_row(
+            r["model"],
+            f"{r['layers']}",
+            f"{r['additive_measurements']}",
+            f"{r['additive_mape']:.1f}%",
+            f"{r['fit']}",
+            f"{r['precision_mape']:.1f}%",
+            f"{r['test']} ({r['spread']:.2f}x)",
+        )
+    print_table(p)
 
 
 class Joint(Command):

@@ -84,19 +84,22 @@ def load_base(base: str | None, space_name: str) -> tuple[Any, dict[str, Any], s
     return pred, meta, path
 
 
-def check_fits(pred: Any, meta: dict[str, Any], space: Any, path: str | Path, calibrated: bool = True) -> None:
-    """A loaded predictor reads `space`'s features: every block of its layout where the space's features put it
-    (an older file may lack newer blocks), and (`calibrated`) a prediction of one architecture runs and is
-    finite."""
-    X, layout = features(space, sample_archs(space, 1, 0), feature_space(meta, space))
+def check_layout(pred: Any, layout: dict[str, Any], space: Any, path: str | Path) -> None:
+    """Every block of the predictor's layout sits where `space`'s features (`layout`) put it (an older file may lack
+    newer blocks)."""
     for name, where in (pred.layout or {}).items():
         if layout.get(name) != list(where):
             raise ValueError(
                 f"{path}: its feature layout does not fit space {space.spec!r} ({name}: {list(where)} in the file, "
                 f"{layout.get(name)} for the space): a predictor of another space or version"
             )
-    if not calibrated:
-        return
+
+
+def check_fits(pred: Any, meta: dict[str, Any], space: Any, path: str | Path) -> None:
+    """A loaded calibrated predictor reads `space`'s features (`check_layout`), and a prediction of one architecture
+    runs and is finite."""
+    X, layout = features(space, sample_archs(space, 1, 0), feature_space(meta, space))
+    check_layout(pred, layout, space, path)
     try:
         y = np.asarray(pred.predict(X), dtype=float)
     except (ValueError, IndexError, TypeError, AttributeError) as err:
@@ -139,8 +142,8 @@ def calibrate(
             f"has {len(archs)}"
         )
     pred, base_meta, base_path = load_base(base, space.name)
-    check_fits(pred, base_meta, space, base_path, calibrated=False)
     X, layout = features(space, archs, feature_space(base_meta, space))
+    check_layout(pred, layout, space, base_path)
     outliers = outlier_rows(X[:, layout["agnostic"][0]], y)
     pred.adapt(X, y)
     meta = {

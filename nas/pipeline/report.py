@@ -234,6 +234,60 @@ def _resolution(r: dict) -> str:
     )
 
 
+def _winner_lines(r: dict) -> list[str]:
+    """The report's winner section: the winner, what the splits can tell apart, where it was exported."""
+    w, big = r["winner"], r["largest"]
+    if not w:
+        return [
+            "## Winner",
+            "",
+            "**No candidate met the budget when measured.** Raise the budget or search longer.",
+            "",
+        ]
+    speed = big["measured_ms"] / w["measured_ms"] if big.get("measured_ms") else float("nan")
+    unseparated = separation_line(r)
+    return [
+        "## Winner",
+        "",
+        *([f"**{unseparated}**", ""] if unseparated else []),
+        f"The most accurate candidate that meets the budget **when measured**: test top-1 "
+        f"**{w['test_top1']:.4f}** (validation {w['val_top1']:.4f}), measured **{w['measured_ms']:.3f} ms** "
+        f"(predicted {w['predicted_ms']:.3f} ms), {speed:.2f}x faster than the largest subnet.",
+        "",
+        _resolution(r),
+        "",
+        f"`{w['arch']}`",
+        "",
+        "Exported to `best/` (model.onnx, model.json with the input shape and normalisation).",
+        "",
+    ]
+
+
+def _quantized_lines(r: dict, recipe: Any) -> list[str]:
+    """The report's quantization section."""
+    q = r["quantized"]
+    lines = [
+        "",
+        "## Quantization",
+        "",
+        f"Per-layer precision within {recipe.quantize.tolerance} points: {q['int8_layers']} of {q['layers']} "
+        "layers "
+        f"in int8 (`{q['chosen']}`), {q['speedup_vs_fp32']:.2f}x the speed of fp32 on the device, test drop "
+        f"{q['test_drop_points']:.2f} points. Deployed on `{q.get('device')}`: {_ms(q.get('latency_ms'))}, test "
+        "top-1 "
+        f"{q.get('test_top1', float('nan')):.4f}. See `quantized/` (model.onnx, model.json, quantize.png).",
+    ]
+    if q.get("joint"):
+        lines += [
+            "",
+            "Joint search (`quantize.joint`): the search measured each candidate's uniform int8 deployment "
+            f"(`{r['device']}`) and scored the validation accuracy of that deployment, so the budget and the "
+            "accuracies "
+            "above are after quantization.",
+        ]
+    return lines
+
+
 def _markdown(r: dict, recipe: Any, front: pd.DataFrame, pm: pd.DataFrame) -> str:
     w, big, small = r["winner"], r["largest"], r["smallest"]
     lines = [
@@ -254,31 +308,7 @@ def _markdown(r: dict, recipe: Any, front: pd.DataFrame, pm: pd.DataFrame) -> st
         f"predictor calibrated on this device.",
         "",
     ]
-    if w:
-        speed = big["measured_ms"] / w["measured_ms"] if big.get("measured_ms") else float("nan")
-        unseparated = separation_line(r)
-        lines += [
-            "## Winner",
-            "",
-            *([f"**{unseparated}**", ""] if unseparated else []),
-            f"The most accurate candidate that meets the budget **when measured**: test top-1 "
-            f"**{w['test_top1']:.4f}** (validation {w['val_top1']:.4f}), measured **{w['measured_ms']:.3f} ms** "
-            f"(predicted {w['predicted_ms']:.3f} ms), {speed:.2f}x faster than the largest subnet.",
-            "",
-            _resolution(r),
-            "",
-            f"`{w['arch']}`",
-            "",
-            "Exported to `best/` (model.onnx, model.json with the input shape and normalisation).",
-            "",
-        ]
-    else:
-        lines += [
-            "## Winner",
-            "",
-            "**No candidate met the budget when measured.** Raise the budget or search longer.",
-            "",
-        ]
+    lines += _winner_lines(r)
     lines += [
         "## Against the ends of the space",
         "",
@@ -290,26 +320,7 @@ def _markdown(r: dict, recipe: Any, front: pd.DataFrame, pm: pd.DataFrame) -> st
     if w:
         lines.append(f"| **winner** | **{w['test_top1']:.4f}** | {w['val_top1']:.4f} | {_ms(w['measured_ms'])} |")
     if r.get("quantized"):
-        q = r["quantized"]
-        lines += [
-            "",
-            "## Quantization",
-            "",
-            f"Per-layer precision within {recipe.quantize.tolerance} points: {q['int8_layers']} of {q['layers']} "
-            "layers "
-            f"in int8 (`{q['chosen']}`), {q['speedup_vs_fp32']:.2f}x the speed of fp32 on the device, test drop "
-            f"{q['test_drop_points']:.2f} points. Deployed on `{q.get('device')}`: {_ms(q.get('latency_ms'))}, test "
-            "top-1 "
-            f"{q.get('test_top1', float('nan')):.4f}. See `quantized/` (model.onnx, model.json, quantize.png).",
-        ]
-        if q.get("joint"):
-            lines += [
-                "",
-                "Joint search (`quantize.joint`): the search measured each candidate's uniform int8 deployment "
-                f"(`{r['device']}`) and scored the validation accuracy of that deployment, so the budget and the "
-                "accuracies "
-                "above are after quantization.",
-            ]
+        lines += _quantized_lines(r, recipe)
     p = r["predictor"]
     lines += [
         "",

@@ -37,10 +37,10 @@ def check_same_space(recipe: Recipe, trained: Recipe, what: str) -> None:
     space (width, classes, resolutions, ...) and the data's name and resolution agree, or one line names the first
     that differs."""
     mine, theirs = load_space(recipe.space), load_space(trained.space)
-    settings = [k for k in vars(mine) if k != "spec"]
-    differ = [(k, vars(mine)[k], vars(theirs).get(k)) for k in settings if vars(mine)[k] != vars(theirs).get(k)]
-    if type(mine) is not type(theirs):
+    if mine.name != theirs.name:
         differ = [("space", mine.name, theirs.name)]
+    else:
+        differ = [(k, v, vars(theirs)[k]) for k, v in vars(mine).items() if k != "spec" and v != vars(theirs)[k]]
     differ += [
         (f"data.{k}", getattr(recipe.data, k), getattr(trained.data, k))
         for k in ("name", "resolution")

@@ -106,7 +106,7 @@ class MixedPrecision:
         self.deployed_val: dict[tuple[frozenset, str], float] = {}
         self.latency: dict[frozenset, float] = {}  # in the deployer's format
         self.paths: dict[tuple[frozenset, str], Path] = {}
-        self.trial_ms: dict[str, float] | None = None  # "u8/qdq" -> uniform int8's time, when anything was `auto`
+        self.trial_ms: dict[tuple[str, str], float] = {}  # (activations, form) -> uniform int8's time, for `auto`
         self._gains: dict[str, float] = {}
 
     # ---- accuracy ------------------------------------------------------------------------------
@@ -117,15 +117,18 @@ class MixedPrecision:
                 self.val_cache[key] = _accuracy_torch(m, self.data.val)
         return self.val_cache[key]
 
+    def _key(self, int8: Sequence[str], fmt: str | None) -> tuple[frozenset, str]:
+        return frozenset(int8), fmt or self.deployer.format
+
     def deploy(self, int8: Sequence[str], fmt: str | None = None) -> Path:
         """The deployed model of these int8 layers in `fmt` (the deployer's format by default)."""
-        key = (frozenset(int8), fmt or self.deployer.format)
+        key = self._key(int8, fmt)
         if key not in self.paths:
             self.paths[key] = self.deployer.write(key[0], f"cfg{len(self.paths)}", fmt=key[1])
         return self.paths[key]
 
     def deployed_accuracy(self, int8: Sequence[str], split: str = "val", fmt: str | None = None) -> float:
-        key = (frozenset(int8), fmt or self.deployer.format)
+        key = self._key(int8, fmt)
         if split == "val" and key in self.deployed_val:
             return self.deployed_val[key]
         acc = onnx_accuracy(self.deploy(*key), getattr(self.data, split))
@@ -140,16 +143,13 @@ class MixedPrecision:
             self.latency[frozenset(c)] = t
         return out
 
+    def measure_groups(self, paths: list[Path], groups: int) -> np.ndarray:
+        """(groups, files) latencies measured in `rotated_groups`."""
+        return rotated_groups(self.measure_files, paths, groups)
+
     def measure_rotated(self, paths: list[Path], groups: int) -> list[float]:
-        """Each file's median latency over `groups` interleaved groups, the order rotated by one between groups: a model
-        measured where the group's order favours it once is not favoured in the others (two byte-identical copies of
-        one model were seen 9% apart in one group)."""
-        n, rows = len(paths), []
-        for g in range(groups):
-            order = [(i + g) % n for i in range(n)]
-            got = self.measure_files([paths[i] for i in order])
-            rows.append([got[order.index(i)] for i in range(n)])
-        return [float(t) for t in np.median(np.array(rows), axis=0)]
+        """Each file's median latency over `rotated_groups`."""
+        return [float(t) for t in np.median(rotated_groups(self.measure_files, paths, groups), axis=0)]
 
     def measure_files(self, paths: list[Path]) -> list[float]:
         """Latency of each ONNX file on the device, measured interleaved in one group."""
@@ -198,21 +198,15 @@ class MixedPrecision:
         paths = [self.deployer.write(self.layers, f"uniform_{k}_{f}", k, f) for k, f in pairs]
         ms = self.measure_files(paths)
         choice = pairs[int(np.argmin(ms))]
-        self.trial_ms = {f"{k}/{f}": t for (k, f), t in zip(pairs, ms)}
-        trials = ", ".join(f"{k} {t:.3f} ms" for k, t in self.trial_ms.items())
+        self.trial_ms = dict(zip(pairs, ms))
+        trials = ", ".join(f"{k}/{f} {t:.3f} ms" for (k, f), t in self.trial_ms.items())
         self.log(f"int8: {'/'.join(choice)} ({trials}, uniform int8)")
         return choice
 
     def _trials(self, axis: int) -> dict[str, float] | None:
         """The uniform int8 times along one axis (0: activation type, 1: form) at the chosen value of the other."""
-        if not self.trial_ms:
-            return None
         chosen = (self.deployer.activations, self.deployer.format)
-        out = {}
-        for name, t in self.trial_ms.items():
-            pair = tuple(name.split("/"))
-            if pair[1 - axis] == chosen[1 - axis]:
-                out[pair[axis]] = t
+        out = {pair[axis]: t for pair, t in self.trial_ms.items() if pair[1 - axis] == chosen[1 - axis]}
         return out if len(out) > 1 else None
 
     def sensitivities(self, method: str | None = None) -> dict[str, float]:
@@ -460,10 +454,22 @@ class MixedPrecision:
         plt.close(fig)
 
 
+def rotated_groups(measure: Callable[[list[Path]], list[float]], paths: list[Path], groups: int) -> np.ndarray:
+    """(groups, files) latencies: `groups` interleaved groups, the order rotated by one between groups, so a model
+    measured where the group's order favours it once is not favoured in the others (two byte-identical copies of
+    one model were seen 9% apart in one group)."""
+    n, rows = len(paths), []
+    for g in range(groups):
+        order = [(i + g) % n for i in range(n)]
+        got = measure([paths[i] for i in order])
+        rows.append([got[order.index(i)] for i in range(n)])
+    return np.array(rows)
+
+
 def _format_reason(row: Any, floor: float) -> str | None:
     """Why the chosen configuration is in its int8 form, in the figures measured in `finish`'s one group."""
     fmt, forms = row["format"], row["formats"] or {}
-    if not fmt:
+    if fmt == "float":
         return None
     if len(forms) < 2:
         return f"{fmt}: the only form measured (the format setting or the device)"

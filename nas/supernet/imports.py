@@ -78,8 +78,7 @@ def import_supernet(
             f"{path}: 'classifier.linear.weight' has shape {list(classifier.shape)}: a classifier needs at least one "
             "class (a [classes, features] matrix)"
         )
-    bad = [k for k, v in state.items() if hasattr(v, "is_floating_point") and v.is_floating_point()]
-    bad = [k for k in bad if not bool(torch.isfinite(state[k]).all())]
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ValueError(
             f"{path}: {len(bad)} tensor(s) hold NaN or infinite values ({', '.join(bad[:3])}): not weights to import"
