@@ -2,7 +2,8 @@
 
 What a neighbour on the network can do to it is bounded: at most `MAX_CONNECTIONS` connections are served at
 once (more wait in the listen queue, not in threads), a request's headers must arrive within `HEADER_SECONDS`
-of the connection and its body within `IDLE_SECONDS` plus one second per MiB (deadlines, not per read), a wrong
+of the connection; a body that stalls for `IDLE_SECONDS` is answered 408, and one that trickles is dropped at twice
+that plus one second per MiB (a deadline, not per read; the margin lets the stall's answer come first), a wrong
 token costs `FAILURE_SECONDS` of a lock every failure shares (a few guesses a second in all), a token off
 loopback must be strong, and a model may not name files (ONNX external data) for the agent to open."""
 
@@ -239,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return None
-        self.deadline = self.server.watchdog.watch(self.connection, IDLE_SECONDS + length / (1 << 20))
+        self.deadline = self.server.watchdog.watch(self.connection, 2 * IDLE_SECONDS + length / (1 << 20))
         try:
             body = self.rfile.read(length)
         except TimeoutError:
