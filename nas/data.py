@@ -20,10 +20,12 @@ CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 @dataclass
 class Split:
-    """Images (N, 3, H, W) float32 in [0, 1], labels (N,) int64."""
+    """Images (N, 3, H, W) float32 in [0, 1], labels (N,) int64; `sources` (N,) numbers the image each was made
+    from where several are views of one (`digits-hard`), so a comparison on the split counts them as one sample."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    sources: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -233,7 +235,7 @@ def digits_hard(resolution: int = 32, variants: int = 4, val_fraction: float = 0
 
     def expand(split: Split) -> Split:
         images = torch.cat([_distort(split.images, g) for _ in range(variants)])
-        return Split(images, split.labels.repeat(variants))
+        return Split(images, split.labels.repeat(variants), np.tile(np.arange(len(split)), variants))
 
     fit, val, test = expand(base.train), expand(base.val), expand(base.test)
     mean = tuple(float(m) for m in fit.images.mean((0, 2, 3)))

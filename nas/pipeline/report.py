@@ -139,30 +139,72 @@ def write_results(
         p = result["winner"]["val_top1"]
         result["val_resolution"] = float(200 * np.sqrt(max(p * (1 - p), 1 / n_val) / n_val))
     test_data = getattr(sn.data, "test", None)
-    result["separation"] = separation(result, len(test_data) if test_data is not None else n_val)
+    correct = None
+    if hasattr(test, "correct") and test_data is not None:
+        subnets = {k: space.from_str(result[k]["arch"]) for k in ("largest", "smallest", "winner") if result[k]}
+        correct = {k: test.correct(a) for k, a in subnets.items()}
+    sources = getattr(test_data, "sources", None)
+    result["separation"] = separation(result, len(test_data) if test_data is not None else n_val, correct, sources)
     return result, front, pm
 
 
 def difference_resolution(a: float, b: float, n: int) -> float:
-    """Two standard errors, in points, of the difference of two accuracies measured on the same `n` images."""
+    """Two standard errors, in points, of the difference of two accuracies on `n` images, as if unpaired: the
+    fallback when the images' answers are not at hand (an accuracy table)."""
     var = max(a * (1 - a), 1 / n) + max(b * (1 - b), 1 / n)
     return float(200 * np.sqrt(var / n))
 
 
-def separation(result: dict[str, Any], n_test: int) -> dict[str, Any]:
+def paired_resolution(a: np.ndarray, b: np.ndarray, sources: np.ndarray | None = None) -> dict[str, Any]:
+    """Two standard errors, in points, of the difference of two classifiers' accuracies on the same images, from
+    the images only one of them gets right (McNemar's discordant pairs), and its two-sided p-value (McNemar's
+    exact test). With `sources` (several images made from one), the standard error and p are clustered by source
+    image: four views of one digit are not four samples. At least two images: one image apart is never resolved."""
+    from scipy.stats import binomtest, norm
+
+    n = len(a)
+    only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
+    d = a.astype(float) - b.astype(float)
+    if sources is None:
+        var = max((only_a + only_b) / n - ((only_a - only_b) / n) ** 2, 1 / n) / n
+        p = binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
+    else:
+        per_source = np.bincount(np.unique(sources, return_inverse=True)[1], weights=d - d.mean())
+        g = len(per_source)
+        var = max(g / max(g - 1, 1) * float((per_source**2).sum()) / n**2, 1 / n**2)
+        p = float(2 * norm.sf(abs(d.mean()) / np.sqrt(var))) if only_a + only_b else 1.0
+    return {"resolution": float(200 * np.sqrt(var)), "only_a": only_a, "only_b": only_b, "p": float(p)}
+
+
+def separation(
+    result: dict[str, Any],
+    n_test: int,
+    correct: dict[str, np.ndarray] | None = None,
+    sources: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Whether the run's winner is a trade-off the test split can tell apart: more accurate than the smallest subnet
-    by more than the split resolves, and measured faster than the largest; and whether the ends differ at all."""
+    by more than the split resolves, and measured faster than the largest; and whether the ends differ at all.
+    With `correct` (each subnet's right answers per test image: largest, smallest, winner) the resolution is the
+    paired one (`paired_resolution`, clustered by `sources`), else the unpaired `difference_resolution`."""
     big, small, w = result["largest"], result["smallest"], result["winner"]
-    ends_gap = 100 * (big["test_top1"] - small["test_top1"])
-    out = {
-        "test_images": n_test,
-        "ends_gap_points": ends_gap,
-        "ends_resolution_points": difference_resolution(big["test_top1"], small["test_top1"], n_test),
-    }
-    out["ends_separated"] = bool(ends_gap > out["ends_resolution_points"])
+    paired = correct is not None
+
+    def compare(name: str, entry: dict[str, Any]) -> tuple[float, float, dict[str, Any]]:
+        gain = 100 * (entry["test_top1"] - small["test_top1"])
+        if not paired:
+            return gain, difference_resolution(entry["test_top1"], small["test_top1"], n_test), {}
+        pr = paired_resolution(correct[name], correct["smallest"], sources)
+        extra = {"only_right": pr["only_a"], "only_smallest_right": pr["only_b"], "p": pr["p"]}
+        return gain, pr["resolution"], extra
+
+    ends_gap, ends_res, ends_extra = compare("largest", big)
+    out = {"test_images": n_test, "paired": paired, "ends_gap_points": ends_gap, "ends_resolution_points": ends_res}
+    if paired and sources is not None:
+        out["test_sources"] = len(np.unique(sources))
+    out.update({f"ends_{k}": v for k, v in ends_extra.items()})
+    out["ends_separated"] = bool(ends_gap > ends_res)
     if w:
-        gain = 100 * (w["test_top1"] - small["test_top1"])
-        resolution = difference_resolution(w["test_top1"], small["test_top1"], n_test)
+        gain, resolution, extra = compare("winner", w)
         faster = big.get("measured_ms") is not None and w["measured_ms"] < big["measured_ms"]
         out.update(
             winner_gain_points=gain,
@@ -170,6 +212,7 @@ def separation(result: dict[str, Any], n_test: int) -> dict[str, Any]:
             winner_faster_than_largest=bool(faster),
             trade_off=bool(gain > resolution and faster),
         )
+        out.update({f"winner_{k}": v for k, v in extra.items()})
     return out
 
 
@@ -191,6 +234,24 @@ def separation_line(r: dict[str, Any]) -> str | None:
         else "not measured faster than the largest subnet"
     )
     return f"The winner is not a trade-off the test split can tell apart: {why}."
+
+
+def trade_off_line(r: dict[str, Any]) -> str | None:
+    """One line saying what the test split shows of a winner that is a real trade-off (None otherwise)."""
+    s = r.get("separation")
+    if not s or not s.get("trade_off"):
+        return None
+    paired = (
+        f"; {s['winner_only_right']} test images only the winner gets right, {s['winner_only_smallest_right']} "
+        f"only the smallest, p = {s['winner_p']:.2g}"
+        + (f" counting the {s['test_sources']} source images as the samples" if s.get("test_sources") else " (McNemar)")
+        if s.get("paired")
+        else ""
+    )
+    return (
+        f"A real trade-off: {s['winner_gain_points']:+.2f} points over the smallest subnet on the test split, which "
+        f"resolves {s['winner_resolution_points']:.2f} points{paired}; measured faster than the largest."
+    )
 
 
 def quantized_summary(qr: dict[str, Any], device: str, joint: bool, budget: float) -> dict[str, Any]:
@@ -245,11 +306,11 @@ def _winner_lines(r: dict) -> list[str]:
             "",
         ]
     speed = big["measured_ms"] / w["measured_ms"] if big.get("measured_ms") else float("nan")
-    unseparated = separation_line(r)
+    verdict = separation_line(r) or trade_off_line(r)
     return [
         "## Winner",
         "",
-        *([f"**{unseparated}**", ""] if unseparated else []),
+        *([f"**{verdict}**", ""] if verdict else []),
         f"The most accurate candidate that meets the budget **when measured**: test top-1 "
         f"**{w['test_top1']:.4f}** (validation {w['val_top1']:.4f}), measured **{w['measured_ms']:.3f} ms** "
         f"(predicted {w['predicted_ms']:.3f} ms), {speed:.2f}x faster than the largest subnet.",

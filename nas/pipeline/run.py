@@ -21,7 +21,14 @@ from nas.latency.profile import measure_archs
 from nas.latency.tables import read_latencies, read_rows
 from nas.pipeline.export import export_run
 from nas.pipeline.quantize import quantize_run
-from nas.pipeline.report import Outcome, quantized_summary, separation_line, write_markdown, write_results
+from nas.pipeline.report import (
+    Outcome,
+    quantized_summary,
+    separation_line,
+    trade_off_line,
+    write_markdown,
+    write_results,
+)
 from nas.progress import Log, bar
 from nas.quantize import QuantizeConfig
 from nas.recipes import DEFAULT_BUDGET_FRACTION, Recipe, search_device_spec, to_dict
@@ -251,11 +258,11 @@ class Pipeline:
         w = result["winner"]
         if not w:
             return [f"no candidate met the {result['budget_ms']:.3f} ms budget when measured"]
-        unseparated = separation_line(result)
+        verdict = separation_line(result) or trade_off_line(result)
         return [
             f"winner: test top-1 {w['test_top1']:.4f}, measured {w['measured_ms']:.3f} ms "
             f"(budget {result['budget_ms']:.3f} ms, predicted {w['predicted_ms']:.3f} ms)"
-        ] + ([unseparated] if unseparated else [])
+        ] + ([verdict] if verdict else [])
 
     def execute(self) -> dict[str, Any]:
         recipe, run = self.recipe, self.dir

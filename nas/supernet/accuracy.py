@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from devices.int8 import DEPLOYMENT
 from nas.data import TaskData
 from nas.rundir import append_jsonl, read_jsonl
-from nas.supernet.train import evaluate
+from nas.supernet.train import correct_images, evaluate
 from search_spaces import Supernet
 
 
@@ -49,3 +51,7 @@ class SubnetAccuracy:
         if self.cache_path:
             append_jsonl(self.cache_path, {"tag": self.tag, "split": self.split, "arch": key, "acc": acc})
         return acc
+
+    def correct(self, arch: tuple) -> np.ndarray:
+        """Which images of the split the (float) subnet gets right, in order; not cached."""
+        return correct_images(self.net, arch, self.data, self.split, self.calib_batches)

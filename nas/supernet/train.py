@@ -61,19 +61,39 @@ def evaluate(
 ) -> float:
     """Top-1 of a subnet: BN statistics recalibrated on training batches first. With `int8`, of the
     subnet's uniform int8 deployment (`int8_accuracy`)."""
+    if int8:
+        _recalibrated(net, arch, data, calib_batches, batch_size)
+        return int8_accuracy(net.extract(arch).cpu().eval(), data, split, net.resolution(arch))
+    return float(correct_images(net, arch, data, split, calib_batches, batch_size).mean())
+
+
+@torch.no_grad()
+def correct_images(
+    net: Supernet,
+    arch: tuple,
+    data: TaskData,
+    split: str = "test",
+    calib_batches: int = 5,
+    batch_size: int = EVAL_BATCH,
+) -> np.ndarray:
+    """Which images of `split` the subnet classifies right, in the split's order (BN recalibrated as `evaluate`
+    does): what a paired comparison of two subnets on the same images reads."""
+    _recalibrated(net, arch, data, calib_batches, batch_size)
+    dev, r = _device(net), net.resolution(arch)
+    right = [
+        (net(resize(x.to(dev), r)).argmax(1).cpu() == y).numpy()
+        for x, y in batches(getattr(data, split), batch_size, None, data)
+    ]
+    return np.concatenate(right) if right else np.zeros(0, dtype=bool)
+
+
+def _recalibrated(net: Supernet, arch: tuple, data: TaskData, calib_batches: int, batch_size: int) -> None:
+    """The subnet active, its BN statistics recalibrated on fixed training batches, in eval mode."""
     dev = _device(net)
     net.set_active(arch)
     r = net.resolution(arch)
     recalibrate_bn(net, (resize(x.to(dev), r) for x, _ in batches(data.train, batch_size, 12345, data)), calib_batches)
     net.eval()
-    if int8:
-        return int8_accuracy(net.extract(arch).cpu().eval(), data, split, r)
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in batches(getattr(data, split), batch_size, None, data):
-            correct += int((net(resize(x.to(dev), r)).argmax(1).cpu() == y).sum())
-            total += len(y)
-    return correct / max(total, 1)
 
 
 def int8_accuracy(

@@ -100,7 +100,9 @@ def test_the_run_directory_holds_the_report_and_plots(finished):
     report = (run / "report.md").read_text()
     assert f"{result['budget_ms']:.3f} ms" in report and result["winner"]["arch"] in report
     sep = result["separation"]  # a tiny supernet trained a few steps: the report says what the test split resolves
-    assert sep["test_images"] == 360 and sep["ends_resolution_points"] > 0
+    assert sep["test_images"] == 360 and sep["ends_resolution_points"] > 0 and sep["paired"]
+    net_images = sep["winner_only_right"] - sep["winner_only_smallest_right"]  # the paired counts are the gain
+    assert 100 * net_images / 360 == pytest.approx(sep["winner_gain_points"])
     assert sep["trade_off"] or "cannot separate" in report or "is not a trade-off" in report
 
 
