@@ -128,6 +128,7 @@ RANGES = (
     ("train.epochs", 1, None),
     ("train.batch_size", 1, None),
     ("train.lr", ABOVE_0, None),
+    ("train.warmup_epochs", 0, None),
     ("train.weight_decay", 0, None),
     ("train.grad_clip", ABOVE_0, None),
     ("train.random_subnets", 0, None),

@@ -35,6 +35,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 64
     lr: float = 0.05
+    warmup_epochs: float = 0.0  # the learning rate rises linearly from 0 over these epochs, then decays (cosine)
     weight_decay: float = 3e-5
     grad_clip: float = 5.0
     random_subnets: int = 2
@@ -198,7 +199,7 @@ def train(
             if i < step - epoch * steps_per_epoch:
                 continue  # resumed mid-epoch: these batches were already taken
             for g in opt.param_groups:
-                g["lr"] = config.lr * cosine(step, total)
+                g["lr"] = config.lr * cosine(step, total, round(config.warmup_epochs * steps_per_epoch))
             opt.zero_grad()
             x, y = x.to(ctx.device, non_blocking=True), y.to(ctx.device, non_blocking=True)
             losses.append(sandwich_step(net, x, y, np.random.default_rng([config.seed, step]), config, autocast))

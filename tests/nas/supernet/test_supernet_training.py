@@ -22,7 +22,7 @@ def small(data: TaskData, n: int = 256) -> TaskData:
 def test_a_stopped_training_resumes_exactly(tmp_path):
     data = small(digits())
     space = load_space(SPEC)
-    cfg = dict(batch_size=32, lr=0.05, random_subnets=1, checkpoint_every=3, seed=1)
+    cfg = dict(batch_size=32, lr=0.05, warmup_epochs=0.5, random_subnets=1, checkpoint_every=3, seed=1)
     torch.manual_seed(0)
     straight = OFASupernet(space)
     train(straight, data, TrainConfig(epochs=1, **cfg), tmp_path / "a")  # 8 steps
@@ -49,6 +49,20 @@ def _stop_after(n):
             raise _Stopped
 
     return stop
+
+
+def test_warmup_starts_the_learning_rate_near_zero(tmp_path):
+    data = small(digits(), 64)
+
+    def moved(warmup_epochs: float) -> float:
+        torch.manual_seed(0)
+        net = OFASupernet(load_space(SPEC))
+        before = [p.detach().clone() for p in net.parameters()]
+        cfg = TrainConfig(epochs=1, batch_size=32, lr=0.5, warmup_epochs=warmup_epochs, random_subnets=0)
+        train(net, data, cfg, tmp_path / str(warmup_epochs))
+        return max(float((p.detach() - b).abs().max()) for p, b in zip(net.parameters(), before))
+
+    assert moved(1000.0) < 0.01 * moved(0.0)  # two steps at 1/2000 and 2/2000 of the rate
 
 
 @pytest.mark.slow
