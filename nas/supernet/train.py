@@ -176,15 +176,7 @@ def train(
         )
     steps_per_epoch = len(data.train) // (config.batch_size * ctx.world)
     total = steps_per_epoch * config.epochs
-    step = 0
-    if ckpt.exists():
-        state = load_checkpoint(ckpt, ctx.device)
-        net.load_state_dict(state["model"])
-        if "optimizer" in state:  # an imported supernet (hwnas import-supernet) starts its optimizer afresh
-            opt.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        if ctx.main:
-            trim_metrics(run / METRICS, step)
+    step = _resume(net, opt, run, ctx)
     distributed.broadcast_state(net, ctx)
     autocast = distributed.autocast(ctx, config.amp)
     params = list(net.parameters())
@@ -210,26 +202,12 @@ def train(
             if progress and ctx.main:
                 progress(step, total)
             if ctx.main and (step % config.checkpoint_every == 0 or step == total):
-                save_checkpoint(
-                    {
-                        "model": net.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "step": step,
-                        "config": asdict(config),
-                        "meta": checkpoint_meta(net, data),
-                    },
-                    ckpt,
-                )
+                state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "step": step}
+                save_checkpoint({**state, "config": asdict(config), "meta": checkpoint_meta(net, data)}, ckpt)
             if step % steps_per_epoch == 0:
                 if ctx.main:
                     metrics.append(
-                        {
-                            "epoch": epoch + 1,
-                            "step": step,
-                            "loss": float(np.mean(losses)),
-                            "acc_largest": evaluate(net, net.largest(), data),
-                            "acc_smallest": evaluate(net, net.smallest(), data),
-                        }
+                        {"epoch": epoch + 1, "step": step, "loss": float(np.mean(losses)), **_ends(net, data)}
                     )
                     append_metrics(run / METRICS, metrics[-1])
                 distributed.barrier(ctx)
@@ -237,3 +215,22 @@ def train(
                 losses = []
                 break
     return metrics
+
+
+def _resume(net: Supernet, opt: torch.optim.Optimizer, run: Path, ctx: distributed.Context) -> int:
+    """The step the checkpoint in `run` reached (0 without one), its weights and optimizer state loaded and the
+    metrics rows after it dropped."""
+    if not (run / CHECKPOINT).exists():
+        return 0
+    state = load_checkpoint(run / CHECKPOINT, ctx.device)
+    net.load_state_dict(state["model"])
+    if "optimizer" in state:  # an imported supernet (hwnas import-supernet) starts its optimizer afresh
+        opt.load_state_dict(state["optimizer"])
+    if ctx.main:
+        trim_metrics(run / METRICS, int(state["step"]))
+    return int(state["step"])
+
+
+def _ends(net: Supernet, data: TaskData) -> dict[str, float]:
+    """The validation top-1 of the largest and the smallest subnet: an epoch's metrics row."""
+    return {"acc_largest": evaluate(net, net.largest(), data), "acc_smallest": evaluate(net, net.smallest(), data)}
