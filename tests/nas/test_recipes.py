@@ -13,7 +13,7 @@ from nas.recipes import load_recipe
 
 def test_quickstart_recipe_validates():
     r = load_recipe("recipes/quickstart.yaml")
-    assert r.data.name == "digits" and r.train.epochs > 0
+    assert r.data.name == "digits-hard" and r.train.epochs > 0 and r.search.strategy == "surrogate"
 
 
 @pytest.mark.parametrize("path", sorted(str(p) for p in Path(__file__).parents[2].glob("recipes/*.yaml")))
