@@ -54,24 +54,10 @@ def bench_joint(
         f"budget: {budget:.3f} ms on {spec}, deployed ({budget_fraction} of the largest subnet's fp32 "
         f"{largest_ms:.3f} ms)"
     )
-    results: dict[str, dict] = {}
-    for label, joint, folder in MODES:
-        recipe = {
-            **raw,
-            "device": spec,
-            "supernet": str(sn.path),
-            "budget_ms": budget,
-            "budget_fraction": None,
-            "search": {**raw["search"], **({"trials": trials} if trials else {})},
-            "quantize": {**raw["quantize"], "enabled": True, "joint": joint, "tolerance": tolerance},
-        }
-        run = out / folder
-        log(f"{label}: {run}")
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "bench_recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-        results[label] = Pipeline(
-            recipe_from_dict(recipe, str(run / "bench_recipe.yaml")), run, log=log, progress=progress
-        ).execute()
+    results = {
+        label: _run_mode(label, raw, sn, spec, budget, trials, tolerance, joint, out / folder, log, progress)
+        for label, joint, folder in MODES
+    }
     deployed = {
         label: out / folder / "quantized" / "model.onnx"
         for label, _, folder in MODES
@@ -85,25 +71,7 @@ def bench_joint(
     final_budget = budget_fraction * ms[0]
     final = dict(zip(deployed, ms[1:]))
     log(f"final group: largest fp32 {ms[0]:.3f} ms, budget {final_budget:.3f} ms")
-    rows = []
-    for label, _, _ in MODES:
-        r = results[label]
-        w, q = r.get("winner") or {}, r.get("quantized") or {}
-        rows.append(
-            {
-                "mode": label,
-                "arch": w.get("arch"),
-                "search_device": r["device"],
-                "search_ms": w.get("measured_ms"),
-                "search_val_top1": w.get("val_top1"),
-                "config": q.get("chosen"),
-                "int8_layers": f"{q.get('int8_layers', 0)}/{q.get('layers', 0)}",
-                "deployed_ms": final.get(label),
-                "within_budget": final.get(label, float("inf")) <= final_budget,
-                "test_top1": q.get("test_top1"),
-                "fp32_test_top1": w.get("test_top1"),
-            }
-        )
+    rows = [_row(label, results[label], final.get(label), final_budget) for label, _, _ in MODES]
     info = {
         "budget_ms": budget,
         "largest_fp32_ms": largest_ms,
@@ -116,3 +84,50 @@ def bench_joint(
     }
     (out / "bench_joint.json").write_text(json.dumps({"info": info, "rows": rows}, indent=2, default=str))
     return rows, info
+
+
+def _run_mode(
+    label: str,
+    raw: dict,
+    sn: Any,
+    spec: str,
+    budget: float,
+    trials: int | None,
+    tolerance: float,
+    joint: bool,
+    run: Path,
+    log: Log,
+    progress: Any,
+) -> dict:
+    """One mode's whole run on the shared supernet and budget, its recipe written beside it."""
+    recipe = {
+        **raw,
+        "device": spec,
+        "supernet": str(sn.path),
+        "budget_ms": budget,
+        "budget_fraction": None,
+        "search": {**raw["search"], **({"trials": trials} if trials else {})},
+        "quantize": {**raw["quantize"], "enabled": True, "joint": joint, "tolerance": tolerance},
+    }
+    log(f"{label}: {run}")
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "bench_recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return Pipeline(recipe_from_dict(recipe, str(run / "bench_recipe.yaml")), run, log=log, progress=progress).execute()
+
+
+def _row(label: str, r: dict, deployed_ms: float | None, final_budget: float) -> dict:
+    """A mode's row: its winner, the precision it deployed, and the final group's time against the budget."""
+    w, q = r.get("winner") or {}, r.get("quantized") or {}
+    return {
+        "mode": label,
+        "arch": w.get("arch"),
+        "search_device": r["device"],
+        "search_ms": w.get("measured_ms"),
+        "search_val_top1": w.get("val_top1"),
+        "config": q.get("chosen"),
+        "int8_layers": f"{q.get('int8_layers', 0)}/{q.get('layers', 0)}",
+        "deployed_ms": deployed_ms,
+        "within_budget": (deployed_ms if deployed_ms is not None else float("inf")) <= final_budget,
+        "test_top1": q.get("test_top1"),
+        "fp32_test_top1": w.get("test_top1"),
+    }

@@ -649,9 +649,6 @@ class Tabular(Command):
         parser.add_argument("--out", help="a folder for rows.csv and regret.png")
 
     def run(self, args: argparse.Namespace) -> None:
-        import pandas as pd
-        from rich.table import Table
-
         from nas.bench import tabular
         from nas.progress import console, progress_bar
 
@@ -660,7 +657,6 @@ class Tabular(Command):
             quantiles = [float(q) for q in args.quantiles.split(",")]
         except ValueError:
             raise UserError(f"--quantiles must be a comma list of numbers, but got {args.quantiles!r}") from None
-        strategies = args.strategies.split(",")
         with progress_bar("searches") as update:
             rows, info = tabular.bench_tabular(
                 args.data,
@@ -670,13 +666,24 @@ class Tabular(Command):
                 quantiles,
                 args.seeds,
                 args.queries,
-                strategies,
+                args.strategies.split(","),
                 not args.no_ablations,
                 args.population,
                 log=console.print,
                 progress=update,
             )
         methods = list(dict.fromkeys(r["method"] for r in rows))
+        self.print_summary(rows, methods, info, args)
+        if args.out:
+            self.write(rows, methods, Path(args.out))
+
+    @staticmethod
+    def print_summary(rows: list[dict], methods: list[str], info: dict, args: argparse.Namespace) -> None:
+        """Mean regret, winners within the budget and the paired verdict per budget quantile and method."""
+        from rich.table import Table
+
+        from nas.bench import tabular
+
         table = Table(
             "budget quantile",
             "method",
@@ -698,14 +705,18 @@ class Tabular(Command):
             )
         print_table(table)
         print("regret is scored against the same table the search queried (NAS-Bench-201 publishes test accuracy only)")
-        if args.out:
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in rows]).to_csv(
-                out / "rows.csv", index=False
-            )
-            tabular.plot_regret(rows, methods, out / "regret.png")
-            print(f"rows and plot in {out}")
+
+    @staticmethod
+    def write(rows: list[dict], methods: list[str], out: Path) -> None:
+        """rows.csv (without the regret curves) and regret.png in `out`."""
+        import pandas as pd
+
+        from nas.bench import tabular
+
+        out.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in rows]).to_csv(out / "rows.csv", index=False)
+        tabular.plot_regret(rows, methods, out / "regret.png")
+        print(f"rows and plot in {out}")
 
 
 COMMANDS = [
