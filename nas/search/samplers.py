@@ -239,22 +239,29 @@ def _hamming(A: np.ndarray, B: np.ndarray) -> np.ndarray:
 
 
 def gp_upper_bound(X: np.ndarray, y: np.ndarray, C: np.ndarray, kappa: float) -> np.ndarray:
-    """A Gaussian process on architectures (kernel exp(-genes that differ / length), the length scale chosen by
-    marginal likelihood) fitted to (X, y), and its upper confidence bound mean + kappa x sd at the rows of C."""
+    """A Gaussian process on architectures fitted to (X, y), and its upper confidence bound mean + kappa x sd at the
+    rows of C. Its kernel is exp(-genes that differ / length) plus `additive` x the share of genes two
+    architectures have in common: the second term is a model additive over the genes' values, so what the evaluated
+    architectures say of each value carries to combinations none of them had. Length and weight are chosen by
+    marginal likelihood (the weight 0 leaves the distance kernel alone)."""
     mu, sd = float(y.mean()), float(y.std()) + 1e-9
     t = (y - mu) / sd
+    genes = max(float(X[0].sum()), 1.0)
     H, Hc = _hamming(X, X), _hamming(C, X)
     best = None
     for length in (0.5, 1.0, 2.0, 4.0):
-        L = np.linalg.cholesky(np.exp(-H / length) + 1e-2 * np.eye(len(X)))
-        alpha = np.linalg.solve(L.T, np.linalg.solve(L, t))
-        evidence = -0.5 * t @ alpha - np.log(np.diag(L)).sum()
-        if best is None or evidence > best[0]:
-            best = (evidence, length, L, alpha)
-    _, length, L, alpha = best
-    Kc = np.exp(-Hc / length)
+        for additive in (0.0, 0.5, 2.0):
+            K = np.exp(-H / length) + additive * (X @ X.T) / genes
+            L = np.linalg.cholesky(K + 1e-2 * np.eye(len(X)))
+            alpha = np.linalg.solve(L.T, np.linalg.solve(L, t))
+            evidence = -0.5 * t @ alpha - np.log(np.diag(L)).sum()
+            if best is None or evidence > best[0]:
+                best = (evidence, length, additive, L, alpha)
+    _, length, additive, L, alpha = best
+    Kc = np.exp(-Hc / length) + additive * (C @ X.T) / genes
     v = np.linalg.solve(L, Kc.T)
-    var = np.clip(1.0 - (v * v).sum(0), 1e-12, None)
+    prior = 1.0 + additive * (C * C).sum(1) / genes
+    var = np.clip(prior - (v * v).sum(0), 1e-12, None)
     return mu + sd * (Kc @ alpha + kappa * np.sqrt(var))
 
 
