@@ -95,14 +95,21 @@ def write_results(
     _plot_predictor(pm, run / "predictor.png")
     scores = rank_scores(pm["latency_ms"], pm["measured_ms"])
 
-    test = sn.accuracy("test", bn_images=recipe.bn_images)
+    val, test = sn.accuracy("val", bn_images=recipe.bn_images), sn.accuracy("test", bn_images=recipe.bn_images)
+    test_data = getattr(sn.data, "test", None)
+    subnets = {"largest": sn.net.largest(), "smallest": sn.net.smallest()}
+    if winner:
+        subnets["winner"] = space.from_str(winner["arch"])
+    correct = None  # each subnet's answers per test image (a supernet's accuracy; they also fill `test`'s cache)
+    if hasattr(test, "correct") and test_data is not None:
+        correct = {k: test.correct(a) for k, a in subnets.items()}
     ends = {}
-    for name, a in (("largest", sn.net.largest()), ("smallest", sn.net.smallest())):
-        s = space.to_str(a)
+    for name in ("largest", "smallest"):
+        s = space.to_str(subnets[name])
         ends[name] = {
             "arch": s,
-            "val_top1": sn.accuracy("val", bn_images=recipe.bn_images)(a),
-            "test_top1": test(a),
+            "val_top1": val(subnets[name]),
+            "test_top1": test(subnets[name]),
             "measured_ms": measured.get(s),
         }
     result = {
@@ -131,18 +138,13 @@ def write_results(
             "val_top1": winner["accuracy"],
             "predicted_ms": winner["latency_ms"],
             "measured_ms": winner["measured_ms"],
-            "test_top1": test(space.from_str(winner["arch"])),
+            "test_top1": test(subnets["winner"]),
         }
     n_val = len(sn.data.val)
     result["val_images"] = n_val
     if winner:
         p = result["winner"]["val_top1"]
         result["val_resolution"] = float(200 * np.sqrt(max(p * (1 - p), 1 / n_val) / n_val))
-    test_data = getattr(sn.data, "test", None)
-    correct = None
-    if hasattr(test, "correct") and test_data is not None:
-        subnets = {k: space.from_str(result[k]["arch"]) for k in ("largest", "smallest", "winner") if result[k]}
-        correct = {k: test.correct(a) for k, a in subnets.items()}
     sources = getattr(test_data, "sources", None)
     result["separation"] = separation(result, len(test_data) if test_data is not None else n_val, correct, sources)
     return result, front, pm
@@ -164,15 +166,15 @@ def paired_resolution(a: np.ndarray, b: np.ndarray, sources: np.ndarray | None =
 
     n = len(a)
     only_a, only_b = int((a & ~b).sum()), int((b & ~a).sum())
-    d = a.astype(float) - b.astype(float)
     if sources is None:
         var = max((only_a + only_b) / n - ((only_a - only_b) / n) ** 2, 1 / n) / n
         p = binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
     else:
+        d = a.astype(float) - b.astype(float)
         per_source = np.bincount(np.unique(sources, return_inverse=True)[1], weights=d - d.mean())
         g = len(per_source)
         var = max(g / max(g - 1, 1) * float((per_source**2).sum()) / n**2, 1 / n**2)
-        p = float(2 * norm.sf(abs(d.mean()) / np.sqrt(var))) if only_a + only_b else 1.0
+        p = 2 * norm.sf(abs(d.mean()) / np.sqrt(var)) if only_a + only_b else 1.0
     return {"resolution": float(200 * np.sqrt(var)), "only_a": only_a, "only_b": only_b, "p": float(p)}
 
 
@@ -241,13 +243,13 @@ def trade_off_line(r: dict[str, Any]) -> str | None:
     s = r.get("separation")
     if not s or not s.get("trade_off"):
         return None
-    paired = (
-        f"; {s['winner_only_right']} test images only the winner gets right, {s['winner_only_smallest_right']} "
-        f"only the smallest, p = {s['winner_p']:.2g}"
-        + (f" counting the {s['test_sources']} source images as the samples" if s.get("test_sources") else " (McNemar)")
-        if s.get("paired")
-        else ""
-    )
+    paired = ""
+    if s.get("paired"):
+        samples = f" counting the {s['test_sources']} source images as the samples" if s.get("test_sources") else ""
+        paired = (
+            f"; {s['winner_only_right']} test images only the winner gets right, {s['winner_only_smallest_right']} "
+            f"only the smallest, p = {s['winner_p']:.2g}{samples or ' (McNemar)'}"
+        )
     return (
         f"A real trade-off: {s['winner_gain_points']:+.2f} points over the smallest subnet on the test split, which "
         f"resolves {s['winner_resolution_points']:.2f} points{paired}; measured faster than the largest."

@@ -46,12 +46,19 @@ class SubnetAccuracy:
             self.hits += 1
             return self.cache[key]
         self.misses += 1
-        acc = evaluate(self.net, arch, self.data, self.split, self.calib_batches, int8=self.int8)
+        return self._store(key, evaluate(self.net, arch, self.data, self.split, self.calib_batches, int8=self.int8))
+
+    def correct(self, arch: tuple) -> np.ndarray:
+        """Which images of the split the (float) subnet gets right, in order; the answers are not cached, their
+        accuracy is (a float `SubnetAccuracy`), so asking for it next evaluates nothing again."""
+        right = correct_images(self.net, arch, self.data, self.split, self.calib_batches)
+        key = self.net.space.to_str(arch)
+        if not self.int8 and key not in self.cache:
+            self._store(key, float(right.mean()))
+        return right
+
+    def _store(self, key: str, acc: float) -> float:
         self.cache[key] = acc
         if self.cache_path:
             append_jsonl(self.cache_path, {"tag": self.tag, "split": self.split, "arch": key, "acc": acc})
         return acc
-
-    def correct(self, arch: tuple) -> np.ndarray:
-        """Which images of the split the (float) subnet gets right, in order; not cached."""
-        return correct_images(self.net, arch, self.data, self.split, self.calib_batches)
