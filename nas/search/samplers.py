@@ -270,7 +270,8 @@ class SurrogateSampler(_SpaceSampler):
     architectures evaluated so far (`gp_upper_bound`) scores `candidates` mutations of the best `parents` (and a
     few random architectures), and the one with the highest upper confidence bound is evaluated: accuracy queries
     go where the surrogate expects them to pay. The latency constraint filters candidates before the surrogate
-    sees them. On several objectives it proposes as regularized evolution does."""
+    sees them. `kappa` 2 explores more than 0.5 or 1 and less than 4: measured on NAS-Bench-201 over eight devices,
+    three budgets and ten seeds (README). On several objectives it proposes as regularized evolution does."""
 
     def __init__(
         self,
@@ -278,7 +279,7 @@ class SurrogateSampler(_SpaceSampler):
         population: int = 20,
         parents: int = 5,
         candidates: int = 200,
-        kappa: float = 0.5,
+        kappa: float = 2.0,
         seed: int | None = None,
     ) -> None:
         super().__init__(space, population, seed)
