@@ -232,14 +232,24 @@ class Hybrid(Command):
         parser.add_argument("--out", default="runs/bench_hybrid")
 
     def run(self, args: argparse.Namespace) -> None:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.operators(args, out)
+        if args.archs > 1:
+            self.proxy(args, out)
+        if args.run:
+            self.found(args, out)
+        print(f"tables and operator_latency.png in {out}")
+
+    @staticmethod
+    def operators(args: argparse.Namespace, out: Path) -> None:
+        """Per-mixer decode and prefill latency against length: csv, plot and table."""
         import pandas as pd
         from rich.table import Table
 
         from nas.bench import hybrid as bh
         from nas.progress import console
 
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         contexts, prompts, mixers = (
             ints(args.contexts, "--contexts"),
             ints(args.prompts, "--prompts"),
@@ -263,65 +273,82 @@ class Hybrid(Command):
                 mixer, *(f"{get['decode', c]:.2f}" for c in contexts), *(f"{get['prefill', p]:.1f}" for p in prompts)
             )
         print_table(table)
-        if args.archs > 1:
-            prows, agree = bh.proxy_agreement(
-                args.archs, args.short, args.long, args.seq_len, args.batch, text=args.text, log=console.print
+
+    @staticmethod
+    def proxy(args: argparse.Namespace, out: Path) -> None:
+        """The proxy's rank agreement with the longer training."""
+        import pandas as pd
+        from rich.table import Table
+
+        from nas.bench import hybrid as bh
+        from nas.progress import console
+
+        prows, agree = bh.proxy_agreement(
+            args.archs, args.short, args.long, args.seq_len, args.batch, text=args.text, log=console.print
+        )
+        pd.DataFrame(prows).to_csv(out / "proxy_agreement.csv", index=False)
+        t = Table(
+            "arch",
+            "params",
+            f"bpb @{args.short} steps",
+            f"bpb @{args.long} steps",
+            title=f"Proxy rank agreement ({args.batch} x {args.seq_len} bytes a step) on "
+            f"{args.text or 'pydoc topics'}: Spearman {agree['spearman']:.3f}, "
+            f"Kendall {agree['kendall']:.3f} (Nemotron-Flash reported 0.888)",
+        )
+        for r in prows:
+            t.add_row(r["arch"], f"{r['params']:,}", f"{r['short_bpb']:.3f}", f"{r['long_bpb']:.3f}")
+        print_table(t)
+
+    @staticmethod
+    def found(args: argparse.Namespace, out: Path) -> None:
+        """A finished run's winner (and more, as asked) against the all-attention and all-Mamba2 baselines."""
+        import pandas as pd
+        from rich.table import Table
+
+        from nas.bench import hybrid as bh
+        from nas.progress import console
+
+        crows = bh.compare_run(
+            args.run,
+            groups=args.groups,
+            front=args.front,
+            archs=args.arch or (),
+            seeds=args.seeds,
+            device=args.time_on,
+            log=console.print,
+        )
+        pd.DataFrame(crows).to_csv(out / "found_vs_baselines.csv", index=False)
+        what = " and ".join(
+            ["the winner"]
+            + (["the other hybrids on the front within the budget"] if args.front else [])
+            + (["the given architectures"] if args.arch else [])
+        )
+        t = Table(
+            "model",
+            "arch",
+            "params",
+            "val bits/byte",
+            "decode ms/token",
+            "the found model against it",
+            "evidence",
+            title=f"{args.run}: {what} against all-attention and all-Mamba2 stacks of its depth "
+            f"and parameter count (bits/byte: mean of {args.seeds} seed(s); decode: median "
+            f"of {args.groups} interleaved groups)",
+        )
+        for i, r in enumerate(crows):
+            if i and r["model"] == "found":
+                t.add_section()
+            t.add_row(
+                r["model"],
+                r["arch"],
+                f"{r['params']:,}",
+                f"{r['val_bpb']:.3f}",
+                f"{r['decode_ms']:.3f}",
+                r.get("found_vs_this", ""),
+                r.get("evidence", ""),
             )
-            pd.DataFrame(prows).to_csv(out / "proxy_agreement.csv", index=False)
-            t = Table(
-                "arch",
-                "params",
-                f"bpb @{args.short} steps",
-                f"bpb @{args.long} steps",
-                title=f"Proxy rank agreement ({args.batch} x {args.seq_len} bytes a step) on "
-                f"{args.text or 'pydoc topics'}: Spearman {agree['spearman']:.3f}, "
-                f"Kendall {agree['kendall']:.3f} (Nemotron-Flash reported 0.888)",
-            )
-            for r in prows:
-                t.add_row(r["arch"], f"{r['params']:,}", f"{r['short_bpb']:.3f}", f"{r['long_bpb']:.3f}")
-            print_table(t)
-        if args.run:
-            crows = bh.compare_run(
-                args.run,
-                groups=args.groups,
-                front=args.front,
-                archs=args.arch or (),
-                seeds=args.seeds,
-                device=args.time_on,
-                log=console.print,
-            )
-            pd.DataFrame(crows).to_csv(out / "found_vs_baselines.csv", index=False)
-            what = " and ".join(
-                ["the winner"]
-                + (["the other hybrids on the front within the budget"] if args.front else [])
-                + (["the given architectures"] if args.arch else [])
-            )
-            t = Table(
-                "model",
-                "arch",
-                "params",
-                "val bits/byte",
-                "decode ms/token",
-                "the found model against it",
-                "evidence",
-                title=f"{args.run}: {what} against all-attention and all-Mamba2 stacks of its depth "
-                f"and parameter count (bits/byte: mean of {args.seeds} seed(s); decode: median "
-                f"of {args.groups} interleaved groups)",
-            )
-            for i, r in enumerate(crows):
-                if i and r["model"] == "found":
-                    t.add_section()
-                t.add_row(
-                    r["model"],
-                    r["arch"],
-                    f"{r['params']:,}",
-                    f"{r['val_bpb']:.3f}",
-                    f"{r['decode_ms']:.3f}",
-                    r.get("found_vs_this", ""),
-                    r.get("evidence", ""),
-                )
-            print_table(t)
-        print(f"tables and operator_latency.png in {out}")
+        print_table(t)
 
 
 class Quantize(Command):
