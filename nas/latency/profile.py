@@ -19,6 +19,7 @@ import numpy as np
 from devices import Device, TimingPolicy
 from nas.latency.tables import (
     FINGERPRINT_COLUMNS,
+    ProfileState,
     anchor_level,
     check_profile,
     noisy_mask,
@@ -136,13 +137,7 @@ def _measure(
     state = read_state(path, space_spec, device.spec)
     fixed_ref = anchor_ref_ms
     anchors = list(state.anchors.values())
-    todo: list[tuple] = []
-    seen: set[str] = set()
-    for arch in archs:
-        s = space.to_str(arch)
-        if s not in seen and (s not in state.done or s in state.noisy):
-            todo.append(arch)
-        seen.add(s)
+    todo = _pending(space, archs, state)
     if progress:
         progress(0, len(todo))
     if not todo and not state.fingerprint:
@@ -205,6 +200,18 @@ def _measure(
             break
         todo = noisy
     return written
+
+
+def _pending(space: Any, archs: Sequence[tuple], state: ProfileState) -> list[tuple]:
+    """What is left to measure, once each: the architectures the file has no row of, or only noisy rows."""
+    todo: list[tuple] = []
+    seen: set[str] = set()
+    for arch in archs:
+        s = space.to_str(arch)
+        if s not in seen and (s not in state.done or s in state.noisy):
+            todo.append(arch)
+        seen.add(s)
+    return todo
 
 
 def _warm_up(space: Any, device: Device, anchor: tuple, policy: TimingPolicy | None) -> None:
