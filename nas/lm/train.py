@@ -94,8 +94,7 @@ def train_lm(
 ) -> dict[str, Any]:
     """Train (or resume) `arch` (a space string, or `STRING|MIXER-only` for its parameter-matched
     all-MIXER baseline, as `hwnas bench hybrid` compares) in `out`: checkpoint.pt as it goes, metrics.csv (train loss,
-    validation
-    bits per byte), and at the end weights.pt, model.onnx (checked with onnxruntime), model.json and
+    validation bits per byte), and at the end weights.pt, model.onnx (checked with onnxruntime), model.json and
     metrics.png. Returns model.json's content on rank 0, {} on the others."""
     ctx = distributed.setup(config.device)
     _check_config(config, ctx.world)
@@ -153,25 +152,22 @@ def train_lm(
                 model.train()
             losses = []
         if ctx.main and (step % config.checkpoint_every == 0 or step == config.steps):
-            save_checkpoint(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "step": step,
-                    "arch": arch,
-                    "space": space.spec,
-                    "config": asdict(config),
-                },
-                ckpt,
-            )
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "arch": arch}
+            save_checkpoint(state | {"space": space.spec, "config": asdict(config)}, ckpt)
         if progress is not None and ctx.main:
             progress(step, config.steps)
     distributed.barrier(ctx)
     if not ctx.main:
         return {}
-    model.to("cpu").eval()
+    return _write_model(model.to("cpu").eval(), space, arch, data, config, out, ctx.world)
+
+
+def _write_model(
+    model: torch.nn.Module, space: Any, arch: str, data: TextData, config: LMTrainConfig, out: Path, world: int
+) -> dict[str, Any]:
+    """A trained model's weights.pt, checked model.onnx, model.json and metrics.png; model.json's content."""
     torch.save(model.state_dict(), out / "weights.pt")
-    rows = pd.read_csv(metrics)
+    rows = pd.read_csv(out / METRICS)
     meta = export_checked(model, space, arch, data.val, config.seq_len, out)
     best = rows.loc[rows["val_bpb"].idxmin()]
     meta.update(
@@ -180,7 +176,7 @@ def train_lm(
             "best_val_bpb": float(best["val_bpb"]),
             "best_step": int(best["step"]),
             "trained_steps": config.steps,
-            "world_size": ctx.world,
+            "world_size": world,
             "config": asdict(config),
             "params": int(sum(p.numel() for p in model.parameters())),
         }
