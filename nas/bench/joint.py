@@ -127,7 +127,7 @@ def _row(label: str, r: dict, deployed_ms: float | None, final_budget: float) ->
         "config": q.get("chosen"),
         "int8_layers": f"{q.get('int8_layers', 0)}/{q.get('layers', 0)}",
         "deployed_ms": deployed_ms,
-        "within_budget": (deployed_ms if deployed_ms is not None else float("inf")) <= final_budget,
+        "within_budget": deployed_ms is not None and deployed_ms <= final_budget,
         "test_top1": q.get("test_top1"),
         "fp32_test_top1": w.get("test_top1"),
     }

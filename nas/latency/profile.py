@@ -168,26 +168,20 @@ def _measure(
             anchor_ref_ms = fixed_ref if fixed_ref is not None else anchor_level(anchors)
             scale = anchor_ref_ms / anchor_ms if anchor else 1.0
             usual = float(np.median(spreads)) if len(spreads) >= MIN_USUAL else None
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            flagged = []
-            for arch, name, m in zip(members, names[len(anchor) :], results[len(anchor) :]):
-                rs = spread(m.p10_ms, m.p90_ms, m.median_ms)
-                is_noisy = m.contended or (usual is not None and rs > SPREAD_FACTOR * usual)
-                row = _row(m, scale, is_noisy, fp) | {
-                    "space": space_spec,
-                    "arch": name,
-                    "device": device.spec,
-                    "anchor_ms": rounded(anchor_ms),
-                    "anchor_ref_ms": rounded(anchor_ref_ms),
-                    "group": group,
-                    "timestamp": stamp,
-                }
-                writer.writerow(row)
-                written.append(row)
-                if is_noisy:
-                    flagged.append((arch, rs))
-                else:
-                    spreads.append(rs)
+            columns = {
+                "space": space_spec,
+                "device": device.spec,
+                "anchor_ms": rounded(anchor_ms),
+                "anchor_ref_ms": rounded(anchor_ref_ms),
+                "group": group,
+                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            rows, flagged, quiet = _group_rows(
+                members, names[len(anchor) :], results[len(anchor) :], scale, usual, fp, columns
+            )
+            writer.writerows(rows)
+            written += rows
+            spreads += quiet
             f.flush()
             os.fsync(f.fileno())
             group += 1
@@ -200,6 +194,29 @@ def _measure(
             break
         todo = noisy
     return written
+
+
+def _group_rows(
+    members: Sequence[tuple],
+    names: Sequence[str],
+    results: Sequence[Any],
+    scale: float,
+    usual: float | None,
+    fp: dict[str, str],
+    columns: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[tuple[tuple, float]], list[float]]:
+    """A measured group's rows (each member's `_row`, its arch after the space, then the `columns` the group
+    shares), the members flagged noisy with their spreads, and the spreads of the quiet ones."""
+    rows, flagged, quiet = [], [], []
+    for arch, name, m in zip(members, names, results):
+        rs = spread(m.p10_ms, m.p90_ms, m.median_ms)
+        is_noisy = m.contended or (usual is not None and rs > SPREAD_FACTOR * usual)
+        rows.append(_row(m, scale, is_noisy, fp) | {"space": columns["space"], "arch": name} | columns)
+        if is_noisy:
+            flagged.append((arch, rs))
+        else:
+            quiet.append(rs)
+    return rows, flagged, quiet
 
 
 def _pending(space: Any, archs: Sequence[tuple], state: ProfileState) -> list[tuple]:

@@ -132,34 +132,59 @@ def train_lm(
         losses.append(float(loss.detach()))
         step += 1
         if step % config.eval_every == 0 or step == config.steps:
-            total = torch.tensor([float(np.mean(losses))])
-            if ctx.world > 1:
-                torch.distributed.all_reduce(total)
-            if ctx.main:
-                bpb = bits_per_byte(model, data.val, config.seq_len, config.val_windows, device=str(ctx.device))
-                mean = float(total) / ctx.world
-                append_metrics(
-                    metrics,
-                    {
-                        "step": step,
-                        "train_loss": mean,
-                        "train_bpb": mean / math.log(2),
-                        "val_bpb": bpb,
-                        "lr": lr_at(step - 1, config),
-                        "seconds": time.perf_counter() - started,
-                    },
-                )
-                model.train()
+            _record(model, data, config, ctx, losses, step, time.perf_counter() - started, metrics)
             losses = []
         if ctx.main and (step % config.checkpoint_every == 0 or step == config.steps):
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "arch": arch}
-            save_checkpoint(state | {"space": space.spec, "config": asdict(config)}, ckpt)
+            save_checkpoint(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": step,
+                    "arch": arch,
+                    "space": space.spec,
+                    "config": asdict(config),
+                },
+                ckpt,
+            )
         if progress is not None and ctx.main:
             progress(step, config.steps)
     distributed.barrier(ctx)
     if not ctx.main:
         return {}
     return _write_model(model.to("cpu").eval(), space, arch, data, config, out, ctx.world)
+
+
+def _record(
+    model: torch.nn.Module,
+    data: TextData,
+    config: LMTrainConfig,
+    ctx: distributed.Context,
+    losses: list[float],
+    step: int,
+    seconds: float,
+    metrics: Path,
+) -> None:
+    """The mean training loss since the last row (over every rank) and, on rank 0, the validation bits per byte:
+    one metrics.csv row."""
+    total = torch.tensor([float(np.mean(losses))])
+    if ctx.world > 1:
+        torch.distributed.all_reduce(total)
+    if not ctx.main:
+        return
+    bpb = bits_per_byte(model, data.val, config.seq_len, config.val_windows, device=str(ctx.device))
+    mean = float(total) / ctx.world
+    append_metrics(
+        metrics,
+        {
+            "step": step,
+            "train_loss": mean,
+            "train_bpb": mean / math.log(2),
+            "val_bpb": bpb,
+            "lr": lr_at(step - 1, config),
+            "seconds": seconds,
+        },
+    )
+    model.train()
 
 
 def _write_model(

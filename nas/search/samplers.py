@@ -248,11 +248,12 @@ def gp_upper_bound(X: np.ndarray, y: np.ndarray, C: np.ndarray, kappa: float) ->
     t = (y - mu) / sd
     genes = max(float(X[0].sum()), 1.0)
     H, Hc = _hamming(X, X), _hamming(C, X)
+    shared, noise = X @ X.T, 1e-2 * np.eye(len(X))
     best = None
     for length in (0.5, 1.0, 2.0, 4.0):
+        distance = np.exp(-H / length)
         for additive in (0.0, 0.5, 2.0):
-            K = np.exp(-H / length) + additive * (X @ X.T) / genes
-            L = np.linalg.cholesky(K + 1e-2 * np.eye(len(X)))
+            L = np.linalg.cholesky(distance + additive * shared / genes + noise)
             alpha = np.linalg.solve(L.T, np.linalg.solve(L, t))
             evidence = -0.5 * t @ alpha - np.log(np.diag(L)).sum()
             if best is None or evidence > best[0]:

@@ -310,7 +310,6 @@ def test_a_constraint_nothing_meets_still_gives_new_architectures(tmp_path):
     assert len({r["arch"] for r in completed(study)}) == 12
 
 
-
 def test_the_surrogate_carries_what_each_gene_value_is_worth_to_combinations_never_evaluated():
     from itertools import product
 
