@@ -62,10 +62,27 @@ class Predictor:
         return self.block(X, "agnostic")
 
     def choose_references(self, X_pool: np.ndarray, n: int) -> list[int]:
-        """Rows of X_pool worth measuring on a new device (a D-optimal design on `reference_features`)."""
+        """Rows of X_pool worth measuring on a new device: a D-optimal design on `reference_features` among the
+        networks that execute something (`executing`), and one network that executes nothing, the one with the
+        most raw computation (the largest FLOPs), where the pool has one: it tells a runtime that folds a constant
+        network away from one that runs it, and costs the design no more than one row."""
         from predictors.reference import select_references
 
-        return select_references(self.reference_features(X_pool), n)
+        live = self.executing(X_pool)
+        if live.all() or live.sum() < n:
+            return select_references(self.reference_features(X_pool), n)
+        rows = np.flatnonzero(live)
+        chosen = [int(rows[i]) for i in select_references(self.reference_features(X_pool[rows]), n - 1)]
+        dead = np.flatnonzero(~live)
+        return [*chosen, int(dead[np.argmax(self.block(X_pool[dead], "agnostic")[:, 0])])]
+
+    def executing(self, X: np.ndarray) -> np.ndarray:
+        """Rows whose executed graph is not empty (all rows where the layout does not say what executes): a
+        network that computes a constant compiles to almost nothing on LiteRT or OpenVINO and to a whole network
+        elsewhere, so as a reference it teaches the fit the runtime's quirk, not how the device runs layers."""
+        if not self.layout or "executed" not in self.layout:
+            return np.ones(len(X), bool)
+        return self.block(X, "executed").any(axis=1)
 
     # ---- state -----------------------------------------------------------------------------
     def _arrays(self) -> dict[str, np.ndarray]:

@@ -238,30 +238,54 @@ def _hamming(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return (A.sum(1)[:, None] + B.sum(1)[None, :] - 2 * A @ B.T) / 2
 
 
-def gp_upper_bound(X: np.ndarray, y: np.ndarray, C: np.ndarray, kappa: float) -> np.ndarray:
+SIZE_SETTINGS = tuple((w, s) for w in (0.0, 0.5, 2.0) for s in (0.5, 2.0) if w or s == 0.5)  # (by_size, scale)
+
+
+def gp_upper_bound(
+    X: np.ndarray,
+    y: np.ndarray,
+    C: np.ndarray,
+    kappa: float,
+    size: np.ndarray | None = None,
+    size_c: np.ndarray | None = None,
+) -> np.ndarray:
     """A Gaussian process on architectures fitted to (X, y), and its upper confidence bound mean + kappa x sd at the
     rows of C. Its kernel is exp(-genes that differ / length) plus `additive` x the share of genes two
     architectures have in common: the second term is a model additive over the genes' values, so what the evaluated
-    architectures say of each value carries to combinations none of them had. Length and weight are chosen by
-    marginal likelihood (the weight 0 leaves the distance kernel alone)."""
+    architectures say of each value carries to combinations none of them had. With `size` (of X's rows) and
+    `size_c` (of C's), e.g. the log of the computation each network executes, a third term `by_size` x
+    exp(-(size difference / its spread)^2 / scale) lets networks of like size be alike whatever their genes: within
+    a space, how much a network computes says much of its accuracy. Length, weights and scale are chosen by
+    marginal likelihood (weight 0 leaves a term out)."""
     mu, sd = float(y.mean()), float(y.std()) + 1e-9
     t = (y - mu) / sd
     genes = max(float(X[0].sum()), 1.0)
     H, Hc = _hamming(X, X), _hamming(C, X)
     shared, noise = X @ X.T, 1e-2 * np.eye(len(X))
+    by_size, S2c, alike = ((0.0, 1.0),), 0.0, {}
+    if size is not None and size_c is not None:
+        spread = float(np.std(size)) or 1.0
+        by_size = SIZE_SETTINGS
+        S2, S2c = ((size[:, None] - size[None]) / spread) ** 2, ((size_c[:, None] - size[None]) / spread) ** 2
+        alike = {scale: np.exp(-S2 / scale) for _, scale in by_size}
     best = None
     for length in (0.5, 1.0, 2.0, 4.0):
-        distance = np.exp(-H / length)
+        base = np.exp(-H / length) + noise
         for additive in (0.0, 0.5, 2.0):
-            L = np.linalg.cholesky(distance + additive * shared / genes + noise)
-            alpha = np.linalg.solve(L.T, np.linalg.solve(L, t))
-            evidence = -0.5 * t @ alpha - np.log(np.diag(L)).sum()
-            if best is None or evidence > best[0]:
-                best = (evidence, length, additive, L, alpha)
-    _, length, additive, L, alpha = best
+            genes_part = base + additive * shared / genes
+            for weight, scale in by_size:
+                K = genes_part + weight * alike[scale] if weight else genes_part
+                L = np.linalg.cholesky(K)
+                alpha = np.linalg.solve(L.T, np.linalg.solve(L, t))
+                evidence = -0.5 * t @ alpha - np.log(np.diag(L)).sum()
+                if best is None or evidence > best[0]:
+                    best = (evidence, length, additive, weight, scale, L, alpha)
+    _, length, additive, weight, scale, L, alpha = best
     Kc = np.exp(-Hc / length) + additive * (C @ X.T) / genes
+    if weight:
+        Kc = Kc + weight * np.exp(-S2c / scale)
     v = np.linalg.solve(L, Kc.T)
-    prior = 1.0 + additive * (C * C).sum(1) / genes
+    prior = 1.0 + additive * (C * C).sum(1) / genes + weight
     var = np.clip(prior - (v * v).sum(0), 1e-12, None)
     return mu + sd * (Kc @ alpha + kappa * np.sqrt(var))
 
@@ -285,6 +309,21 @@ class SurrogateSampler(_SpaceSampler):
     ) -> None:
         super().__init__(space, population, seed)
         self.parents, self.candidates, self.kappa = parents, candidates, kappa
+        self._sizes: dict[str, float] = {}
+
+    def _size(self, archs: list[tuple]) -> np.ndarray | None:
+        """log(1 + MMACs each network executes), cached; None for a space without an operator list."""
+        out = []
+        for arch in archs:
+            key = self.space.to_str(arch)
+            if key not in self._sizes:
+                try:
+                    ops, _ = self.space.executed_operators(arch)
+                except NotImplementedError:
+                    return None
+                self._sizes[key] = float(np.log1p(sum(op.macs for op in ops) / 1e6))
+            out.append(self._sizes[key])
+        return np.array(out)
 
     def propose(self, study: Study, history: list[FrozenTrial], rng: np.random.Generator) -> tuple:
         if len(study.directions) > 1:
@@ -319,6 +358,8 @@ class SurrogateSampler(_SpaceSampler):
             values[ok],
             self.space.encode_many(cands).astype(float),
             self.kappa,
+            self._size(train),
+            self._size(cands),
         )
         return cands[int(np.argmax(score))]
 

@@ -81,3 +81,16 @@ EMPTY_CELLS = (
     "|nor_conv_1x1~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|none~0|none~1|none~2|",
     "|none~0|+|none~0|nor_conv_3x3~1|+|none~0|nor_conv_3x3~1|nor_conv_3x3~2|",
 )
+
+
+def test_the_references_execute_something_but_one_constant_network_that_probes_the_runtime(space_and_features):
+    """Nine references execute something; the tenth is the constant network with the most raw computation, which
+    a runtime that folds it times at its floor and one that runs it at a whole network's worth."""
+    _, base, X = space_and_features
+    pool = np.arange(300)
+    live = base.executing(X)
+    assert (~live[pool]).sum() >= 2 and live[pool].sum() >= 10
+    refs = pool[base.choose_references(X[pool], 10)]
+    assert len(set(refs.tolist())) == 10 and (~live[refs]).sum() == 1
+    flops = base.block(X, "agnostic")[:, 0]
+    assert flops[refs[~live[refs]]][0] == flops[pool[~live[pool]]].max()
