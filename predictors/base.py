@@ -69,7 +69,7 @@ class Predictor:
         from predictors.reference import select_references
 
         live = self.executing(X_pool)
-        if live.all() or live.sum() < n:
+        if live.all() or live.sum() < n or n < 2:
             return select_references(self.reference_features(X_pool), n)
         rows = np.flatnonzero(live)
         chosen = [int(rows[i]) for i in select_references(self.reference_features(X_pool[rows]), n - 1)]
@@ -77,9 +77,9 @@ class Predictor:
         return [*chosen, int(dead[np.argmax(self.block(X_pool[dead], "agnostic")[:, 0])])]
 
     def executing(self, X: np.ndarray) -> np.ndarray:
-        """Rows whose executed graph is not empty (all rows where the layout does not say what executes): a
-        network that computes a constant compiles to almost nothing on LiteRT or OpenVINO and to a whole network
-        elsewhere, so as a reference it teaches the fit the runtime's quirk, not how the device runs layers."""
+        """Rows whose executed graph is not empty (all rows where the layout does not say what executes). A network
+        that computes a constant compiles to almost nothing on LiteRT or OpenVINO and to a whole network elsewhere:
+        one such reference says which, several outweigh every other reference in a log-space fit."""
         if not self.layout or "executed" not in self.layout:
             return np.ones(len(X), bool)
         return self.block(X, "executed").any(axis=1)

@@ -294,9 +294,10 @@ class SurrogateSampler(_SpaceSampler):
     """Evolution guided by an accuracy surrogate (after BANANAS and NPENAS): a Gaussian process over the
     architectures evaluated so far (`gp_upper_bound`) scores `candidates` mutations of the best `parents` (and a
     few random architectures), and the one with the highest upper confidence bound is evaluated: accuracy queries
-    go where the surrogate expects them to pay. The latency constraint filters candidates before the surrogate
-    sees them. `kappa` 2 explores more than 0.5 or 1 and less than 4: measured on NAS-Bench-201 over eight devices,
-    three budgets and ten seeds (README). On several objectives it proposes as regularized evolution does."""
+    go where the surrogate expects them to pay. The GP also knows how much each network executes (`_size`), so
+    forty evaluations already say how accuracy grows with it. The latency constraint filters candidates before the
+    surrogate sees them. `kappa` 2 explores more than 0.5 or 1 and less than 4: measured on NAS-Bench-201 over eight
+    devices, three budgets and ten seeds (README). On several objectives it proposes as regularized evolution does."""
 
     def __init__(
         self,
