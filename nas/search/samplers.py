@@ -238,7 +238,7 @@ def _hamming(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return (A.sum(1)[:, None] + B.sum(1)[None, :] - 2 * A @ B.T) / 2
 
 
-SIZE_SETTINGS = tuple((w, s) for w in (0.0, 0.5, 2.0) for s in (0.5, 2.0) if w or s == 0.5)  # (by_size, scale)
+SIZE_SETTINGS = ((0.0, 0.5), (0.5, 0.5), (0.5, 2.0), (2.0, 0.5), (2.0, 2.0))  # (by_size, scale); 0: no size term
 
 
 def gp_upper_bound(
@@ -262,7 +262,7 @@ def gp_upper_bound(
     genes = max(float(X[0].sum()), 1.0)
     H, Hc = _hamming(X, X), _hamming(C, X)
     shared, noise = X @ X.T, 1e-2 * np.eye(len(X))
-    by_size, S2c, alike = ((0.0, 1.0),), 0.0, {}
+    by_size, alike = SIZE_SETTINGS[:1], {}
     if size is not None and size_c is not None:
         spread = float(np.std(size)) or 1.0
         by_size = SIZE_SETTINGS
