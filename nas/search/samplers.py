@@ -20,6 +20,7 @@ from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.search.objectives import INFEASIBLE
+from search_spaces.base import totals
 
 ARCH_ATTR = "arch"
 
@@ -322,7 +323,7 @@ class SurrogateSampler(_SpaceSampler):
                     ops, _ = self.space.executed_operators(arch)
                 except NotImplementedError:
                     return None
-                self._sizes[key] = float(np.log1p(sum(op.macs for op in ops) / 1e6))
+                self._sizes[key] = float(np.log1p(totals(ops)[0] / 1e6))
             out.append(self._sizes[key])
         return np.array(out)
 
