@@ -18,6 +18,7 @@ import optuna
 
 import predictors
 from nas.accuracy import AccuracyTable, load_accuracy_table
+from nas.bench.peers import need
 from nas.bench.predictors import hardware
 from nas.latency.features import features
 from nas.latency.tables import QUERY_RANGE, LatencyTable, read_tables
@@ -25,7 +26,8 @@ from nas.lm.verdicts import paired_verdict
 from nas.search import Objective, SearchConfig, completed, run_search
 from search_spaces import load_space
 
-STRATEGIES = ("surrogate", "evolution", "nsga2", "random", "optuna-tpe", "optuna-nsga2")
+OFA = "ofa-evolution"  # Once-for-All's EvolutionFinder (`.[peers]`), on the space's genes
+STRATEGIES = ("surrogate", "evolution", "nsga2", "random", "optuna-tpe", "optuna-nsga2", OFA)
 HWNAS_OWN = ("surrogate", "evolution", "nsga2", "random")  # ours draw again for proposals predicted over the budget
 ABLATIONS = ("true-latency", "flops")  # the default strategy with the device's true latency; with a FLOPs proxy
 DEFAULT = "surrogate"
@@ -65,30 +67,43 @@ def _calibrated(space: Any, table: LatencyTable, X: np.ndarray, layout: dict, ta
     )
 
 
-def search_once(
+def _evaluated(
     space: Any,
     acc: AccuracyTable,
     latency: dict[str, float],
     true: dict[str, float],
-    budget: float,
+    believed_budget: float,
     strategy: str,
     queries: int,
     population: int,
     seed: int,
-    margin: float = MARGIN,
-) -> dict[str, Any]:
-    """One search as `hwnas run` makes it: `latency` is what the search believes (a calibrated predictor, or the
-    truth for the ablation), `queries` accuracy evaluations of candidates believed within the budget (times
-    1 + `margin`, the predictor's error), then verification on the device (`true`): the most accurate candidates,
-    best first, until one meets the budget when measured."""
-    believed_budget = budget * (1 + margin)
+) -> tuple[list[dict], int]:
+    """The candidates a search evaluates, in order (at most `queries`, each believed within `believed_budget`;
+    a cell the device never ran is never evaluated), and how many it proposed."""
+
+    if strategy == OFA:
+        from nas.bench.ofa_search import ofa_gene_evolution
+
+        def believed(arch: tuple) -> float:
+            key = space.to_str(arch)
+            return latency.get(key, math.inf) if key in true else math.inf
+
+        archs, drawn = ofa_gene_evolution(
+            space,
+            lambda a: acc(space.to_str(a)),
+            believed,
+            believed_budget,
+            queries,
+            population,
+            seed,
+            draws=MAX_PROPOSALS * queries * population,
+        )
+        return [{"arch": space.to_str(a), "accuracy": acc(space.to_str(a))} for a in archs], drawn
 
     def evaluate(arch: tuple) -> tuple[float, float]:
         key = space.to_str(arch)
         ms = latency.get(key, math.inf)
-        if (
-            ms > believed_budget or key not in true
-        ):  # free: not spent on accuracy (a cell the device never ran is skipped)
+        if ms > believed_budget or key not in true:  # free: not spent on accuracy
             return math.nan, ms
         return acc(key), ms
 
@@ -106,7 +121,28 @@ def search_once(
     while sum(not math.isnan(r["accuracy"]) for r in done) < queries and cfg.trials < MAX_PROPOSALS * queries:
         cfg.trials += queries - sum(not math.isnan(r["accuracy"]) for r in done)
         done = rows()
-    evaluated = [r for r in done if not math.isnan(r["accuracy"])][:queries]
+    return [r for r in done if not math.isnan(r["accuracy"])][:queries], len(done)
+
+
+def search_once(
+    space: Any,
+    acc: AccuracyTable,
+    latency: dict[str, float],
+    true: dict[str, float],
+    budget: float,
+    strategy: str,
+    queries: int,
+    population: int,
+    seed: int,
+    margin: float = MARGIN,
+) -> dict[str, Any]:
+    """One search as `hwnas run` makes it: `latency` is what the search believes (a calibrated predictor, or the
+    truth for the ablation), `queries` accuracy evaluations of candidates believed within the budget (times
+    1 + `margin`, the predictor's error), then verification on the device (`true`): the most accurate candidates,
+    best first, until one meets the budget when measured."""
+    evaluated, proposals = _evaluated(
+        space, acc, latency, true, budget * (1 + margin), strategy, queries, population, seed
+    )
     queue = sorted({r["arch"]: r for r in evaluated}.values(), key=lambda r: -r["accuracy"])
     believed = queue[0] if queue else None
     winner, verified = None, 0
@@ -124,7 +160,7 @@ def search_once(
     out = {
         "curve": curve,
         "queries": len(evaluated),
-        "proposals": len(done),
+        "proposals": proposals,
         "verified": verified,
         "unverified_meets": bool(believed and true[believed["arch"]] <= budget),
         "best_acc": best,
@@ -157,6 +193,8 @@ def bench_tabular(
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise ValueError(f"Unknown search strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}")
+    if OFA in strategies:
+        need("ofa", "ofa.nas.search_algorithm")  # before any device is calibrated: one line saying what to install
     space = load_space(space_spec)
     acc = load_accuracy_table(accuracy, space)
     table = read_tables(space, latency_tables)

@@ -671,6 +671,11 @@ class Tabular(Command):
         parser.add_argument("--seeds", type=int, default=3)
         parser.add_argument("--queries", type=int, default=100, help="accuracy queries per search")
         parser.add_argument("--strategies", default="surrogate,evolution,nsga2,random,optuna-tpe,optuna-nsga2")
+        parser.add_argument(
+            "--peer",
+            choices=["ofa"],
+            help="also Once-for-All's EvolutionFinder on the space's genes (ofa-evolution; needs .[peers])",
+        )
         parser.add_argument("--no-ablations", action="store_true", help="skip the true-latency and FLOPs ablations")
         parser.add_argument("--population", type=int, default=20)
         parser.add_argument("--out", help="a folder for rows.csv and regret.png")
@@ -693,7 +698,7 @@ class Tabular(Command):
                 quantiles,
                 args.seeds,
                 args.queries,
-                args.strategies.split(","),
+                [*args.strategies.split(","), *([tabular.OFA] if args.peer == "ofa" else [])],
                 not args.no_ablations,
                 args.population,
                 log=console.print,

@@ -65,3 +65,58 @@ def test_bench_tabular_prints_regret_per_method_and_writes_rows_and_plot(help_di
     assert (rows["queries"] == 20).all() and (tmp_path / "regret.png").stat().st_size > 0
     assert not math.isnan(rows["regret"].mean())
     assert main([*argv, "--quantiles", "1.5"]) == 2
+
+
+@pytest.fixture(scope="module")
+def dense(world):
+    """Every NB201 cell measured: latency grows with its convolutions."""
+    space, acc, _ = world
+    rng = np.random.default_rng(1)
+    return {
+        a: float(1 + 0.2 * a.count("conv_3x3") + 0.1 * a.count("conv_1x1") + 0.01 * rng.random()) for a in acc.accuracy
+    }
+
+
+def test_ofas_finder_searches_the_genes_of_nasbench201_with_the_same_queries(world, dense):
+    """OFA's EvolutionFinder through the arch-manager contract on NB201's genes: distinct evaluations only, each
+    believed within the budget, seeded like every other method."""
+    pytest.importorskip("ofa", reason="needs the ofa package: pip install -e '.[peers]'")
+    from nas.bench.ofa_search import ofa_gene_evolution
+
+    space, acc, _ = world
+    budget = float(np.quantile(list(dense.values()), 0.3))
+    ms = lambda a: dense[space.to_str(a)]
+    archs, drawn = ofa_gene_evolution(space, lambda a: acc(space.to_str(a)), ms, budget, 40, 10, seed=2)
+    assert len(archs) == len(set(archs)) == 40 and drawn > 40 and all(ms(a) <= budget for a in archs)
+    assert ofa_gene_evolution(space, lambda a: acc(space.to_str(a)), ms, budget, 40, 10, seed=2)[0] == archs
+    r = search_once(space, acc, dense, dense, budget / 1.1, "ofa-evolution", queries=40, population=10, seed=2)
+    assert r["queries"] == 40 and r["meets"] and r["regret"] >= 0
+
+
+def test_ofas_finder_stops_where_no_cell_is_believed_within_the_budget(world):
+    pytest.importorskip("ofa", reason="needs the ofa package: pip install -e '.[peers]'")
+    space, acc, true = world
+    r = search_once(space, acc, true, true, 0.1, "ofa-evolution", queries=10, population=5, seed=0)
+    assert r["queries"] == 0 and r["winner"] is None and r["proposals"] == 20 * 10 * 5
+
+
+def test_the_gene_arch_manager_mutates_each_gene_with_the_given_probability(world):
+    from nas.bench.ofa_search import GeneArchManager
+
+    space = world[0]
+    manager = GeneArchManager(space)
+    sample = manager.random_sample_arch()
+    assert space.validate(sample["genes"]) and manager.mutate_arch(dict(genes=list(sample["genes"])), 0.0) == sample
+    redrawn = [manager.mutate_arch({"genes": list(sample["genes"])}, 1.0)["genes"] for _ in range(20)]
+    assert any(g != sample["genes"] for g in redrawn)
+
+
+@pytest.mark.slow
+def test_bench_tabular_puts_ofas_finder_beside_the_strategies(help_dir, tmp_path, capsys):
+    pytest.importorskip("ofa", reason="needs the ofa package: pip install -e '.[peers]'")
+    argv = ["bench", "tabular", "--data", str(help_dir / "nasbench201.csv.gz"), "--devices", "silver_4114"]
+    argv += ["--seeds", "2", "--quantiles", "0.3", "--queries", "20", "--strategies", "random", "--peer", "ofa"]
+    assert main([*argv, "--no-ablations", "--out", str(tmp_path)]) == 0
+    assert "ofa-evolution" in capsys.readouterr().out
+    rows = pd.read_csv(tmp_path / "rows.csv")
+    assert list(rows["method"]) == ["random", "ofa-evolution"] * 2 and (rows["queries"] == 20).all()
