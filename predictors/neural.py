@@ -141,7 +141,9 @@ class ExpertMixture(_Experts):
     counts, a non-negative roofline fit on the operators' MACs by kind, activations, weights and operator
     count, and (where the space says what a graph compiler executes) the executed graph's costs and depth beside
     the raw counts, non-negative and ridge, so a runtime that folds constants and drops dead computation is fitted
-    as well as one that runs every operator. The prediction averages those whose leave-one-out error on the
+    as well as one that runs every operator; and (where the space has dead computation) the costs of what reaches
+    the output, alone and beside the executed graph's, non-negative, for a runtime that drops dead computation but
+    runs computation on zeros. The prediction averages those whose leave-one-out error on the
     references is within `near` times the best: the references decide how the device behaves."""
 
     def __init__(
@@ -175,6 +177,9 @@ class ExpertMixture(_Experts):
         if "executed" in (self.layout or {}):
             both = np.column_stack([self.block(X, "executed"), self.block(X, "counts"), agnostic])
             out += [(both, "nnls"), (both, "ridge"), (self.block(X, "executed"), "ridge")]
+        if "reaching" in (self.layout or {}) and "executed" in self.layout:
+            reaching = self.block(X, "reaching")
+            out += [(reaching, "nnls"), (np.column_stack([reaching, self.block(X, "executed")]), "nnls")]
         return out
 
     @staticmethod

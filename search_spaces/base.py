@@ -216,6 +216,13 @@ class SearchSpace:
         ops = self.latency_operators(arch)
         return ops, len(ops)
 
+    def reaching_operators(self, arch: tuple) -> list[Op] | None:
+        """What a runtime that drops dead computation but folds no constants executes of `latency_model`: every
+        operator whose result reaches the output, its input constant or not (a multiplication by zero is known to
+        be zero, a convolution of zeros is run). None where that is every latency operator (a space without dead
+        computation)."""
+        return None
+
     def gene_graph(self) -> list[tuple[int, int]]:
         """Directed edges between genes (gene i feeds gene j) for graph predictors: a chain unless a
         space knows better (NAS-Bench-201: the cell's data flow between edge operations)."""

@@ -90,9 +90,13 @@ class _Tracer(fx.Tracer):
         return isinstance(m, leaf) or super().is_leaf_module(m, qualname)
 
 
-def traced_execution(model: nn.Module, example_input: torch.Tensor) -> tuple[list[Op], int]:
+def traced_execution(
+    model: nn.Module, example_input: torch.Tensor, fold_constants: bool = True
+) -> tuple[list[Op], int]:
     """(executed operators, depth): the convolutions, linear layers, pools and additions a graph compiler keeps of
-    `model` run on `example_input`, and the most of them on one input-output path."""
+    `model` run on `example_input`, and the most of them on one input-output path. With `fold_constants` off,
+    only what is known to be zero is folded (a multiplication by zero, a sum or pass-through of zeros): an
+    operation computed from zeros executes, as on a runtime that only drops dead computation."""
     graph_module = fx.GraphModule(model, _Tracer().trace(model.eval()))
     with torch.no_grad():
         ShapeProp(graph_module).propagate(example_input)
@@ -106,7 +110,11 @@ def traced_execution(model: nn.Module, example_input: torch.Tensor) -> tuple[lis
         elif node.op == "get_attr":
             constant[node] = True
         else:
-            constant[node] = _is_zero_mul(node) or (bool(inputs) and all(constant[a] for a in inputs))
+            derived = bool(inputs) and all(constant[a] for a in inputs)
+            if not fold_constants:
+                module = modules.get(node.target) if node.op == "call_module" else None
+                derived = derived and (node.target in _ADDS or (module is not None and _op(node, module) is None))
+            constant[node] = _is_zero_mul(node) or derived
     live: set[fx.Node] = set()
     for node in reversed(nodes):
         if node.op == "output" or any(u in live and not constant[u] for u in node.users):
@@ -126,7 +134,7 @@ def traced_execution(model: nn.Module, example_input: torch.Tensor) -> tuple[lis
     return ops, 0 if constant[output.all_input_nodes[0]] else depth[output]
 
 
-def traced_executed_operators(space: Any, arch: tuple) -> tuple[list[Op], int]:
+def traced_executed_operators(space: Any, arch: tuple, fold_constants: bool = True) -> tuple[list[Op], int]:
     """`traced_execution` of what a device times for `arch`."""
     model, shape = space.latency_model(arch)
-    return traced_execution(model, torch.randn(*shape))
+    return traced_execution(model, torch.randn(*shape), fold_constants)

@@ -79,6 +79,42 @@ def live_edges(arch: tuple[str, ...]) -> tuple[bool, ...]:
     return tuple(op != "none" and s in reach and t in out for op, (t, s) in zip(arch, EDGES))
 
 
+def reaching_edges(arch: tuple[str, ...]) -> tuple[tuple[bool, ...], bool]:
+    """Edges a runtime that folds no constants keeps (a non-`none` edge whose target reaches the output through
+    non-`none` edges, fed by the input or not), and whether the cell reads its input at all."""
+    out = {3}
+    for source in (2, 1, 0):
+        if any(arch[i] != "none" and t in out for i, (t, s) in enumerate(EDGES) if s == source):
+            out.add(source)
+    return tuple(op != "none" and t in out for op, (t, s) in zip(arch, EDGES)), 0 in out
+
+
+def _zero_nodes(arch: tuple[str, ...]) -> set[int]:
+    """Nodes known to be zero without folding: every input edge is `none`, or a skip from a zero node."""
+    zero: set[int] = set()
+    for target in (1, 2, 3):
+        inputs = [(arch[i], s) for i, (t, s) in enumerate(EDGES) if t == target]
+        if all(op == "none" or (op == "skip_connect" and s in zero) for op, s in inputs):
+            zero.add(target)
+    return zero
+
+
+def _cell_reaching(arch: tuple[str, ...], c: int, hw: int) -> list[Op]:
+    """The operators of one cell that reach its output (`reaching_edges`), and the additions of their results that
+    are not known to be zero."""
+    keep, _ = reaching_edges(arch)
+    zero = _zero_nodes(arch)
+    ops = [op for name, k in zip(arch, keep) if k for op in edge_operators(name, c, hw)]
+    for target in (1, 2, 3):
+        inputs = [
+            i
+            for i, (t, s) in enumerate(EDGES)
+            if t == target and keep[i] and not (arch[i] == "skip_connect" and s in zero)
+        ]
+        ops += [Op("eltwise", c, c, in_hw=hw, out_hw=hw)] * max(0, len(inputs) - 1)
+    return ops
+
+
 def _cell_execution(arch: tuple[str, ...], c: int, hw: int) -> tuple[list[Op], int]:
     """The live operators of one cell (edge operations, then a node's additions, chained in edge order as `Cell`
     sums them) and its depth."""
@@ -217,6 +253,21 @@ class NASBench201(SearchSpace):
             ops += cell * self.cells_per_stage
             depth += d * self.cells_per_stage
         return ops + self._head()[1:], depth + 2  # batch norm and activation before the pool fused
+
+    def reaching_operators(self, arch: tuple) -> list[Op]:
+        """Edges whose result reaches the output execute, zeros or not (`reaching_edges`); a cell that does not read
+        its input leaves everything before the last cell unread, so only that cell and the head execute."""
+        arch = self.validate(arch)
+        _, reads = reaching_edges(arch)
+        stages = self._stages()
+        if not reads:
+            return _cell_reaching(arch, *stages[-1]) + self._head()[1:]
+        ops = [self._stem()]
+        for i, (ch, hw) in enumerate(stages):
+            if i > 0:
+                ops += [*_reduction(ch, hw), Op("eltwise", ch, ch, in_hw=hw, out_hw=hw)]
+            ops += _cell_reaching(arch, ch, hw) * self.cells_per_stage
+        return ops + self._head()[1:]
 
     def operators(self, arch: tuple) -> list[Op]:
         arch = self.validate(arch)

@@ -98,6 +98,13 @@ def executed_costs(space: Any, archs: Sequence[tuple]) -> np.ndarray:
     return np.column_stack([op_costs([ops for ops, _ in runs])[:, :-2], [depth for _, depth in runs], kinds])
 
 
+def reaching_costs(space: Any, archs: Sequence[tuple]) -> np.ndarray | None:
+    """Per network, the COSTS of what a runtime that drops dead computation but folds no constants executes
+    (`SearchSpace.reaching_operators`); None for a space without dead computation."""
+    runs = [space.reaching_operators(a) for a in archs]
+    return None if any(ops is None for ops in runs) else op_costs(runs)[:, :-2]
+
+
 def _agnostic_and_costs(space: Any, archs: Sequence[tuple]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     try:
         C = op_costs([space.latency_operators(a) for a in archs])
@@ -107,8 +114,9 @@ def _agnostic_and_costs(space: Any, archs: Sequence[tuple]) -> tuple[np.ndarray,
 
 
 def features(space: Any, archs: Sequence[tuple], like: Any = None) -> tuple[np.ndarray, dict[str, list[int]]]:
-    """(X, layout): X rows are [onehot | counts | MFLOPs, M params | costs | executed (where the space lists its
-    operators: COSTS of every operator, then of the executed ones and the executed graph's depth)]. With `like`
+    """(X, layout): X rows are [onehot | counts | MFLOPs, M params | costs | executed | reaching (where the space
+    lists its operators: COSTS of every operator, then of the executed ones and the executed graph's depth, then,
+    where the space has dead computation, of the operators that reach the output)]. With `like`
     (the space a base predictor was meta-trained on), the encoding takes that space's columns; FLOPs stay
     `space`'s own."""
     enc = space if like is None or like.genes == space.genes else like
@@ -130,4 +138,9 @@ def features(space: Any, archs: Sequence[tuple], like: Any = None) -> tuple[np.n
         layout["costs"] = [b + 2, b + 2 + costs.shape[1]]
         layout["executed"] = [b + 2 + costs.shape[1], b + 2 + 2 * costs.shape[1] + 1 + len(KINDS)]
         blocks += [costs, executed]
+        reaching = reaching_costs(space, archs)
+        if reaching is not None:
+            start = layout["executed"][1]
+            layout["reaching"] = [start, start + reaching.shape[1]]
+            blocks.append(reaching)
     return np.column_stack(blocks), layout

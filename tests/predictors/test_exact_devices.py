@@ -76,6 +76,23 @@ def test_a_device_that_drops_dead_computation_predicts_cells_without_a_live_path
     assert np.all(p_empty < 0.1 * live_median)
 
 
+def test_a_device_that_runs_computation_on_zeros_but_drops_dead_computation_is_fitted(space_and_features):
+    """Between the two: a runtime that drops what cannot reach the output but runs a convolution of zeros (HELP's
+    Pixel 3 comes close). Neither the raw counts nor the executed graph describe it; the reaching costs do."""
+    _, base, X = space_and_features
+    reaching = base.block(X, "reaching")
+    dense, pointwise, operators = (reaching[:, COSTS.index(c)] for c in ("dense_macs", "pointwise_macs", "operators"))
+    y = 0.05 + 0.02 * dense + 0.03 * pointwise + 0.004 * operators
+    pool, rest = np.arange(300), np.arange(300, 600)
+    refs = pool[base.choose_references(X[pool], 10)]
+    base.adapt(X[refs], y[refs])
+    assert mape(base.predict(X[rest]), y[rest]) < 3
+    without = predictors.create("hwnas", layout={k: v for k, v in base.layout.items() if k != "reaching"})
+    without.use_trunk(base.trunk()).tables_ = base.tables_
+    without.adapt(X[refs], y[refs])
+    assert mape(without.predict(X[rest]), y[rest]) > 2 * mape(base.predict(X[rest]), y[rest])
+
+
 EMPTY_CELLS = (
     "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|none~1|none~2|",
     "|nor_conv_1x1~0|+|avg_pool_3x3~0|nor_conv_3x3~1|+|none~0|none~1|none~2|",

@@ -33,6 +33,32 @@ def test_nasbench201_executed_operators_are_what_the_traced_model_keeps():
         assert _signature(ops) == _signature(traced) and depth == traced_depth, space.to_str(arch)
 
 
+def test_nasbench201_reaching_operators_are_what_the_traced_model_keeps_without_folding():
+    """A runtime that drops dead computation but folds no constants runs a convolution of zeros whose result
+    reaches the output, and nothing that does not reach it."""
+    space = search_spaces.create("nasbench201")
+    rng = np.random.default_rng(2)
+    archs = [space.sample(rng) for _ in range(25)] + [
+        space.from_str(s)
+        for s in (
+            "|none~0|+|none~0|nor_conv_3x3~1|+|none~0|nor_conv_3x3~1|nor_conv_3x3~2|",  # convolutions of zeros
+            "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|none~1|none~2|",  # nothing reads them
+            "|none~0|+|skip_connect~0|skip_connect~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|",
+            "|nor_conv_1x1~0|+|none~0|none~1|+|none~0|skip_connect~1|none~2|",
+            "|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|none~2|",
+        )
+    ]
+    for arch in archs:
+        traced, _ = traced_executed_operators(space, arch, fold_constants=False)
+        assert _signature(space.reaching_operators(arch)) == _signature(traced), space.to_str(arch)
+    zeros_in = space.reaching_operators(archs[-5])
+    # the cell reads no input: only the last cell's three convolutions of zeros and the head run
+    assert [op.kind for op in zeros_in] == ["conv"] * 3 + ["eltwise", "pool", "linear"]
+    assert space.executed_operators(archs[-5]) == ([], 0)
+    fed = space.reaching_operators(archs[-2])  # each cell's 1x1 convolution feeds the output through a skip
+    assert sum(op.kind == "conv" and op.kernel == 1 and op.c_in == op.c_out for op in fed) == 15
+
+
 def test_a_cell_without_an_input_output_path_executes_nothing():
     space = search_spaces.create("nasbench201")
     arch = space.from_str("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|none~0|none~1|none~2|")
