@@ -100,27 +100,32 @@ def _evaluated(
         )
         return [{"arch": space.to_str(a), "accuracy": acc(space.to_str(a))} for a in archs], drawn
 
+    spent = []
+
     def evaluate(arch: tuple) -> tuple[float, float]:
         key = space.to_str(arch)
         ms = latency.get(key, math.inf)
         if ms > believed_budget or key not in true:  # free: not spent on accuracy
             return math.nan, ms
+        spent.append(key)
         return acc(key), ms
 
     constraint = (
         (lambda arch: latency.get(space.to_str(arch), math.inf) <= believed_budget) if strategy in HWNAS_OWN else None
     )
-    cfg = SearchConfig(strategy=strategy, trials=queries, population=population, seed=seed, objective="budget")
-    storage = optuna.storages.InMemoryStorage()
-    objective = Objective("budget", believed_budget)
-
-    def rows() -> list[dict]:
-        return completed(run_search(space, evaluate, objective, cfg, storage, constraint=constraint))
-
-    done = rows()
-    while sum(not math.isnan(r["accuracy"]) for r in done) < queries and cfg.trials < MAX_PROPOSALS * queries:
-        cfg.trials += queries - sum(not math.isnan(r["accuracy"]) for r in done)
-        done = rows()
+    cfg = SearchConfig(
+        strategy=strategy, trials=MAX_PROPOSALS * queries, population=population, seed=seed, objective="budget"
+    )
+    study = run_search(
+        space,
+        evaluate,
+        Objective("budget", believed_budget),
+        cfg,
+        optuna.storages.InMemoryStorage(),
+        constraint=constraint,
+        stop=lambda: len(spent) >= queries,
+    )
+    done = completed(study)
     return [r for r in done if not math.isnan(r["accuracy"])][:queries], len(done)
 
 

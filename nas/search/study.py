@@ -177,8 +177,9 @@ def run_search(
     on_trial: Callable[[int, tuple, float, float], None] | None = None,
     key: dict[str, Any] | None = None,
     constraint: Callable[[tuple], bool] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> optuna.Study:
-    """Evaluate architectures until the study holds `config.trials` finished trials.
+    """Evaluate architectures until the study holds `config.trials` finished trials, or `stop()` holds.
 
     Workers sharing the storage never ask for more than the trials left (finished + running); a worker with
     nothing left to ask waits for the others' running trials, and a trial whose worker died (its process gone on
@@ -190,7 +191,7 @@ def run_search(
         complete, running = _states(study)
         if progress:
             progress(min(complete, config.trials), config.trials)
-        if complete >= config.trials:
+        if complete >= config.trials or (stop is not None and stop()):
             break
         if complete + running >= config.trials:
             time.sleep(WAIT)

@@ -120,3 +120,13 @@ def test_bench_tabular_puts_ofas_finder_beside_the_strategies(help_dir, tmp_path
     assert "ofa-evolution" in capsys.readouterr().out
     rows = pd.read_csv(tmp_path / "rows.csv")
     assert list(rows["method"]) == ["random", "ofa-evolution"] * 2 and (rows["queries"] == 20).all()
+
+
+def test_an_optuna_search_that_needs_more_proposals_than_queries_is_reproducible(world):
+    """Cells the device never ran are free proposals, so the search goes on past `queries` trials in one study
+    (a resumed Optuna sampler would be reseeded at random)."""
+    space, acc, true = world
+    budget = float(np.quantile(list(true.values()), 0.5))
+    runs = [search_once(space, acc, true, true, budget, "optuna-tpe", queries=15, population=10, seed=4) for _ in "ab"]
+    assert runs[0]["proposals"] > 15 and runs[0]["queries"] == 15
+    assert runs[0]["curve"] == runs[1]["curve"] and runs[0]["winner"] == runs[1]["winner"]

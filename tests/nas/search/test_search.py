@@ -200,6 +200,21 @@ def test_two_workers_share_one_sqlite_study(strategy, tmp_path):
     _check_shared(storage, "shared", _workers(storage, "shared", tmp_path, strategy), strategy)
 
 
+def test_a_search_ends_when_its_stop_condition_holds(tmp_path):
+    space, seen = load_space("nasbench201"), []
+    evaluate = toy(space)
+
+    def counted(arch):
+        seen.append(arch)
+        return evaluate(arch)
+
+    config = SearchConfig(strategy="random", trials=50, population=10, seed=0)
+    study = run_search(
+        space, counted, Objective("pareto"), config, f"sqlite:///{tmp_path}/s.db", stop=lambda: len(seen) >= 7
+    )
+    assert len(completed(study)) == len(seen) == 7
+
+
 @pytest.mark.parametrize("strategy", ["random", "evolution", "optuna-tpe"])
 def test_a_resumed_seeded_study_does_not_replay_its_first_proposals(strategy, tmp_path):
     space, calls = load_space("nasbench201"), []
