@@ -4,6 +4,8 @@ differs; and on any space of genes (NAS-Bench-201 in `bench tabular`) through OF
 
 from __future__ import annotations
 
+import contextlib
+import io
 import random
 from collections.abc import Callable
 
@@ -161,12 +163,14 @@ def _settings(population: int, evaluations: int) -> dict:
 
 
 def _run(finder: object, budget_ms: float, seed: int) -> None:
-    """OFA draws from the global generators: seeded for the search, given back after it."""
+    """OFA draws from the global generators: seeded for the search, given back after it. Its loop prints every
+    100 generations even when not verbose: that goes nowhere."""
     saved = random.getstate(), np.random.get_state()
     random.seed(seed)
     np.random.seed(seed)
     try:
-        finder.run_evolution_search(budget_ms, verbose=False)
+        with contextlib.redirect_stdout(io.StringIO()):
+            finder.run_evolution_search(budget_ms, verbose=False)
     finally:
         random.setstate(saved[0])
         np.random.set_state(saved[1])
