@@ -141,7 +141,8 @@ def ofa_gene_evolution(
 
     scorer = _Accuracy(GeneArchManager(space), accuracy, to_arch, distinct=evaluations)
     efficiency = _Efficiency(latency, to_arch, draws=draws)
-    settings = {**_settings(population, evaluations), "max_time_budget": evaluations}  # stopped by `distinct`
+    # a converged population scores the same architectures again: generations go on until `distinct` (or `draws`)
+    settings = {**_settings(population, evaluations), "max_time_budget": evaluations if draws is None else draws}
     try:
         _run(search.EvolutionFinder(efficiency, scorer, **settings), budget_ms, seed)
     except _Enough:

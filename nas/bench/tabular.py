@@ -244,10 +244,10 @@ def plot_regret(rows: list[dict], methods: Sequence[str], path: Any) -> None:
             curves = [r["curve"] for r in rows if r["method"] == m and r["quantile"] == q and r["curve"]]
             if not curves:
                 continue
-            n = min(len(c) for c in curves)
+            n = max(len(c) for c in curves)  # a search that ran out of proposals keeps its last regret
             with warnings.catch_warnings():  # early queries where no run has a verified candidate yet
                 warnings.simplefilter("ignore", RuntimeWarning)
-                mean = np.nanmean([c[:n] for c in curves], axis=0)
+                mean = np.nanmean([[*c, *[c[-1]] * (n - len(c))] for c in curves], axis=0)
             ax.plot(np.arange(1, n + 1), mean, label=m)
         ax.set(title=f"budget: latency quantile {q}", xlabel="accuracy queries", ylabel="mean regret (points)")
         ax.set_yscale("log")
