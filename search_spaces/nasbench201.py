@@ -70,22 +70,25 @@ def live_edges(arch: tuple[str, ...]) -> tuple[bool, ...]:
     for target in (1, 2, 3):
         if any(arch[i] != "none" and s in reach for i, (t, s) in enumerate(EDGES) if t == target):
             reach.add(target)
-    out = {3}
-    for source in (2, 1, 0):
-        if any(arch[i] != "none" and t in out for i, (t, s) in enumerate(EDGES) if s == source):
-            out.add(source)
+    out = _output_nodes(arch)
     if 3 not in reach:
         return (False,) * len(EDGES)
     return tuple(op != "none" and s in reach and t in out for op, (t, s) in zip(arch, EDGES))
 
 
-def reaching_edges(arch: tuple[str, ...]) -> tuple[tuple[bool, ...], bool]:
-    """Edges a runtime that folds no constants keeps (a non-`none` edge whose target reaches the output through
-    non-`none` edges, fed by the input or not), and whether the cell reads its input at all."""
+def _output_nodes(arch: tuple[str, ...]) -> set[int]:
+    """The nodes that reach the cell's output through non-`none` edges (the output among them)."""
     out = {3}
     for source in (2, 1, 0):
         if any(arch[i] != "none" and t in out for i, (t, s) in enumerate(EDGES) if s == source):
             out.add(source)
+    return out
+
+
+def reaching_edges(arch: tuple[str, ...]) -> tuple[tuple[bool, ...], bool]:
+    """Edges a runtime that folds no constants keeps (a non-`none` edge whose target reaches the output through
+    non-`none` edges, fed by the input or not), and whether the cell reads its input at all."""
+    out = _output_nodes(arch)
     return tuple(op != "none" and t in out for op, (t, s) in zip(arch, EDGES)), 0 in out
 
 

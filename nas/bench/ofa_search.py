@@ -26,9 +26,9 @@ class _Efficiency:
         self.latency, self.to_arch, self.draws, self.drawn = latency, to_arch, draws, 0
 
     def get_efficiency(self, sample: dict) -> float:
-        self.drawn += 1
-        if self.draws is not None and self.drawn > self.draws:
+        if self.draws is not None and self.drawn == self.draws:
             raise _Enough
+        self.drawn += 1
         return self.latency(self.to_arch(sample))
 
 
@@ -50,13 +50,15 @@ class _Accuracy:
     ) -> None:
         self.arch_encoder, self.accuracy, self.to_arch, self.distinct = encoder, accuracy, to_arch, distinct
         self.scored: list[tuple] = []
+        self.seen: dict[tuple, None] = {}  # the distinct ones, in order
 
     def predict_acc(self, samples: list[dict]) -> np.ndarray:
         archs = [self.to_arch(s) for s in samples]
         for a in archs:
-            if self.distinct is not None and a not in self.scored and len(set(self.scored)) == self.distinct:
+            if self.distinct is not None and a not in self.seen and len(self.seen) == self.distinct:
                 raise _Enough
             self.scored.append(a)
+            self.seen[a] = None
         return np.array([self.accuracy(a) for a in archs], dtype=float)
 
 
@@ -147,7 +149,7 @@ def ofa_gene_evolution(
         _run(search.EvolutionFinder(efficiency, scorer, **settings), budget_ms, seed)
     except _Enough:
         pass
-    return list(dict.fromkeys(scorer.scored)), min(efficiency.drawn, draws or efficiency.drawn)
+    return list(scorer.seen), efficiency.drawn
 
 
 def _settings(population: int, evaluations: int) -> dict:

@@ -100,7 +100,7 @@ def _evaluated(
         )
         return [{"arch": space.to_str(a), "accuracy": acc(space.to_str(a))} for a in archs], drawn
 
-    spent = []
+    spent: list[str] = []
 
     def evaluate(arch: tuple) -> tuple[float, float]:
         key = space.to_str(arch)
