@@ -102,6 +102,8 @@ def traced_execution(
         ShapeProp(graph_module).propagate(example_input)
     modules = dict(graph_module.named_modules())
     nodes = list(graph_module.graph.nodes)
+    calls = ("call_module", "call_function", "call_method")
+    op_of = {n: _op(n, modules.get(n.target) if n.op == "call_module" else None) for n in nodes if n.op in calls}
     constant: dict[fx.Node, bool] = {}
     for node in nodes:
         inputs = [a for a in node.all_input_nodes]
@@ -111,9 +113,8 @@ def traced_execution(
             constant[node] = True
         else:
             derived = bool(inputs) and all(constant[a] for a in inputs)
-            if not fold_constants:
-                module = modules.get(node.target) if node.op == "call_module" else None
-                derived = derived and (node.target in _ADDS or (module is not None and _op(node, module) is None))
+            if not fold_constants:  # zeros stay zeros through a sum or a module that computes nothing
+                derived = derived and (node.target in _ADDS or (node.op == "call_module" and op_of[node] is None))
             constant[node] = _is_zero_mul(node) or derived
     live: set[fx.Node] = set()
     for node in reversed(nodes):
@@ -122,8 +123,7 @@ def traced_execution(
     ops: list[Op] = []
     depth: dict[fx.Node, int] = {}
     for node in nodes:
-        executes = node in live and not constant[node] and node.op in ("call_module", "call_function", "call_method")
-        op = _op(node, modules.get(node.target) if node.op == "call_module" else None) if executes else None
+        op = op_of[node] if node in op_of and node in live and not constant[node] else None
         if op is not None and op.kind == "eltwise" and sum(not constant[a] for a in node.all_input_nodes) < 2:
             op = None  # adding a constant zero: folded
         if op is not None:

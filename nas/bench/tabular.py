@@ -98,7 +98,7 @@ def _evaluated(
             seed,
             draws=MAX_PROPOSALS * queries * population,
         )
-        return [{"arch": space.to_str(a), "accuracy": acc(space.to_str(a))} for a in archs], drawn
+        return [{"arch": key, "accuracy": acc(key)} for key in map(space.to_str, archs)], drawn
 
     spent: list[str] = []
 
